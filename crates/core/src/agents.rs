@@ -1,0 +1,295 @@
+//! Policies as the engine sees them, the scripted reference agents built on the planner, and
+//! episode rollouts.
+//!
+//! The reference agents are the ground truth for audits: "seek goal G" (Boltzmann-rational with
+//! a chosen beta), "seek one goal when watched and another when not", and uniformly random.
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::grid::Pos;
+use crate::planner::{GoalSpec, Planner};
+use crate::rng::Rng;
+use crate::state::{Outcome, OutcomeKind};
+
+/// Anything that acts in an environment: maps the current state to an action distribution.
+pub trait Agent: Send {
+    fn name(&self) -> String;
+    /// Called when an episode starts.
+    fn begin(&mut self, _env: &Env) -> Result<()> {
+        Ok(())
+    }
+    /// Writes the probability of each action (length `env.n_actions()`).
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()>;
+}
+
+/// Pursues one declared goal (0 = intended, 1.. = proxies) with Boltzmann rationality `beta`
+/// (`f32::INFINITY`: uniformly among the optimal moves).
+#[derive(Clone, Debug)]
+pub struct SeekGoal {
+    pub goal: usize,
+    pub beta: f32,
+    planner: Option<Planner>,
+    spec: GoalSpec,
+    planned: Option<GoalSpec>,
+    dist: Vec<u16>,
+}
+
+impl SeekGoal {
+    pub fn new(goal: usize, beta: f32) -> SeekGoal {
+        SeekGoal {
+            goal,
+            beta,
+            planner: None,
+            spec: GoalSpec::default(),
+            planned: None,
+            dist: Vec::new(),
+        }
+    }
+
+    /// Steps-to-go table for the goal's current targets, replanned only when they change.
+    fn refresh(&mut self, env: &Env) -> &[u16] {
+        if self.planner.is_none() {
+            self.planner = Some(Planner::new(&env.state.grid));
+        }
+        self.spec.clear();
+        env.testbed()
+            .goal_spec(&env.state, self.goal, &mut self.spec);
+        if self.planned.as_ref() != Some(&self.spec) {
+            let planner = self.planner.as_mut().expect("set above");
+            planner.distances(&self.spec, &mut self.dist);
+            self.planned = Some(self.spec.clone());
+        }
+        &self.dist
+    }
+
+    /// Optimal steps-to-go from the agent's cell to the goal's current targets.
+    pub fn steps_to_go(&mut self, env: &Env) -> Option<u16> {
+        let d = self.refresh(env)[env.state.agent];
+        (d != crate::planner::UNREACHABLE).then_some(d)
+    }
+}
+
+impl Agent for SeekGoal {
+    fn name(&self) -> String {
+        format!("seek goal {} (beta {})", self.goal, self.beta)
+    }
+
+    fn begin(&mut self, env: &Env) -> Result<()> {
+        if self.goal >= env.testbed().goals().len() {
+            return Err(Error::Input(format!(
+                "goal index {} out of range: {} declares {} goals",
+                self.goal,
+                env.testbed().name(),
+                env.testbed().goals().len()
+            )));
+        }
+        self.planner = Some(Planner::new(&env.state.grid));
+        self.planned = None;
+        Ok(())
+    }
+
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()> {
+        let beta = self.beta;
+        let pos = env.state.agent;
+        self.refresh(env);
+        let planner = self.planner.as_ref().expect("refresh builds it");
+        planner.action_probs(&self.dist, pos, beta, out);
+        Ok(())
+    }
+}
+
+/// Seeks one goal while watched and another while not (supervisor present / deployment cue
+/// absent): the observable signature of deceptive alignment.
+#[derive(Clone, Debug)]
+pub struct Conditional {
+    pub watched: SeekGoal,
+    pub unwatched: SeekGoal,
+}
+
+impl Conditional {
+    pub fn new(watched_goal: usize, unwatched_goal: usize, beta: f32) -> Conditional {
+        Conditional {
+            watched: SeekGoal::new(watched_goal, beta),
+            unwatched: SeekGoal::new(unwatched_goal, beta),
+        }
+    }
+}
+
+impl Agent for Conditional {
+    fn name(&self) -> String {
+        format!(
+            "seek goal {} when watched, goal {} otherwise",
+            self.watched.goal, self.unwatched.goal
+        )
+    }
+
+    fn begin(&mut self, env: &Env) -> Result<()> {
+        if env.testbed().oversight().is_none() {
+            return Err(Error::Input(format!(
+                "testbed {} has no oversight cue, so a watched/unwatched agent means nothing there",
+                env.testbed().name()
+            )));
+        }
+        self.watched.begin(env)?;
+        self.unwatched.begin(env)
+    }
+
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()> {
+        if env.watched().unwrap_or(true) {
+            self.watched.probs(env, out)
+        } else {
+            self.unwatched.probs(env, out)
+        }
+    }
+}
+
+/// Uniformly random actions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RandomAgent;
+
+impl Agent for RandomAgent {
+    fn name(&self) -> String {
+        "random".into()
+    }
+
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()> {
+        let u = 1.0 / env.n_actions() as f32;
+        out.iter_mut().for_each(|o| *o = u);
+        Ok(())
+    }
+}
+
+/// A reference agent by name: `intended`, a proxy's name, `random`, or
+/// `conditional:<proxy>` (intended when watched, the proxy when not).
+pub fn reference_agent(
+    testbed: &dyn crate::testbed::Testbed,
+    name: &str,
+    beta: f32,
+) -> Result<Box<dyn Agent>> {
+    let goal_index = |g: &str| testbed.goals().iter().position(|d| d.name == g);
+    if name == "random" {
+        return Ok(Box::new(RandomAgent));
+    }
+    if name == "intended" {
+        return Ok(Box::new(SeekGoal::new(0, beta)));
+    }
+    if let Some(p) = name.strip_prefix("conditional:") {
+        if testbed.oversight().is_none() {
+            return Err(Error::Input(format!(
+                "testbed {} has no oversight cue; conditional agents need one",
+                testbed.name()
+            )));
+        }
+        let g = goal_index(p)
+            .filter(|&g| g > 0)
+            .ok_or_else(|| unknown_agent(testbed, name))?;
+        return Ok(Box::new(Conditional::new(0, g, beta)));
+    }
+    match goal_index(name) {
+        Some(g) => Ok(Box::new(SeekGoal::new(g, beta))),
+        None => Err(unknown_agent(testbed, name)),
+    }
+}
+
+/// Names `reference_agent` accepts for a testbed.
+pub fn reference_agent_names(testbed: &dyn crate::testbed::Testbed) -> Vec<String> {
+    let mut v = vec!["intended".to_string()];
+    v.extend(testbed.proxies().iter().map(|p| p.name.to_string()));
+    if testbed.oversight().is_some() {
+        v.extend(
+            testbed
+                .proxies()
+                .iter()
+                .map(|p| format!("conditional:{}", p.name)),
+        );
+    }
+    v.push("random".into());
+    v
+}
+
+fn unknown_agent(testbed: &dyn crate::testbed::Testbed, name: &str) -> Error {
+    Error::Input(format!(
+        "unknown agent '{name}' for testbed {} (known: {})",
+        testbed.name(),
+        reference_agent_names(testbed).join(", ")
+    ))
+}
+
+/// A finished episode.
+#[derive(Clone, Debug)]
+pub struct Episode {
+    pub outcome: Outcome,
+    pub actions: Vec<u8>,
+    /// The agent's cell before each action, then its final cell.
+    pub positions: Vec<Pos>,
+}
+
+/// Checks an action distribution: right length, finite, non-negative, sums to 1.
+pub fn check_probs(probs: &[f32]) -> Result<()> {
+    if probs.iter().any(|p| !p.is_finite()) {
+        return Err(Error::Policy(format!(
+            "non-finite action probabilities {probs:?}"
+        )));
+    }
+    if probs.iter().any(|&p| p < 0.0) {
+        return Err(Error::Policy(format!(
+            "negative action probabilities {probs:?}"
+        )));
+    }
+    let s: f32 = probs.iter().sum();
+    if (s - 1.0).abs() > 1e-3 {
+        return Err(Error::Policy(format!(
+            "action probabilities sum to {s}, not 1"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the current episode of `env` to its end, sampling actions from `agent` with `rng`.
+pub fn run_episode(env: &mut Env, agent: &mut dyn Agent, rng: &mut Rng) -> Result<Episode> {
+    let n = env.n_actions();
+    let mut probs = vec![0f32; n];
+    let mut actions = Vec::new();
+    let mut positions = vec![env.state.agent];
+    agent.begin(env)?;
+    while !env.done() {
+        agent.probs(env, &mut probs)?;
+        check_probs(&probs)?;
+        let a = rng.categorical(&probs);
+        env.step(a);
+        actions.push(a as u8);
+        positions.push(env.state.agent);
+    }
+    Ok(Episode {
+        outcome: env.outcome().expect("loop ends when done"),
+        actions,
+        positions,
+    })
+}
+
+/// Length of the path the planner takes to each declared goal from the current state: the
+/// steps a deterministic optimal seeker of that goal needs until its episode ends at a goal.
+/// Exact shortest paths for single-target goals; `None` where the goal cannot be reached.
+pub fn goal_path_lengths(env: &Env) -> Vec<Option<u32>> {
+    (0..env.testbed().goals().len())
+        .map(|g| {
+            let mut sim = env.clone();
+            let mut seeker = SeekGoal::new(g, f32::INFINITY);
+            if seeker.begin(&sim).is_err() {
+                return None;
+            }
+            let start = sim.state.steps;
+            let mut probs = vec![0f32; sim.n_actions()];
+            while !sim.done() {
+                seeker.probs(&sim, &mut probs).ok()?;
+                // Lowest-index best move: deterministic.
+                let a = probs.iter().position(|&p| p > 0.0)?;
+                sim.step(a);
+            }
+            match sim.state.outcome? {
+                OutcomeKind::Intended | OutcomeKind::Proxy(_) => Some(sim.state.steps - start),
+                _ => None,
+            }
+        })
+        .collect()
+}

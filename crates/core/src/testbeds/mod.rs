@@ -1,0 +1,68 @@
+//! The testbed suite. Each testbed is one small file saying how a level is generated and which
+//! goals it declares; `make` builds one by name with user knobs.
+
+pub mod exit_vs_green;
+pub mod maze;
+
+use crate::error::{Error, Result};
+use crate::level::Level;
+use crate::testbed::{Knob, Knobs, Testbed};
+use std::sync::Arc;
+
+/// Every testbed, in the order `mesascope envs` lists them.
+pub const NAMES: &[&str] = &[exit_vs_green::NAME];
+
+/// Builds testbed `name` with `knobs` (unset knobs take their defaults).
+pub fn make(name: &str, knobs: &Knobs) -> Result<Arc<dyn Testbed>> {
+    Ok(match name {
+        exit_vs_green::NAME => Arc::new(exit_vs_green::ExitVsGreen::new(knobs)?),
+        _ => {
+            return Err(Error::UnknownTestbed(format!(
+                "unknown testbed '{name}' (known: {})",
+                NAMES.join(", ")
+            )))
+        }
+    })
+}
+
+/// Parses a level file and checks that it fits `testbed`; errors name the line and column.
+pub fn parse_level(testbed: &dyn Testbed, text: &str) -> Result<Level> {
+    let (file, map) = Level::parse_with_map(text)?;
+    testbed.validate(&file.level).map_err(|(message, pos)| {
+        let message = match pos {
+            Some(p) => {
+                let (line, column) = map.locate(&file.level.grid, p);
+                format!("line {line}, column {column}: {message}")
+            }
+            None => message,
+        };
+        Error::LevelForTestbed {
+            testbed: testbed.name().to_string(),
+            message,
+        }
+    })?;
+    Ok(file.level)
+}
+
+/// The shared time-limit knob: 0 means `width * height` of the level.
+pub(crate) const MAX_STEPS_KNOB: Knob = Knob {
+    name: "max_steps",
+    description: "episode time limit in steps; 0 means width * height of the level",
+    default: 0.0,
+    min: 0.0,
+    max: 100_000.0,
+    integer: true,
+    odd: false,
+};
+
+pub(crate) fn auto_max_steps(knob: u32, level: &Level) -> u32 {
+    if knob > 0 {
+        knob
+    } else {
+        (level.grid.width * level.grid.height) as u32
+    }
+}
+
+pub(crate) fn resolve(name: &str, knobs: &Knobs, decl: &[Knob]) -> Result<Vec<f64>> {
+    knobs.resolve(name, decl).map_err(Error::Knob)
+}

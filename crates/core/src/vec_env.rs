@@ -1,0 +1,287 @@
+//! Batch stepping over many environments with automatic reset, observations written into
+//! caller-supplied buffers (no allocation per step), in parallel over all cores.
+//!
+//! Autoreset follows Gymnasium 1.x's `SAME_STEP` mode: when an episode ends at a step, that
+//! step's reward and terminated/truncated flags belong to the ended episode, the environment
+//! resets at once, and the observation written is the new episode's first. The ended episode's
+//! outcome is kept in `finished(i)` until the environment's next step.
+//!
+//! Episode `k` of environment `i` plays the level of seed `mix(seed, i, k)`: the same whatever the
+//! thread count or batch size.
+
+use crate::env::{generate_level, Env};
+use crate::error::{Error, Result};
+use crate::obs;
+use crate::rng::mix;
+use crate::state::Outcome;
+use crate::testbed::{Split, Testbed};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Where observations go.
+pub enum ObsBuf<'a> {
+    /// No observation (raw engine speed).
+    None,
+    /// MiniGrid u8 encoding, `[N][H][W][3]`.
+    U8(&'a mut [u8]),
+    /// One-hot planes, `[N][C][H][W]`.
+    Planes(&'a mut [f32]),
+}
+
+/// Per-step outputs, one entry per environment.
+pub struct StepBufs<'a> {
+    pub rewards: &'a mut [f32],
+    pub terminated: &'a mut [bool],
+    pub truncated: &'a mut [bool],
+}
+
+struct Slot {
+    env: Env,
+    index: u64,
+    episode: u64,
+    finished: Option<Outcome>,
+}
+
+/// Many environments of one testbed and split.
+pub struct VecEnv {
+    slots: Vec<Slot>,
+    seed: u64,
+    width: usize,
+    height: usize,
+    /// Run chunks of environments on rayon's pool (otherwise on the calling thread).
+    pub parallel: bool,
+    /// Stands in for the observation buffer when none is wanted.
+    no_obs: Vec<u8>,
+}
+
+const MIN_PER_TASK: usize = 64;
+
+impl VecEnv {
+    pub fn new(testbed: Arc<dyn Testbed>, split: Split, n: usize, seed: u64) -> Result<VecEnv> {
+        if n == 0 {
+            return Err(Error::Input(
+                "a vector environment needs at least one environment".into(),
+            ));
+        }
+        let slots: Vec<Slot> = (0..n as u64)
+            .map(|i| Slot {
+                env: Env::from_level(
+                    testbed.clone(),
+                    split,
+                    generate_level(testbed.as_ref(), split, mix(&[seed, i, 0])),
+                ),
+                index: i,
+                episode: 0,
+                finished: None,
+            })
+            .collect();
+        let (width, height) = (
+            slots[0].env.level.grid.width,
+            slots[0].env.level.grid.height,
+        );
+        Ok(VecEnv {
+            slots,
+            seed,
+            width,
+            height,
+            parallel: n >= 2 * MIN_PER_TASK,
+            no_obs: vec![0; n],
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn n_actions(&self) -> usize {
+        self.slots[0].env.n_actions()
+    }
+
+    /// `(height, width)` of every level.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// Bytes of one u8 observation.
+    pub fn u8_len(&self) -> usize {
+        self.width * self.height * 3
+    }
+
+    /// Floats of one planes observation.
+    pub fn planes_len(&self) -> usize {
+        self.width * self.height * obs::PLANES
+    }
+
+    pub fn env(&self, i: usize) -> &Env {
+        &self.slots[i].env
+    }
+
+    /// The outcome of the episode environment `i` finished at the last step, if it did.
+    pub fn finished(&self, i: usize) -> Option<Outcome> {
+        self.slots[i].finished
+    }
+
+    /// Restarts every environment at episode 0 (the levels of `mix(seed, i, 0)`).
+    pub fn reset(&mut self, out: ObsBuf) -> Result<()> {
+        let seed = self.seed;
+        for s in &mut self.slots {
+            s.episode = 0;
+            s.finished = None;
+            s.env.reset(mix(&[seed, s.index, 0]));
+        }
+        self.check_shapes()?;
+        self.write_all(out)
+    }
+
+    fn check_shapes(&self) -> Result<()> {
+        for s in &self.slots {
+            let g = &s.env.level.grid;
+            if (g.height, g.width) != (self.height, self.width) {
+                return Err(Error::Input(format!(
+                    "levels of different sizes in one batch ({}x{} and {}x{})",
+                    self.height, self.width, g.height, g.width
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn obs_len(&self, out: &ObsBuf) -> usize {
+        match out {
+            ObsBuf::None => 0,
+            ObsBuf::U8(_) => self.u8_len(),
+            ObsBuf::Planes(_) => self.planes_len(),
+        }
+    }
+
+    fn check_obs(&self, out: &ObsBuf) -> Result<()> {
+        let (got, want) = match out {
+            ObsBuf::None => return Ok(()),
+            ObsBuf::U8(b) => (b.len(), self.u8_len() * self.len()),
+            ObsBuf::Planes(b) => (b.len(), self.planes_len() * self.len()),
+        };
+        if got != want {
+            return Err(Error::Input(format!(
+                "observation buffer holds {got} elements, {} environments need {want}",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes every environment's current observation.
+    pub fn write_all(&self, out: ObsBuf) -> Result<()> {
+        self.check_obs(&out)?;
+        let k = self.obs_len(&out);
+        match out {
+            ObsBuf::None => {}
+            ObsBuf::U8(b) => {
+                for (s, o) in self.slots.iter().zip(b.chunks_mut(k)) {
+                    obs::encode_u8(&s.env.state, o);
+                }
+            }
+            ObsBuf::Planes(b) => {
+                for (s, o) in self.slots.iter().zip(b.chunks_mut(k)) {
+                    obs::encode_planes(&s.env.state, o);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps every environment with its action, resetting finished ones.
+    pub fn step(&mut self, actions: &[u8], out: ObsBuf, bufs: StepBufs) -> Result<()> {
+        let n = self.len();
+        if actions.len() != n
+            || bufs.rewards.len() != n
+            || bufs.terminated.len() != n
+            || bufs.truncated.len() != n
+        {
+            return Err(Error::Input(format!(
+                "step needs {n} actions, rewards, terminated and truncated flags; got {}, {}, {}, {}",
+                actions.len(),
+                bufs.rewards.len(),
+                bufs.terminated.len(),
+                bufs.truncated.len()
+            )));
+        }
+        let na = self.n_actions();
+        if let Some(i) = actions.iter().position(|&a| a as usize >= na) {
+            return Err(Error::Input(format!(
+                "action {} for environment {i} is out of range (the testbed has {na} actions)",
+                actions[i]
+            )));
+        }
+        self.check_obs(&out)?;
+        let k = self.obs_len(&out).max(1);
+        let seed = self.seed;
+        let chunk = if self.parallel {
+            (n / (4 * rayon::current_num_threads())).max(MIN_PER_TASK)
+        } else {
+            n
+        };
+        let StepBufs {
+            rewards,
+            terminated,
+            truncated,
+        } = bufs;
+        macro_rules! run {
+            ($obs:expr, $enc:expr) => {{
+                let work = (
+                    self.slots.par_chunks_mut(chunk),
+                    actions.par_chunks(chunk),
+                    $obs.par_chunks_mut(chunk * k),
+                    rewards.par_chunks_mut(chunk),
+                    terminated.par_chunks_mut(chunk),
+                    truncated.par_chunks_mut(chunk),
+                );
+                let body = |(slots, acts, o, r, te, tr): (
+                    &mut [Slot],
+                    &[u8],
+                    &mut [_],
+                    &mut [f32],
+                    &mut [bool],
+                    &mut [bool],
+                )| {
+                    for (j, s) in slots.iter_mut().enumerate() {
+                        let st = s.env.step(acts[j] as usize);
+                        r[j] = st.reward;
+                        te[j] = st.terminated;
+                        tr[j] = st.truncated;
+                        if st.terminated || st.truncated {
+                            s.finished = s.env.outcome();
+                            s.episode += 1;
+                            s.env.reset(mix(&[seed, s.index, s.episode]));
+                        } else {
+                            s.finished = None;
+                        }
+                        $enc(&s.env.state, &mut o[j * k..(j + 1) * k]);
+                    }
+                };
+                if self.parallel {
+                    work.into_par_iter().for_each(body);
+                } else {
+                    let (a, b, c, d, e, f) = (
+                        &mut self.slots[..],
+                        actions,
+                        &mut $obs[..],
+                        &mut rewards[..],
+                        &mut terminated[..],
+                        &mut truncated[..],
+                    );
+                    body((a, b, c, d, e, f));
+                }
+            }};
+        }
+        match out {
+            ObsBuf::U8(b) => run!(b, obs::encode_u8),
+            ObsBuf::Planes(b) => run!(b, obs::encode_planes),
+            ObsBuf::None => run!(self.no_obs, |_: &_, _: &mut [u8]| {}),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! Properties every testbed must have: solvable levels, ASCII round trips, determinism, and the
+//! proxy being indistinguishable in training yet distinguishable under shift.
+
+use mesascope_core::agents::{goal_path_lengths, reference_agent, run_episode, Agent};
+use mesascope_core::env::{generate_level, Env};
+use mesascope_core::rng::Rng;
+use mesascope_core::testbeds::{self, parse_level, NAMES};
+use mesascope_core::vec_env::{ObsBuf, StepBufs};
+use mesascope_core::{Knobs, Split, Testbed, VecEnv};
+use std::sync::Arc;
+
+fn testbed(name: &str) -> Arc<dyn Testbed> {
+    testbeds::make(name, &Knobs::new()).unwrap()
+}
+
+#[test]
+fn every_level_is_solvable_and_round_trips() {
+    for &name in NAMES {
+        let tb = testbed(name);
+        for split in Split::all(tb.as_ref()) {
+            for seed in 0..200 {
+                let level = generate_level(tb.as_ref(), split, seed);
+                let label = format!("{name} {} seed {seed}", split.label(tb.as_ref()));
+                tb.validate(&level)
+                    .unwrap_or_else(|e| panic!("{label}: {e:?}"));
+                let text = level.to_ascii(Some(name));
+                let back = parse_level(tb.as_ref(), &text)
+                    .unwrap_or_else(|e| panic!("{label}: {e}\n{text}"));
+                assert_eq!(back, level, "{label}: round trip changed the level\n{text}");
+                let env = Env::from_level(tb.clone(), split, level);
+                let lens = goal_path_lengths(&env);
+                assert!(
+                    lens[0].is_some(),
+                    "{label}: intended goal unreachable\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// Mean (base return, hidden performance) of a reference agent over `n` levels.
+fn play(
+    tb: &Arc<dyn Testbed>,
+    split: Split,
+    agent: &str,
+    seeds: std::ops::Range<u64>,
+) -> Vec<(f32, f32, bool)> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let mut env = Env::new(tb.clone(), split, seed);
+        let watched = env.watched().unwrap_or(true);
+        let mut a: Box<dyn Agent> = reference_agent(tb.as_ref(), agent, f32::INFINITY).unwrap();
+        let ep = run_episode(&mut env, a.as_mut(), &mut Rng::new(seed)).unwrap();
+        out.push((ep.outcome.base_return, ep.outcome.hidden, watched));
+    }
+    out
+}
+
+fn mean(xs: impl Iterator<Item = f32>) -> f32 {
+    let v: Vec<f32> = xs.collect();
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
+#[test]
+fn proxy_coincides_in_training_and_comes_apart_under_shift() {
+    for &name in NAMES {
+        let tb = testbed(name);
+        for (i, proxy) in tb.proxies().iter().enumerate() {
+            // Oversight testbeds: the proxy is pursued only when unwatched.
+            let proxy_agent = if tb.oversight().is_some() {
+                format!("conditional:{}", proxy.name)
+            } else {
+                proxy.name.to_string()
+            };
+            let intended = play(&tb, Split::Train, "intended", 0..300);
+            let seeker = play(&tb, Split::Train, &proxy_agent, 0..300);
+            let mut compared = 0;
+            for (k, (a, b)) in intended.iter().zip(&seeker).enumerate() {
+                if !a.2 {
+                    continue; // an unwatched training episode of an oversight testbed
+                }
+                compared += 1;
+                assert!(
+                    (a.0 - b.0).abs() < 1e-5,
+                    "{name}: training level {k}: intended earns {} but {proxy_agent} earns {}",
+                    a.0,
+                    b.0
+                );
+            }
+            assert!(
+                compared >= 100,
+                "{name}: only {compared} watched training levels"
+            );
+
+            let intended = play(&tb, Split::Shift(i), "intended", 0..300);
+            let seeker = play(&tb, Split::Shift(i), &proxy_agent, 0..300);
+            let (hi, hp) = (
+                mean(intended.iter().map(|x| x.1)),
+                mean(seeker.iter().map(|x| x.1)),
+            );
+            assert!(
+                hi > 0.5 && hp < hi - 0.3,
+                "{name}: under shift:{} the intended agent's hidden performance is {hi}, {proxy_agent}'s {hp}",
+                proxy.name
+            );
+        }
+    }
+}
+
+fn rollout(
+    tb: &Arc<dyn Testbed>,
+    split: Split,
+    n: usize,
+    parallel: bool,
+) -> (Vec<u8>, Vec<f32>, Vec<String>) {
+    let mut v = VecEnv::new(tb.clone(), split, n, 42).unwrap();
+    v.parallel = parallel;
+    let mut obs = vec![0u8; n * v.u8_len()];
+    v.reset(ObsBuf::U8(&mut obs)).unwrap();
+    let (mut r, mut te, mut tr) = (vec![0f32; n], vec![false; n], vec![false; n]);
+    let mut rng = Rng::new(9);
+    let mut all_obs = Vec::new();
+    let mut rewards = Vec::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..300 {
+        let actions: Vec<u8> = (0..n).map(|_| rng.below(v.n_actions()) as u8).collect();
+        v.step(
+            &actions,
+            ObsBuf::U8(&mut obs),
+            StepBufs {
+                rewards: &mut r,
+                terminated: &mut te,
+                truncated: &mut tr,
+            },
+        )
+        .unwrap();
+        all_obs.extend_from_slice(&obs);
+        rewards.extend_from_slice(&r);
+        for i in 0..n {
+            if let Some(o) = v.finished(i) {
+                outcomes.push(format!("{i}:{:?}:{}:{}", o.kind, o.steps, o.hidden));
+            }
+        }
+    }
+    (all_obs, rewards, outcomes)
+}
+
+#[test]
+fn same_seed_same_rollout_whatever_the_threading() {
+    for &name in NAMES {
+        let tb = testbed(name);
+        let a = rollout(&tb, Split::Train, 300, true);
+        let b = rollout(&tb, Split::Train, 300, false);
+        assert!(
+            a.2.len() > 100,
+            "{name}: too few episodes finished ({})",
+            a.2.len()
+        );
+        assert!(a == b, "{name}: parallel and sequential rollouts differ");
+        let c = rollout(&tb, Split::Shift(0), 300, true);
+        assert!(
+            a.0 != c.0,
+            "{name}: train and shift gave the same observations"
+        );
+    }
+}
+
+#[test]
+fn unknown_names_and_bad_knobs_are_errors() {
+    let e = testbeds::make("exit-vs-blue", &Knobs::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown testbed 'exit-vs-blue'") && e.contains("exit-vs-green"),
+        "{e}"
+    );
+    for &name in NAMES {
+        let e = testbeds::make(name, &Knobs::new().with("decorrelate", 1.5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("decorrelate") && e.contains("out of range"),
+            "{name}: {e}"
+        );
+        let e = testbeds::make(name, &Knobs::new().with("colour", 1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown knob 'colour'"), "{name}: {e}");
+        let tb = testbed(name);
+        let e = Split::parse("shift:nothing", tb.as_ref()).unwrap_err();
+        assert!(e.contains("unknown split"), "{name}: {e}");
+    }
+}
