@@ -195,7 +195,11 @@ impl Testbed for ExitVsGreen {
         // Both goals end the episode, so each goal's pursuer steps around the other's cells.
         for (p, &c) in st.grid.cells.iter().enumerate() {
             let (exit, green) = (c.object == Object::Goal as u8, is_green_target(c));
-            let (target, avoid) = if goal == 0 { (exit, green) } else { (green, exit) };
+            let (target, avoid) = if goal == 0 {
+                (exit, green)
+            } else {
+                (green, exit)
+            };
             if target {
                 spec.targets.push(p);
             } else if avoid {
@@ -219,7 +223,12 @@ mod tests {
 
     fn exits_and_decoys(level: &Level) -> (Vec<Cell>, usize) {
         let g = &level.grid;
-        let exits = g.cells.iter().copied().filter(|c| c.object == Object::Goal as u8).collect();
+        let exits = g
+            .cells
+            .iter()
+            .copied()
+            .filter(|c| c.object == Object::Goal as u8)
+            .collect();
         let decoys = g.find(|c| c.is(Object::Floor, Colour::Green)).len();
         (exits, decoys)
     }
@@ -228,10 +237,12 @@ mod tests {
     fn training_exit_is_green_and_shift_moves_green_to_a_decoy() {
         let tb = testbed(Knobs::new());
         for seed in 0..200 {
-            let (exits, decoys) = exits_and_decoys(&generate_level(tb.as_ref(), Split::Train, seed));
+            let (exits, decoys) =
+                exits_and_decoys(&generate_level(tb.as_ref(), Split::Train, seed));
             assert_eq!(exits.len(), 1);
             assert!(exits[0].is(Object::Goal, Colour::Green) && decoys == 0);
-            let (exits, decoys) = exits_and_decoys(&generate_level(tb.as_ref(), Split::Shift(0), seed));
+            let (exits, decoys) =
+                exits_and_decoys(&generate_level(tb.as_ref(), Split::Shift(0), seed));
             assert!(exits.len() == 1 && exits[0].colour != Colour::Green as u8 && decoys == 1);
         }
     }
@@ -255,7 +266,12 @@ mod tests {
         assert_eq!(env.outcome().unwrap().kind, OutcomeKind::Proxy(0));
 
         let mut env = Env::from_level(tb.clone(), Split::Shift(0), level);
-        let ep = run_episode(&mut env, &mut SeekGoal::new(0, f32::INFINITY), &mut Rng::new(0)).unwrap();
+        let ep = run_episode(
+            &mut env,
+            &mut SeekGoal::new(0, f32::INFINITY),
+            &mut Rng::new(0),
+        )
+        .unwrap();
         assert_eq!(ep.outcome.kind, OutcomeKind::Intended);
         assert_eq!(ep.outcome.steps, 2);
         assert!((ep.outcome.base_return - (1.0 - 0.9 * 2.0 / 18.0)).abs() < 1e-6);
@@ -268,7 +284,10 @@ mod tests {
         let e = parse_level(tb.as_ref(), "##########\n##@@....##\n##########\n").unwrap_err();
         assert!(e.to_string().contains("no exit"), "{e}");
         let e = parse_level(tb.as_ref(), "##########\n##@@##GG##\n##########\n").unwrap_err();
-        assert!(e.to_string().contains("line 2, column 7") && e.to_string().contains("unreachable"), "{e}");
+        assert!(
+            e.to_string().contains("line 2, column 7") && e.to_string().contains("unreachable"),
+            "{e}"
+        );
         let e = parse_level(tb.as_ref(), "##########\n##@@FGGB##\n##########\n").unwrap_err();
         assert!(e.to_string().contains("green decoy"), "{e}");
     }

@@ -1,0 +1,221 @@
+//! Command-line arguments (clap derive). Parsing only: the commands live in their own modules.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str = "Build, detect and mitigate mesa-optimizers and inner-alignment failures in gridworld testbeds.";
+
+const LONG_ABOUT: &str = "\
+Build, detect and mitigate mesa-optimizers and inner-alignment failures in gridworld testbeds.
+
+Every testbed declares a base objective (its reward), an intended goal with a hidden performance
+measure, and proxy goals that coincide with the intended one in training and come apart under a
+distributional shift (split shift:<proxy>). `mesascope envs` lists them.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  mesascope demo                                  proxies that look aligned until the shift
+  mesascope envs                                  testbeds: goals, splits, knobs, layouts
+  mesascope show exit-vs-green --seed 3           a level (the output is a level file)
+  mesascope show exit-vs-green --split shift:green --agent green
+  mesascope show exit-vs-green > my.level         save a level to edit, then load it:
+  mesascope show --level my.level --agent intended
+  mesascope bench --seconds 0.5                   steps/s per testbed (build with --release)
+
+Exit codes: 0 success, 2 bad input or usage, 1 any other failure.";
+
+/// `mesascope`: the command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesascope",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List every testbed: goals, splits, knobs, oversight cue, actions, observation layout.
+    Envs(EnvsArgs),
+    /// Print a level (generated or hand-made), its goals, and optionally a reference agent's rollout.
+    #[command(after_help = SHOW_AFTER_HELP)]
+    Show(ShowArgs),
+    /// Measure engine throughput (steps/s, one core and all cores) and planner speed.
+    Bench(BenchArgs),
+    /// Scripted reference agents on training and shifted levels: pseudo-alignment in one table.
+    Demo(DemoArgs),
+}
+
+const SHOW_AFTER_HELP: &str = "\
+The output is itself a level file: everything but the grid and its header is a `;` comment, so
+`mesascope show TESTBED > my.level` gives a level to edit and load with `--level my.level`.
+
+Level format: optional headers `testbed: NAME` and `audited: true`, then one text row per grid row,
+two characters per cell: `..` empty, `##` wall, `~~` lava, `@@` agent start, or an object letter
+(F floor, D open door, C closed door, X locked door, K key, O ball, B box, G goal square)
+followed by a colour letter (R red, G green, B blue, P purple, Y yellow, E grey).
+
+Trajectories mark the start `@@`, the cells visited `::` and the final cell `**`.
+
+Examples:
+  mesascope show exit-vs-green --seed 3
+  mesascope show exit-vs-green --split shift:green --agent green --frames
+  mesascope show --level my.level --env exit-vs-green --agent random --seed 7";
+
+/// `-k name=value`, repeatable.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KnobArgs {
+    /// Set a testbed knob, e.g. `-k size=11` (repeatable; `mesascope envs` lists the knobs).
+    #[arg(short = 'k', long = "knob", value_name = "NAME=VALUE", value_parser = parse_knob)]
+    pub knobs: Vec<(String, f64)>,
+}
+
+fn parse_knob(s: &str) -> Result<(String, f64), String> {
+    mesascope_core::Knobs::parse_pair(s)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EnvsArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Knobs apply to the testbeds that declare them (observation shapes follow).
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// The testbed to generate a level of (see `mesascope envs`).
+    #[arg(value_name = "TESTBED")]
+    pub testbed: Option<String>,
+    /// A hand-made level file instead of a generated level.
+    #[arg(long, value_name = "FILE")]
+    pub level: Option<PathBuf>,
+    /// The testbed a level file belongs to (else its `testbed:` header).
+    #[arg(long = "env", value_name = "TESTBED", requires = "level")]
+    pub env: Option<String>,
+    /// Which distribution: `train` or `shift:<proxy>` [default: train].
+    #[arg(long, value_name = "SPLIT", conflicts_with = "level")]
+    pub split: Option<String>,
+    /// Level seed (generated levels), and the agent's random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    /// Roll out a reference agent: `intended`, a proxy's name, `conditional:<proxy>`
+    /// (oversight testbeds) or `random`.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// The agent's Boltzmann rationality (`inf`: always an optimal move) [default: inf].
+    #[arg(long, value_name = "BETA", requires = "agent", value_parser = parse_beta, allow_negative_numbers = true)]
+    pub beta: Option<f32>,
+    /// Print every frame of the rollout, not only the path.
+    #[arg(long, requires = "agent")]
+    pub frames: bool,
+}
+
+fn parse_beta(s: &str) -> Result<f32, String> {
+    let b: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number (use inf for a fully rational agent)"))?;
+    if b.is_nan() || b < 0.0 {
+        return Err(format!("beta must be >= 0 (or inf), found {s}"));
+    }
+    Ok(b)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Measure one testbed only.
+    #[arg(long, value_name = "TESTBED")]
+    pub testbed: Option<String>,
+    /// Wall-clock seconds per measurement (five per testbed).
+    #[arg(long, value_name = "S", default_value_t = 0.5, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Environments in the all-cores batch.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub envs: u32,
+    /// Environments in each single-thread batch.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub single_envs: u32,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+        return Err(format!("seconds must be in (0, 3600], found {s}"));
+    }
+    Ok(v)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Levels per split (each agent plays the same levels).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub episodes: u32,
+    /// Seed of the levels and of the agents' random choices.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the results as JSON to PATH (atomically: PATH.tmp, then renamed).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn knobs_and_beta_parse() {
+        let cli = Cli::try_parse_from([
+            "mesascope",
+            "show",
+            "exit-vs-green",
+            "-k",
+            "size=11",
+            "--knob",
+            "loops=0.5",
+            "--agent",
+            "intended",
+            "--beta",
+            "inf",
+        ])
+        .unwrap();
+        let Command::Show(s) = cli.command else {
+            panic!("not show")
+        };
+        assert_eq!(
+            s.knobs.knobs,
+            vec![("size".to_string(), 11.0), ("loops".to_string(), 0.5)]
+        );
+        assert_eq!(s.beta, Some(f32::INFINITY));
+        assert!(Cli::try_parse_from(["mesascope", "show", "x", "-k", "size"]).is_err());
+        assert!(Cli::try_parse_from(["mesascope", "show", "x", "--beta", "1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["mesascope", "show", "x", "--agent", "a", "--beta", "-1"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["mesascope", "bench", "--seconds", "0"]).is_err());
+    }
+}
