@@ -6,10 +6,9 @@
 //! candidate goals on one level. Actions are drawn before the clock starts, so the figures are
 //! the engine's alone. Measure release builds: debug figures say nothing.
 
-use crate::env::{generate_level, Env};
+use crate::env::generate_level;
 use crate::error::{Error, Result};
 use crate::grid::{Object, Pos};
-use crate::level::Level;
 use crate::planner::{GoalSpec, Planner};
 use crate::rng::{mix, Rng};
 use crate::testbed::{Knobs, Split, Testbed};
@@ -213,17 +212,23 @@ fn actions_at(table: &[u8], n: usize, t: usize) -> &[u8] {
 }
 
 /// Steps a batch of `envs` environments of `split` with random actions for `seconds`, writing
-/// the `obs` observation, on one thread or (`parallel`) on rayon's pool.
+/// the `obs` observation, on one thread or (`parallel`) on rayon's pool; with `num_levels`,
+/// episodes restart on a pool of levels generated before the clock starts.
+#[allow(clippy::too_many_arguments)]
 pub fn step_rate(
     testbed: &Arc<dyn Testbed>,
     split: Split,
     obs: ObsKind,
     envs: usize,
     parallel: bool,
+    num_levels: Option<usize>,
     seconds: f64,
     seed: u64,
 ) -> Result<StepRate> {
     let mut v = VecEnv::new(testbed.clone(), split, envs, seed)?;
+    if let Some(n) = num_levels {
+        v = v.with_num_levels(n)?;
+    }
     v.parallel = parallel;
     let n = v.len();
     let na = v.n_actions();
@@ -323,12 +328,12 @@ fn timed(seconds: f64, mut batch: impl FnMut(usize) -> Result<u64>) -> Result<(u
     Ok((calls, episodes, start.elapsed().as_secs_f64()))
 }
 
-/// Levels in the pool of [`step_rate_cached`].
+/// Levels in the pool of the cached measurement.
 const LEVEL_POOL: usize = 256;
 
-/// Like a single-thread raw [`step_rate`], but finished episodes restart on levels generated
-/// before the clock started (a pool, cycled): the engine's step alone, without the cost of
-/// generating a level at each reset.
+/// A single-thread raw [`step_rate`] whose episodes restart on a pool of pre-generated levels
+/// (`VecEnv::with_num_levels`): the engine's step alone, without the cost of generating a level at
+/// each reset.
 pub fn step_rate_cached(
     testbed: &Arc<dyn Testbed>,
     split: Split,
@@ -336,39 +341,16 @@ pub fn step_rate_cached(
     seconds: f64,
     seed: u64,
 ) -> Result<StepRate> {
-    if envs == 0 {
-        return Err(Error::Input(
-            "a measurement needs at least one environment".into(),
-        ));
-    }
-    let pool: Vec<Level> = (0..LEVEL_POOL as u64)
-        .map(|k| generate_level(testbed.as_ref(), split, mix(&[seed, 0, k])))
-        .collect();
-    let mut es: Vec<Env> = (0..envs)
-        .map(|i| Env::from_level(testbed.clone(), split, pool[i % LEVEL_POOL].clone()))
-        .collect();
-    let actions = action_table(envs, es[0].n_actions(), seed);
-    let mut next = envs;
-    let (calls, episodes, elapsed) = timed(seconds, |t| {
-        let mut ended = 0;
-        for (e, &a) in es.iter_mut().zip(actions_at(&actions, envs, t)) {
-            let st = e.step(a as usize);
-            if st.terminated || st.truncated {
-                ended += 1;
-                e.reset_to(pool[next % LEVEL_POOL].clone());
-                next += 1;
-            }
-        }
-        Ok(ended)
-    })?;
-    Ok(StepRate::new(
+    step_rate(
+        testbed,
+        split,
         ObsKind::None,
         envs,
-        1,
-        calls,
-        episodes,
-        elapsed,
-    ))
+        false,
+        Some(LEVEL_POOL),
+        seconds,
+        seed,
+    )
 }
 
 /// Mean microseconds to generate one level of `split`.
@@ -472,6 +454,7 @@ pub fn bench_testbed(name: &str, cfg: &BenchConfig) -> Result<TestbedBench> {
         ObsKind::None,
         cfg.single_envs,
         false,
+        None,
         s,
         cfg.seed,
     )?;
@@ -482,6 +465,7 @@ pub fn bench_testbed(name: &str, cfg: &BenchConfig) -> Result<TestbedBench> {
         ObsKind::U8,
         cfg.single_envs,
         false,
+        None,
         s,
         cfg.seed,
     )?;
@@ -491,6 +475,7 @@ pub fn bench_testbed(name: &str, cfg: &BenchConfig) -> Result<TestbedBench> {
         ObsKind::Planes,
         cfg.single_envs,
         false,
+        None,
         s,
         cfg.seed,
     )?;
@@ -500,6 +485,7 @@ pub fn bench_testbed(name: &str, cfg: &BenchConfig) -> Result<TestbedBench> {
         ObsKind::U8,
         cfg.batch_envs,
         true,
+        None,
         s,
         cfg.seed,
     )?;

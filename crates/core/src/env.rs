@@ -59,7 +59,7 @@ impl Env {
             state,
             offsets,
         };
-        env.testbed.clone().begin(&mut env.state);
+        env.testbed.begin(&mut env.state);
         env
     }
 
@@ -78,11 +78,12 @@ impl Env {
     /// Starts a new episode on the level of `seed` in this environment's split.
     pub fn reset(&mut self, seed: u64) {
         let level = generate_level(self.testbed.as_ref(), self.split, seed);
-        self.reset_to(level);
+        self.reset_to(&level);
     }
 
-    /// Starts a new episode on `level`, reusing this environment's buffers.
-    pub fn reset_to(&mut self, level: Level) {
+    /// Starts a new episode on `level`, reusing this environment's buffers (no allocation when
+    /// the level has the size of the last one).
+    pub fn reset_to(&mut self, level: &Level) {
         if level.grid.width != self.level.grid.width || level.grid.height != self.level.grid.height
         {
             self.offsets = level.grid.move_offsets();
@@ -90,19 +91,19 @@ impl Env {
         } else {
             self.state.marks.fill(false);
         }
+        self.level.clone_from(level);
         let s = &mut self.state;
         s.grid.clone_from(&level.grid);
         s.agent = level.agent;
         s.keys = 0;
         s.steps = 0;
-        s.max_steps = self.testbed.max_steps(&level);
+        s.max_steps = self.testbed.max_steps(level);
         s.base_return = 0.0;
         s.hidden = 0.0;
         s.audited = level.audited;
         s.scratch = [0; 4];
         s.outcome = None;
-        self.level = level;
-        self.testbed.clone().begin(&mut self.state);
+        self.testbed.begin(&mut self.state);
     }
 
     /// Advances one step. `action` must be below `n_actions()`; the batch engine checks this for
@@ -124,11 +125,11 @@ impl Env {
         if let Some(&off) = self.offsets.get(action) {
             let target = (s.agent as isize + off) as Pos;
             let cell = s.grid.cells[target];
-            if cell.walkable() {
-                s.agent = target;
-                if cell.object != Object::Empty as u8 || s.marks[target] {
-                    reward = self.enter(target, cell);
-                }
+            let walk = cell.walkable();
+            // A select rather than a branch: whether a random move hits a wall is a coin flip.
+            s.agent = if walk { target } else { s.agent };
+            if walk & ((cell.object != Object::Empty as u8) | s.marks[target]) {
+                reward = self.enter(target, cell);
             }
         }
         let s = &mut self.state;

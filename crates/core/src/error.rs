@@ -4,8 +4,9 @@ use crate::level::LevelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The message includes the level error's, so it is not also reported as a source.
     #[error("malformed level: {0}")]
-    Level(#[from] LevelError),
+    Level(LevelError),
     #[error("{0}")]
     UnknownTestbed(String),
     #[error("{0}")]
@@ -21,6 +22,12 @@ pub enum Error {
     /// Bad arguments to an engine call (buffer sizes, action out of range).
     #[error("{0}")]
     Input(String),
+}
+
+impl From<LevelError> for Error {
+    fn from(e: LevelError) -> Self {
+        Error::Level(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -182,8 +182,10 @@ impl Cell {
     /// entry); walls, balls and closed doors block.
     #[inline]
     pub fn walkable(self) -> bool {
+        // Non-short-circuit operators: this sits on the step's hot path, where a random policy
+        // makes a branch on it unpredictable.
         WALKABLE[self.object as usize & 15]
-            && (self.object != Object::Door as u8 || self.state == DOOR_OPEN)
+            & ((self.object != Object::Door as u8) | (self.state == DOOR_OPEN))
     }
 }
 
@@ -207,11 +209,28 @@ pub const MOVE_NAMES: [&str; 4] = ["up", "right", "down", "left"];
 pub const N_MOVES: usize = 4;
 
 /// A row-major grid of cells, `height` rows of `width`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Grid {
     pub width: usize,
     pub height: usize,
     pub cells: Vec<Cell>,
+}
+
+impl Clone for Grid {
+    fn clone(&self) -> Grid {
+        Grid {
+            width: self.width,
+            height: self.height,
+            cells: self.cells.clone(),
+        }
+    }
+
+    /// Reuses this grid's buffer: every environment reset goes through here.
+    fn clone_from(&mut self, source: &Grid) {
+        self.width = source.width;
+        self.height = source.height;
+        self.cells.clone_from(&source.cells);
+    }
 }
 
 impl Grid {
@@ -269,6 +288,17 @@ impl Grid {
         r == 0 || c == 0 || r + 1 == self.height || c + 1 == self.width
     }
 
+    /// The border's cells, clockwise from the top-left corner, without a division per cell
+    /// (testbeds look for cues there at every reset).
+    pub fn border_cells(&self) -> impl Iterator<Item = Pos> + '_ {
+        let (w, h) = (self.width, self.height);
+        let top = 0..w;
+        let right = (1..h).map(move |r| r * w + w - 1);
+        let bottom = (0..w - 1).rev().map(move |c| (h - 1) * w + c);
+        let left = (1..h - 1).rev().map(move |r| r * w);
+        top.chain(right).chain(bottom).chain(left)
+    }
+
     /// Offsets of the four moves in cell indices. Valid from any interior cell because the
     /// border never lets the agent stand on it (checked when a level is built).
     #[inline]
@@ -295,5 +325,34 @@ impl Grid {
         let (ra, ca) = self.row_col(a);
         let (rb, cb) = self.row_col(b);
         ra.abs_diff(rb) + ca.abs_diff(cb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn border_cells_are_the_border_once_each() {
+        for (w, h) in [(3, 3), (5, 4), (9, 9), (4, 7)] {
+            let g = Grid::room(w, h);
+            let mut cells: Vec<Pos> = g.border_cells().collect();
+            assert_eq!(cells.len(), 2 * w + 2 * h - 4, "{w}x{h}");
+            assert!(cells.iter().all(|&p| g.is_border(p)));
+            cells.sort_unstable();
+            cells.dedup();
+            assert_eq!(cells.len(), 2 * w + 2 * h - 4, "{w}x{h}: duplicates");
+        }
+    }
+
+    #[test]
+    fn walkability_follows_the_physics_table() {
+        assert!(Cell::EMPTY.walkable() && Cell::LAVA.walkable());
+        assert!(!Cell::WALL.walkable());
+        assert!(Cell::new(Object::Key, Colour::Yellow).walkable());
+        assert!(!Cell::new(Object::Ball, Colour::Blue).walkable());
+        assert!(Cell::door(Colour::Red, DOOR_OPEN).walkable());
+        assert!(!Cell::door(Colour::Red, DOOR_CLOSED).walkable());
+        assert!(!Cell::door(Colour::Red, DOOR_LOCKED).walkable());
     }
 }

@@ -20,13 +20,30 @@ use crate::grid::{Cell, Colour, Grid, Object, Pos, DOOR_CLOSED, DOOR_LOCKED, DOO
 use std::fmt::Write as _;
 
 /// A level: the initial state of an episode.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Level {
     pub grid: Grid,
     pub agent: Pos,
     /// Oversight testbeds only: the base reward follows the intended goal whatever the oversight
     /// cue shows (a secret audit). Not visible in observations.
     pub audited: bool,
+}
+
+impl Clone for Level {
+    fn clone(&self) -> Level {
+        Level {
+            grid: self.grid.clone(),
+            agent: self.agent,
+            audited: self.audited,
+        }
+    }
+
+    /// Reuses the grid's buffer (environment resets).
+    fn clone_from(&mut self, source: &Level) {
+        self.grid.clone_from(&source.grid);
+        self.agent = source.agent;
+        self.audited = source.audited;
+    }
 }
 
 /// A malformed level, with the 1-based line and column of the problem where it has one.

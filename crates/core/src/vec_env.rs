@@ -7,10 +7,14 @@
 //! outcome is kept in `finished(i)` until the environment's next step.
 //!
 //! Episode `k` of environment `i` plays the level of seed `mix(seed, i, k)`: the same whatever the
-//! thread count or batch size.
+//! thread count or batch size. With a level pool (`with_num_levels`, Procgen's `num_levels`), it
+//! plays level `mix(seed, i, k) % num_levels` of the pool, whose level `j` is the level of seed
+//! `j`: a finite training set, generated once, for generalization studies (and the engine's
+//! raw speed without level generation).
 
 use crate::env::{generate_level, Env};
 use crate::error::{Error, Result};
+use crate::level::Level;
 use crate::obs;
 use crate::rng::mix;
 use crate::state::Outcome;
@@ -52,6 +56,19 @@ pub struct VecEnv {
     pub parallel: bool,
     /// Stands in for the observation buffer when none is wanted.
     no_obs: Vec<u8>,
+    /// A finite set of levels episodes are drawn from, if any.
+    pool: Option<Arc<[Level]>>,
+}
+
+/// Resets a slot to its next episode's level.
+fn next_episode(s: &mut Slot, seed: u64, pool: Option<&[Level]>) {
+    let episode_seed = mix(&[seed, s.index, s.episode]);
+    match pool {
+        Some(levels) => s
+            .env
+            .reset_to(&levels[(episode_seed % levels.len() as u64) as usize]),
+        None => s.env.reset(episode_seed),
+    }
 }
 
 const MIN_PER_TASK: usize = 64;
@@ -86,7 +103,29 @@ impl VecEnv {
             height,
             parallel: n >= 2 * MIN_PER_TASK,
             no_obs: vec![0; n],
+            pool: None,
         })
+    }
+
+    /// Draws every episode from a pool of `num_levels` levels (seeds `0..num_levels` of the
+    /// split), generated now, like Procgen's `num_levels`. Restarts every environment.
+    pub fn with_num_levels(mut self, num_levels: usize) -> Result<VecEnv> {
+        if num_levels == 0 {
+            return Err(Error::Input("num_levels must be at least 1".into()));
+        }
+        let first = &self.slots[0].env;
+        let (tb, split) = (first.testbed_arc().clone(), first.split);
+        let levels: Vec<Level> = (0..num_levels as u64)
+            .map(|j| generate_level(tb.as_ref(), split, j))
+            .collect();
+        self.pool = Some(levels.into());
+        self.reset(ObsBuf::None)?;
+        Ok(self)
+    }
+
+    /// The size of the level pool, if episodes are drawn from one.
+    pub fn num_levels(&self) -> Option<usize> {
+        self.pool.as_ref().map(|p| p.len())
     }
 
     pub fn len(&self) -> usize {
@@ -128,10 +167,11 @@ impl VecEnv {
     /// Restarts every environment at episode 0 (the levels of `mix(seed, i, 0)`).
     pub fn reset(&mut self, out: ObsBuf) -> Result<()> {
         let seed = self.seed;
+        let pool = self.pool.clone();
         for s in &mut self.slots {
             s.episode = 0;
             s.finished = None;
-            s.env.reset(mix(&[seed, s.index, 0]));
+            next_episode(s, seed, pool.as_deref());
         }
         self.check_shapes()?;
         self.write_all(out)
@@ -219,6 +259,16 @@ impl VecEnv {
         self.check_obs(&out)?;
         let k = self.obs_len(&out).max(1);
         let seed = self.seed;
+        let pool = self.pool.clone();
+        let pool = pool.as_deref();
+        let bad_shape = std::sync::atomic::AtomicBool::new(false);
+        // A testbed must give every level the same size; if one does not, report it rather than
+        // write a mis-sized observation.
+        let per_cell = match &out {
+            ObsBuf::None => 0,
+            ObsBuf::U8(_) => 3,
+            ObsBuf::Planes(_) => obs::PLANES,
+        };
         let chunk = if self.parallel {
             (n / (4 * rayon::current_num_threads())).max(MIN_PER_TASK)
         } else {
@@ -255,11 +305,17 @@ impl VecEnv {
                         if st.terminated || st.truncated {
                             s.finished = s.env.outcome();
                             s.episode += 1;
-                            s.env.reset(mix(&[seed, s.index, s.episode]));
-                        } else {
+                            next_episode(s, seed, pool);
+                        } else if s.finished.is_some() {
                             s.finished = None;
                         }
-                        $enc(&s.env.state, &mut o[j * k..(j + 1) * k]);
+                        if per_cell > 0 {
+                            if s.env.state.grid.len() * per_cell == k {
+                                $enc(&s.env.state, &mut o[j * k..(j + 1) * k]);
+                            } else {
+                                bad_shape.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                     }
                 };
                 if self.parallel {
@@ -281,6 +337,14 @@ impl VecEnv {
             ObsBuf::U8(b) => run!(b, obs::encode_u8),
             ObsBuf::Planes(b) => run!(b, obs::encode_planes),
             ObsBuf::None => run!(self.no_obs, |_: &_, _: &mut [u8]| {}),
+        }
+        if bad_shape.into_inner() {
+            return Err(Error::Input(format!(
+                "testbed {} generated a level whose size differs from {}x{}",
+                self.slots[0].env.testbed().name(),
+                self.height,
+                self.width
+            )));
         }
         Ok(())
     }

@@ -191,3 +191,47 @@ fn unknown_names_and_bad_knobs_are_errors() {
         assert!(e.contains("unknown split"), "{name}: {e}");
     }
 }
+
+#[test]
+fn a_level_pool_restarts_episodes_on_its_levels_only() {
+    let tb = testbed("exit-vs-green");
+    let pool: Vec<_> = (0..3)
+        .map(|j| generate_level(tb.as_ref(), Split::Train, j))
+        .collect();
+    let n = 8;
+    let mut v = VecEnv::new(tb.clone(), Split::Train, n, 5)
+        .unwrap()
+        .with_num_levels(3)
+        .unwrap();
+    assert_eq!(v.num_levels(), Some(3));
+    let (mut r, mut te, mut tr) = (vec![0f32; n], vec![false; n], vec![false; n]);
+    let mut rng = Rng::new(1);
+    let mut restarts = 0;
+    for _ in 0..500 {
+        let actions: Vec<u8> = (0..n).map(|_| rng.below(4) as u8).collect();
+        v.step(
+            &actions,
+            ObsBuf::None,
+            StepBufs {
+                rewards: &mut r,
+                terminated: &mut te,
+                truncated: &mut tr,
+            },
+        )
+        .unwrap();
+        for i in 0..n {
+            if te[i] || tr[i] {
+                restarts += 1;
+                assert!(
+                    pool.contains(&v.env(i).level),
+                    "env {i} restarted outside the pool"
+                );
+            }
+        }
+    }
+    assert!(restarts > 20, "{restarts}");
+    assert!(VecEnv::new(tb, Split::Train, 2, 0)
+        .unwrap()
+        .with_num_levels(0)
+        .is_err());
+}

