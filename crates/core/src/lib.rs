@@ -25,3 +25,8 @@ pub use level::Level;
 pub use state::{Outcome, OutcomeKind};
 pub use testbed::{Knobs, Split, Testbed};
 pub use vec_env::VecEnv;
+
+/// The README's Rust example, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
