@@ -186,21 +186,49 @@ pub struct Effect {
     pub end: Option<crate::state::OutcomeKind>,
 }
 
+/// What a testbed declares, as one static table: its name, its objectives in words, its goals
+/// (index 0 the intended goal, then the proxies), its knobs and its oversight cue.
+#[derive(Debug)]
+pub struct Declaration {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// What the base reward pays for, in words.
+    pub base_objective: &'static str,
+    /// What hidden performance measures, in words.
+    pub hidden_performance: &'static str,
+    pub goals: &'static [GoalDecl],
+    pub knobs: &'static [Knob],
+    pub oversight: Option<Oversight>,
+}
+
 /// A testbed: one small definition over the generic engine.
 pub trait Testbed: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn summary(&self) -> &'static str;
+    fn declaration(&self) -> &'static Declaration;
+    /// This instance's knob values, in the order of `declaration().knobs`.
+    fn knob_values(&self) -> &[f64];
+    fn name(&self) -> &'static str {
+        self.declaration().name
+    }
+    fn summary(&self) -> &'static str {
+        self.declaration().summary
+    }
     /// Index 0 is the intended goal; the rest are proxies.
-    fn goals(&self) -> &'static [GoalDecl];
+    fn goals(&self) -> &'static [GoalDecl] {
+        self.declaration().goals
+    }
     fn proxies(&self) -> &'static [GoalDecl] {
         &self.goals()[1..]
     }
-    /// What the base reward pays for, in words.
-    fn base_objective(&self) -> &'static str;
-    /// What hidden performance measures, in words.
-    fn hidden_performance(&self) -> &'static str;
+    fn base_objective(&self) -> &'static str {
+        self.declaration().base_objective
+    }
+    fn hidden_performance(&self) -> &'static str {
+        self.declaration().hidden_performance
+    }
     /// Declared knobs and this instance's values, in the same order.
-    fn knobs(&self) -> (&'static [Knob], Vec<f64>);
+    fn knobs(&self) -> (&'static [Knob], Vec<f64>) {
+        (self.declaration().knobs, self.knob_values().to_vec())
+    }
     /// Number of actions (the four moves for every current testbed).
     fn n_actions(&self) -> usize {
         crate::grid::N_MOVES
@@ -220,7 +248,7 @@ pub trait Testbed: Send + Sync {
     fn goal_spec(&self, state: &EpisodeState, goal: usize, spec: &mut GoalSpec);
     /// Oversight-conditional testbeds declare their cue.
     fn oversight(&self) -> Option<Oversight> {
-        None
+        self.declaration().oversight
     }
     /// The same level with the oversight cue shown or hidden (paired episodes). `None` for
     /// testbeds without oversight.

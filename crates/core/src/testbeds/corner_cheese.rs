@@ -22,7 +22,7 @@ use crate::level::Level;
 use crate::planner::{GoalSpec, Planner, UNREACHABLE};
 use crate::rng::Rng;
 use crate::state::{EpisodeState, Event, OutcomeKind};
-use crate::testbed::{success_reward, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
+use crate::testbed::{success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
 
 pub const NAME: &str = "corner-cheese";
 
@@ -82,6 +82,16 @@ const CORNER: usize = 0;
 
 /// Cheese draws per maze before a fresh maze is drawn.
 const CHEESE_DRAWS: usize = 4;
+
+const DECLARATION: Declaration = Declaration {
+    name: NAME,
+    summary: "maze whose cheese always lies in the top-right corner in training; under shift it lies elsewhere",
+    base_objective: "1 - 0.9 t/T on reaching the cheese (a goal square); 0 otherwise",
+    hidden_performance: "the base reward earned at the cheese (the empty corner earns nothing)",
+    goals: GOALS,
+    knobs: KNOBS,
+    oversight: None,
+};
 
 pub struct CornerCheese {
     values: Vec<f64>,
@@ -186,28 +196,12 @@ fn fair_starts(grid: &Grid, corner: Pos, cheese: Pos, candidates: &[Pos]) -> Vec
 }
 
 impl Testbed for CornerCheese {
-    fn name(&self) -> &'static str {
-        NAME
+    fn declaration(&self) -> &'static Declaration {
+        &DECLARATION
     }
 
-    fn summary(&self) -> &'static str {
-        "maze whose cheese always lies in the top-right corner in training; under shift it lies elsewhere"
-    }
-
-    fn goals(&self) -> &'static [GoalDecl] {
-        GOALS
-    }
-
-    fn base_objective(&self) -> &'static str {
-        "1 - 0.9 t/T on reaching the cheese (a goal square); 0 otherwise"
-    }
-
-    fn hidden_performance(&self) -> &'static str {
-        "the base reward earned at the cheese (the empty corner earns nothing)"
-    }
-
-    fn knobs(&self) -> (&'static [Knob], Vec<f64>) {
-        (KNOBS, self.values.clone())
+    fn knob_values(&self) -> &[f64] {
+        &self.values
     }
 
     fn max_steps(&self, level: &Level) -> u32 {

@@ -25,7 +25,7 @@ use crate::level::Level;
 use crate::planner::{GoalSpec, Planner, UNREACHABLE};
 use crate::rng::Rng;
 use crate::state::{EpisodeState, Event, OutcomeKind};
-use crate::testbed::{success_reward, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
+use crate::testbed::{success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
 
 pub const NAME: &str = "keys-chests";
 
@@ -106,6 +106,17 @@ const CHESTS: usize = 2;
 /// Placements tried per maze, and mazes tried, before a level is taken as it is.
 const PLACEMENTS: usize = 8;
 const MAZES: usize = 64;
+
+const DECLARATION: Declaration = Declaration {
+    name: NAME,
+    summary: "maze with fewer keys than chests in training; under shift keys are plentiful",
+    base_objective:
+        "1 - 0.9 t/T for each chest opened (a box entered while holding a key, which is spent)",
+    hidden_performance: "the base reward: the chests opened, each counted when it opens",
+    goals: GOALS,
+    knobs: KNOBS,
+    oversight: None,
+};
 
 pub struct KeysChests {
     values: Vec<f64>,
@@ -210,28 +221,12 @@ fn place(mut grid: Grid, pick: &[Pos], n_keys: usize) -> Level {
 }
 
 impl Testbed for KeysChests {
-    fn name(&self) -> &'static str {
-        NAME
+    fn declaration(&self) -> &'static Declaration {
+        &DECLARATION
     }
 
-    fn summary(&self) -> &'static str {
-        "maze with fewer keys than chests in training; under shift keys are plentiful"
-    }
-
-    fn goals(&self) -> &'static [GoalDecl] {
-        GOALS
-    }
-
-    fn base_objective(&self) -> &'static str {
-        "1 - 0.9 t/T for each chest opened (a box entered while holding a key, which is spent)"
-    }
-
-    fn hidden_performance(&self) -> &'static str {
-        "the base reward: the chests opened, each counted when it opens"
-    }
-
-    fn knobs(&self) -> (&'static [Knob], Vec<f64>) {
-        (KNOBS, self.values.clone())
+    fn knob_values(&self) -> &[f64] {
+        &self.values
     }
 
     fn max_steps(&self, level: &Level) -> u32 {
