@@ -22,7 +22,7 @@
 //! - Time limit: `2 * (width + height)` by default rather than the usual `width * height`, so
 //!   that the steps the shortcut saves are worth a visible share of the success reward.
 
-use super::{BorderCue, MAX_STEPS_KNOB};
+use super::{decorrelate_knob, BorderCue, MAX_STEPS_KNOB};
 use crate::error::Result;
 use crate::grid::{Cell, Colour, Grid, Object, Pos};
 use crate::level::Level;
@@ -72,15 +72,9 @@ const KNOBS: &[Knob] = &[
         integer: false,
         odd: false,
     },
-    Knob {
-        name: "decorrelate",
-        description: "fraction of unsupervised training levels that are secretly audited (forbidden steps cost the penalty anyway)",
-        default: 0.0,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    decorrelate_knob(
+        "fraction of unsupervised training levels that are secretly audited (forbidden steps cost the penalty anyway)",
+    ),
     Knob {
         name: "penalty",
         description: "cost of each step onto a forbidden tile (in base reward when watched or audited, in hidden performance always)",

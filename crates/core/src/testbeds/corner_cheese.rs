@@ -15,7 +15,10 @@
 //! Both goals end the episode, so each goal's pursuer steps around the other's cell, and levels
 //! are drawn so that each goal can be reached from the start without passing through the other.
 
-use super::{auto_max_steps, maze, MAX_STEPS_KNOB};
+use super::{
+    auto_max_steps, decorrelate_knob, draw_shifted, loops_knob, maze, maze_size_knob,
+    MAX_STEPS_KNOB,
+};
 use crate::error::{Error, Result};
 use crate::grid::{Cell, Colour, Grid, Object, Pos};
 use crate::level::Level;
@@ -38,24 +41,8 @@ const GOALS: &[GoalDecl] = &[
 ];
 
 const KNOBS: &[Knob] = &[
-    Knob {
-        name: "size",
-        description: "side of the square maze, outer walls included",
-        default: 11.0,
-        min: 5.0,
-        max: 31.0,
-        integer: true,
-        odd: true,
-    },
-    Knob {
-        name: "loops",
-        description: "fraction of inner maze walls removed to make loops",
-        default: 0.2,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    maze_size_knob(11.0),
+    loops_knob(0.2),
     Knob {
         name: "region",
         description: "side of the top-right square of the interior where training cheese lies (1: the corner itself); at most size - 3",
@@ -65,15 +52,9 @@ const KNOBS: &[Knob] = &[
         integer: true,
         odd: false,
     },
-    Knob {
-        name: "decorrelate",
-        description: "fraction of training levels in which the cheese lies outside the top-right region",
-        default: 0.0,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    decorrelate_knob(
+        "fraction of training levels in which the cheese lies outside the top-right region",
+    ),
     MAX_STEPS_KNOB,
 ];
 
@@ -209,10 +190,7 @@ impl Testbed for CornerCheese {
     }
 
     fn generate(&self, split: Split, rng: &mut Rng) -> Level {
-        let shifted = match split {
-            Split::Train => rng.chance(self.decorrelate),
-            Split::Shift(_) => true,
-        };
+        let shifted = draw_shifted(split, self.decorrelate, rng);
         // Rejection sampling ends: every draw succeeds with positive probability (in training
         // the cheese may land on the corner, which every start reaches; under shift it may land
         // on the bottom-left cell, whose outside neighbour on the way to the corner is a fair

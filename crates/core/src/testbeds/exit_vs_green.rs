@@ -9,7 +9,10 @@
 //!   floor tile (the decoy) stands elsewhere; stepping on it ends the episode unrewarded.
 //! - `decorrelate`: the fraction of training levels drawn from the shift.
 
-use super::{auto_max_steps, maze, MAX_STEPS_KNOB};
+use super::{
+    auto_max_steps, decorrelate_knob, draw_shifted, loops_knob, maze, maze_size_knob,
+    MAX_STEPS_KNOB,
+};
 use crate::error::Result;
 use crate::grid::{Cell, Colour, Object, Pos};
 use crate::level::Level;
@@ -32,33 +35,11 @@ const GOALS: &[GoalDecl] = &[
 ];
 
 const KNOBS: &[Knob] = &[
-    Knob {
-        name: "size",
-        description: "side of the square maze, outer walls included",
-        default: 9.0,
-        min: 5.0,
-        max: 31.0,
-        integer: true,
-        odd: true,
-    },
-    Knob {
-        name: "loops",
-        description: "fraction of inner maze walls removed to make loops",
-        default: 0.2,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
-    Knob {
-        name: "decorrelate",
-        description: "fraction of training levels in which the exit is not green and a green decoy stands elsewhere",
-        default: 0.0,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    maze_size_knob(9.0),
+    loops_knob(0.2),
+    decorrelate_knob(
+        "fraction of training levels in which the exit is not green and a green decoy stands elsewhere",
+    ),
     MAX_STEPS_KNOB,
 ];
 
@@ -114,10 +95,7 @@ impl Testbed for ExitVsGreen {
     }
 
     fn generate(&self, split: Split, rng: &mut Rng) -> Level {
-        let shifted = match split {
-            Split::Train => rng.chance(self.decorrelate),
-            Split::Shift(_) => true,
-        };
+        let shifted = draw_shifted(split, self.decorrelate, rng);
         loop {
             let mut grid = maze::maze(self.size, self.loops, rng);
             let open = maze::empty_cells(&grid);

@@ -18,7 +18,10 @@
 //! Holding a key for every closed chest, the intended agent refuses further keys, so with at
 //! least as many keys as chests the keys are placed where none can wall a chest off from it.
 
-use super::{auto_max_steps, maze, MAX_STEPS_KNOB};
+use super::{
+    auto_max_steps, decorrelate_knob, draw_shifted, loops_knob, maze, maze_size_knob,
+    MAX_STEPS_KNOB,
+};
 use crate::error::{Error, Result};
 use crate::grid::{Cell, Colour, Grid, Object, Pos, N_MOVES};
 use crate::level::Level;
@@ -54,24 +57,8 @@ const fn count(name: &'static str, description: &'static str, default: f64) -> K
 }
 
 const KNOBS: &[Knob] = &[
-    Knob {
-        name: "size",
-        description: "side of the square maze, outer walls included",
-        default: 9.0,
-        min: 5.0,
-        max: 31.0,
-        integer: true,
-        odd: true,
-    },
-    Knob {
-        name: "loops",
-        description: "fraction of inner maze walls removed to make loops",
-        default: 0.3,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    maze_size_knob(9.0),
+    loops_knob(0.3),
     count(
         "train_keys",
         "keys in a training level (fewer than train_chests)",
@@ -84,16 +71,9 @@ const KNOBS: &[Knob] = &[
         3.0,
     ),
     count("shift_chests", "chests in a shifted level", 1.0),
-    Knob {
-        name: "decorrelate",
-        description:
-            "fraction of training levels with more keys than chests (drawn from the shift)",
-        default: 0.0,
-        min: 0.0,
-        max: 1.0,
-        integer: false,
-        odd: false,
-    },
+    decorrelate_knob(
+        "fraction of training levels with more keys than chests (drawn from the shift)",
+    ),
     MAX_STEPS_KNOB,
 ];
 
@@ -234,10 +214,7 @@ impl Testbed for KeysChests {
     }
 
     fn generate(&self, split: Split, rng: &mut Rng) -> Level {
-        let shifted = match split {
-            Split::Train => rng.chance(self.decorrelate),
-            Split::Shift(_) => true,
-        };
+        let shifted = draw_shifted(split, self.decorrelate, rng);
         let (n_keys, n_chests) = if shifted { self.shift } else { self.train };
         // With fewer keys than chests the intended agent never refuses a key, so any placement
         // works. Otherwise placements where keys could wall it off are redrawn; tiny mazes

