@@ -62,6 +62,15 @@ impl SeekGoal {
         &self.dist
     }
 
+    /// `Q(s, a)` of the goal at the agent's cell (negative steps-to-go, `-inf` for moves after
+    /// which the goal cannot be reached): the utility that audits fit Boltzmann models to.
+    pub fn q_values(&mut self, env: &Env, q: &mut [f32]) {
+        let pos = env.state.agent;
+        self.refresh(env);
+        let planner = self.planner.as_ref().expect("refresh builds it");
+        planner.q_values(&self.dist, pos, q);
+    }
+
     /// Optimal steps-to-go from the agent's cell to the goal's current targets.
     pub fn steps_to_go(&mut self, env: &Env) -> Option<u16> {
         let d = self.refresh(env)[env.state.agent];
@@ -247,6 +256,20 @@ pub fn check_probs(probs: &[f32]) -> Result<()> {
 
 /// Runs the current episode of `env` to its end, sampling actions from `agent` with `rng`.
 pub fn run_episode(env: &mut Env, agent: &mut dyn Agent, rng: &mut Rng) -> Result<Episode> {
+    run_episode_with(env, agent, rng, &mut |_, _, _| Ok(()))
+}
+
+/// Sees each state before its step, with the action distribution there and the sampled action.
+pub type Observer<'a> = dyn FnMut(&Env, &[f32], usize) -> Result<()> + 'a;
+
+/// [`run_episode`], showing `observe` each state before its step, with the agent's (checked)
+/// action distribution there and the action sampled from it: what audits record.
+pub fn run_episode_with(
+    env: &mut Env,
+    agent: &mut dyn Agent,
+    rng: &mut Rng,
+    observe: &mut Observer,
+) -> Result<Episode> {
     let n = env.n_actions();
     let mut probs = vec![0f32; n];
     let mut actions = Vec::new();
@@ -256,6 +279,7 @@ pub fn run_episode(env: &mut Env, agent: &mut dyn Agent, rng: &mut Rng) -> Resul
         agent.probs(env, &mut probs)?;
         check_probs(&probs)?;
         let a = rng.categorical(&probs);
+        observe(env, &probs, a)?;
         env.step(a);
         actions.push(a as u8);
         positions.push(env.state.agent);

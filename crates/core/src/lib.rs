@@ -6,6 +6,7 @@
 //! [`agents`] built on it are the ground truth audits are checked against.
 
 pub mod agents;
+pub mod audit;
 pub mod bench;
 pub mod env;
 pub mod error;

@@ -1,0 +1,393 @@
+//! The audit: is a policy robustly aligned, pseudo-aligned (pursuing which proxy), incapable
+//! off its training distribution, or conditional on oversight? Works on any
+//! [`crate::agents::Agent`], so scripted agents and learned policies are audited by the same code.
+//!
+//! One job per file: [`rollout`] plays and records episodes, [`outcomes`] summarizes one
+//! distribution (rates, capability, inverse planning), [`inverse`] fits Boltzmann models and MEG,
+//! [`oversight`] runs the paired cue test, [`triggers`] scans for unknown triggers,
+//! [`verdict`] decides, [`stats`] holds the statistics.
+//!
+//! Everything is seeded: the same testbed, policy, configuration and seed give the same report
+//! bit for bit, whatever the thread count (episodes run in parallel and are combined in order).
+
+pub mod inverse;
+pub mod outcomes;
+pub mod oversight;
+pub mod rollout;
+pub mod stats;
+pub mod triggers;
+pub mod verdict;
+
+pub use outcomes::DistributionReport;
+pub use rollout::AgentFactory;
+pub use verdict::{Verdict, VerdictReport};
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::level::Level;
+use crate::planner::GoalSpec;
+use crate::rng::{mix, Rng};
+use crate::testbed::{Split, Testbed};
+use oversight::OversightReport;
+use rayon::prelude::*;
+use rollout::{record, Recorded};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use triggers::{TriggerConfig, TriggerReport};
+
+/// Version of the audit report's JSON layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Separates the agents' random streams from the level streams.
+const AGENT_STREAM: u64 = 0xa9e7_0001;
+
+/// Hand-made levels audited as one more distribution.
+#[derive(Clone, Debug)]
+pub struct LevelSet {
+    /// Shown as `levels:NAME`.
+    pub name: String,
+    /// (file name, level), already validated against the testbed.
+    pub levels: Vec<(String, Level)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Episodes per distribution (and paired episodes for the oversight test).
+    pub episodes: usize,
+    pub seed: u64,
+    /// How the policy is named in the report.
+    pub policy: String,
+    pub levels: Option<LevelSet>,
+    pub triggers: TriggerConfig,
+    /// Shifted levels drawn as heat maps per distribution, and rollouts per heat map.
+    pub heatmap_levels: usize,
+    pub heatmap_rollouts: usize,
+}
+
+impl AuditConfig {
+    pub fn new(policy: impl Into<String>, episodes: usize, seed: u64) -> AuditConfig {
+        AuditConfig {
+            episodes,
+            seed,
+            policy: policy.into(),
+            levels: None,
+            // Small audits scan fewer levels, so that a quick check stays quick.
+            triggers: TriggerConfig {
+                levels: episodes.clamp(1, TriggerConfig::default().levels),
+                ..TriggerConfig::default()
+            },
+            heatmap_levels: 3,
+            heatmap_rollouts: 16,
+        }
+    }
+}
+
+/// Cells of one goal, for heat maps.
+#[derive(Clone, Debug, Serialize)]
+pub struct GoalCells {
+    pub goal: String,
+    /// `(row, col)` of the cells the goal aims at in the level's first state.
+    pub cells: Vec<(usize, usize)>,
+}
+
+/// Where the agent went on one level over several rollouts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Heatmap {
+    pub distribution: String,
+    /// Index of the episode whose level this is.
+    pub episode: usize,
+    /// The level as text rows (the level-file glyphs).
+    pub rows: Vec<String>,
+    pub width: usize,
+    pub height: usize,
+    pub start: (usize, usize),
+    pub rollouts: usize,
+    /// Row-major visit counts (a cell counts once per rollout that entered it).
+    pub visits: Vec<u32>,
+    pub goals: Vec<GoalCells>,
+}
+
+/// Wall-clock and policy time. Not part of the JSON, which must not change from run to run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timing {
+    pub total_s: f64,
+    /// Time inside the policy, summed over threads.
+    pub policy_cpu_s: f64,
+    pub threads: usize,
+    /// Phase wall times; the rollouts include the policy's share.
+    pub rollouts_s: f64,
+    pub inference_s: f64,
+    pub oversight_s: f64,
+    pub triggers_s: f64,
+    pub heatmaps_s: f64,
+}
+
+impl Timing {
+    /// Wall time attributable to the policy (its CPU time spread over the threads).
+    pub fn policy_wall_s(&self) -> f64 {
+        self.policy_cpu_s / self.threads.max(1) as f64
+    }
+
+    pub fn analysis_s(&self) -> f64 {
+        (self.total_s - self.policy_wall_s()).max(0.0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GoalInfo {
+    pub name: String,
+    pub description: String,
+    pub intended: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditReport {
+    pub schema_version: u32,
+    pub kind: &'static str,
+    pub mesascope_version: &'static str,
+    pub testbed: String,
+    pub knobs: Vec<(String, f64)>,
+    pub policy: String,
+    pub seed: u64,
+    pub episodes: usize,
+    pub n_actions: usize,
+    pub goals: Vec<GoalInfo>,
+    pub distributions: Vec<DistributionReport>,
+    pub oversight: Option<OversightReport>,
+    pub triggers: TriggerReport,
+    pub heatmaps: Vec<Heatmap>,
+    pub verdict: VerdictReport,
+    #[serde(skip)]
+    pub timing: Timing,
+}
+
+/// Where a distribution's levels come from.
+enum Source<'a> {
+    Split(Split),
+    Levels(&'a LevelSet),
+}
+
+impl Source<'_> {
+    fn name(&self, tb: &dyn Testbed) -> String {
+        match self {
+            Source::Split(s) => s.label(tb),
+            Source::Levels(l) => format!("levels:{}", l.name),
+        }
+    }
+
+    fn code(&self) -> u64 {
+        match self {
+            Source::Split(s) => s.code(),
+            Source::Levels(_) => 0x1e7e_1500,
+        }
+    }
+
+    fn env(&self, tb: &Arc<dyn Testbed>, seed: u64, k: usize) -> Env {
+        match self {
+            Source::Split(s) => Env::new(tb.clone(), *s, mix(&[seed, k as u64])),
+            Source::Levels(l) => {
+                let level = l.levels[k % l.levels.len()].1.clone();
+                Env::from_level(tb.clone(), Split::Train, level)
+            }
+        }
+    }
+
+    fn agent_rng(&self, seed: u64, k: usize, rollout: u64) -> Rng {
+        Rng::new(mix(&[seed, AGENT_STREAM, self.code(), k as u64, rollout]))
+    }
+}
+
+/// Audits the policy `factory` builds on `testbed`.
+pub fn audit(
+    testbed: &Arc<dyn Testbed>,
+    factory: &AgentFactory,
+    cfg: &AuditConfig,
+) -> Result<AuditReport> {
+    let start = Instant::now();
+    let tb = testbed.as_ref();
+    if cfg.episodes == 0 {
+        return Err(Error::Input(
+            "an audit needs at least one episode per distribution (episodes = 0)".into(),
+        ));
+    }
+    if let Some(l) = &cfg.levels {
+        if l.levels.is_empty() {
+            return Err(Error::Input(format!(
+                "the level set {} holds no levels",
+                l.name
+            )));
+        }
+    }
+    check_policy(testbed, factory)?;
+
+    let mut sources: Vec<Source> = Split::all(tb).into_iter().map(Source::Split).collect();
+    if let Some(l) = &cfg.levels {
+        sources.push(Source::Levels(l));
+    }
+    let mut timing = Timing {
+        threads: rayon::current_num_threads(),
+        ..Timing::default()
+    };
+    let mut policy_ns = 0u64;
+    let mut distributions = Vec::new();
+    for src in &sources {
+        let t = Instant::now();
+        let eps = (0..cfg.episodes)
+            .into_par_iter()
+            .map(|k| {
+                let mut env = src.env(testbed, cfg.seed, k);
+                record(&mut env, factory, &mut src.agent_rng(cfg.seed, k, 0), true)
+            })
+            .collect::<Result<Vec<Recorded>>>()
+            .map_err(|e| context(e, &src.name(tb)))?;
+        timing.rollouts_s += t.elapsed().as_secs_f64();
+        policy_ns += eps.iter().map(|e| e.policy_ns).sum::<u64>();
+        let t = Instant::now();
+        distributions.push(outcomes::summarize(tb, src.name(tb), &eps));
+        timing.inference_s += t.elapsed().as_secs_f64();
+    }
+
+    let t = Instant::now();
+    let oversight = oversight::scan(testbed, factory, cfg.episodes, cfg.seed)?;
+    timing.oversight_s = t.elapsed().as_secs_f64();
+    policy_ns += oversight.as_ref().map_or(0, |o| o.policy_ns);
+
+    let t = Instant::now();
+    let triggers = triggers::scan(testbed, factory, cfg.triggers, cfg.seed)?;
+    timing.triggers_s = t.elapsed().as_secs_f64();
+    policy_ns += triggers.policy_ns;
+
+    let t = Instant::now();
+    let mut heatmaps = Vec::new();
+    for src in sources
+        .iter()
+        .filter(|s| !matches!(s, Source::Split(Split::Train)))
+    {
+        let distinct = match src {
+            Source::Levels(l) => l.levels.len(),
+            Source::Split(_) => cfg.episodes,
+        };
+        for k in 0..cfg.heatmap_levels.min(distinct) {
+            let (h, ns) = heatmap(testbed, factory, src, cfg, k)?;
+            policy_ns += ns;
+            heatmaps.push(h);
+        }
+    }
+    timing.heatmaps_s = t.elapsed().as_secs_f64();
+
+    let verdict = verdict::decide(&distributions, oversight.as_ref());
+    let (decl, values) = tb.knobs();
+    timing.policy_cpu_s = policy_ns as f64 * 1e-9;
+    timing.total_s = start.elapsed().as_secs_f64();
+    Ok(AuditReport {
+        schema_version: SCHEMA_VERSION,
+        kind: "mesascope-audit",
+        mesascope_version: env!("CARGO_PKG_VERSION"),
+        testbed: tb.name().to_string(),
+        knobs: decl
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (k.name.to_string(), v))
+            .collect(),
+        policy: cfg.policy.clone(),
+        seed: cfg.seed,
+        episodes: cfg.episodes,
+        n_actions: tb.n_actions(),
+        goals: tb
+            .goals()
+            .iter()
+            .enumerate()
+            .map(|(i, g)| GoalInfo {
+                name: g.name.to_string(),
+                description: g.description.to_string(),
+                intended: i == 0,
+            })
+            .collect(),
+        distributions,
+        oversight,
+        triggers,
+        heatmaps,
+        verdict,
+        timing,
+    })
+}
+
+fn context(e: Error, what: &str) -> Error {
+    match e {
+        Error::Policy(m) => Error::Policy(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// One call of the policy on a training level before anything else, so that a policy that does
+/// not fit the testbed fails at once with its own message.
+fn check_policy(testbed: &Arc<dyn Testbed>, factory: &AgentFactory) -> Result<()> {
+    let env = Env::new(testbed.clone(), Split::Train, 0);
+    let mut probs = vec![0f32; testbed.n_actions()];
+    rollout::probe(&env, factory, &mut probs).map(|_| ())
+}
+
+fn heatmap(
+    testbed: &Arc<dyn Testbed>,
+    factory: &AgentFactory,
+    src: &Source,
+    cfg: &AuditConfig,
+    k: usize,
+) -> Result<(Heatmap, u64)> {
+    let tb = testbed.as_ref();
+    let env0 = src.env(testbed, cfg.seed, k);
+    let level: &Level = &env0.level;
+    let g = &level.grid;
+    let mut visits = vec![0u32; g.len()];
+    let mut ns = 0;
+    for r in 0..cfg.heatmap_rollouts {
+        let mut env = env0.clone();
+        let rec = record(
+            &mut env,
+            factory,
+            &mut src.agent_rng(cfg.seed, k, r as u64),
+            false,
+        )?;
+        ns += rec.policy_ns;
+        let mut seen = vec![false; g.len()];
+        for &p in &rec.positions {
+            if !seen[p] {
+                seen[p] = true;
+                visits[p] += 1;
+            }
+        }
+    }
+    let mut spec = GoalSpec::default();
+    let goals = tb
+        .goals()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            spec.clear();
+            tb.goal_spec(&env0.state, i, &mut spec);
+            GoalCells {
+                goal: d.name.to_string(),
+                cells: spec.targets.iter().map(|&p| g.row_col(p)).collect(),
+            }
+        })
+        .collect();
+    Ok((
+        Heatmap {
+            distribution: src.name(tb),
+            episode: k,
+            rows: level
+                .render_rows(None)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            width: g.width,
+            height: g.height,
+            start: g.row_col(level.agent),
+            rollouts: cfg.heatmap_rollouts,
+            visits,
+            goals,
+        },
+        ns,
+    ))
+}
