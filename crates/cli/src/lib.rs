@@ -3,23 +3,37 @@
 //! arguments, prints, and maps errors to exit codes.
 
 pub mod args;
+pub mod audit;
 pub mod bench;
 pub mod demo;
 pub mod envs;
 pub mod error;
+pub mod html;
 pub mod show;
 pub mod text;
+pub mod train;
 
 pub use error::{exit_code, input, InputError};
 
 use args::{Cli, Command};
 
+/// Runs a parsed command line and returns what it prints on stdout and its exit code: 0, or
+/// for `audit` its verdict's code.
+pub fn run_with_code(cli: &Cli) -> anyhow::Result<(String, i32)> {
+    match &cli.command {
+        Command::Audit(a) => audit::run(a),
+        _ => run(cli).map(|out| (out, 0)),
+    }
+}
+
 /// Runs a parsed command line and returns what it prints on stdout.
 pub fn run(cli: &Cli) -> anyhow::Result<String> {
     match &cli.command {
+        Command::Audit(a) => audit::run(a).map(|(out, _)| out),
         Command::Envs(a) => envs::run(a.json, &a.knobs.knobs),
         Command::Show(a) => show::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

@@ -230,32 +230,58 @@ pub fn run(a: &ShowArgs) -> Result<String> {
     ));
     let mut out = prefix_lines(&head, "; ");
     out.push_str(&r.level.to_ascii(Some(tb.name())));
-    if let Some(name) = &a.agent {
+    if a.agent.is_some() || a.policy.is_some() {
         out.push('\n');
-        out.push_str(&prefix_lines(&rollout(&r, name, a)?, "; "));
+        out.push_str(&prefix_lines(&rollout(&r, a)?, "; "));
     }
     Ok(out)
 }
 
+/// The trained policy of checkpoint `dir`, checked against the level's testbed and shape.
+fn load_policy(r: &Resolved, dir: &std::path::Path) -> Result<Box<dyn agents::Agent>> {
+    use mesascope_learn::checkpoint;
+    let tb = r.testbed.as_ref();
+    let err = |e| crate::train::learn_err(e).context(format!("policy {}", dir.display()));
+    let meta = checkpoint::read_meta(dir).map_err(err)?;
+    let here = mesascope_learn::policy::PolicyConfig {
+        height: r.level.grid.height,
+        width: r.level.grid.width,
+        n_actions: tb.n_actions(),
+        ..meta.policy.clone()
+    };
+    checkpoint::check_compatible(&meta, tb.name(), &here).map_err(err)?;
+    Ok(Box::new(
+        mesascope_learn::agent::PolicyAgent::load(dir).map_err(err)?,
+    ))
+}
+
 /// Runs the agent and describes its episode (uncommented text).
-fn rollout(r: &Resolved, name: &str, a: &ShowArgs) -> Result<String> {
+fn rollout(r: &Resolved, a: &ShowArgs) -> Result<String> {
     let tb = r.testbed.as_ref();
     let beta = a.beta.unwrap_or(f32::INFINITY);
-    let mut agent = agents::reference_agent(tb, name, beta)?;
+    let (mut agent, label) = match (&a.agent, &a.policy) {
+        (_, Some(dir)) => (
+            load_policy(r, dir)?,
+            format!("policy {} (actions sampled)", dir.display()),
+        ),
+        (Some(name), None) => (
+            agents::reference_agent(tb, name, beta)?,
+            format!(
+                "agent {name} (beta {})",
+                if beta.is_infinite() {
+                    "inf".to_string()
+                } else {
+                    num(beta as f64)
+                }
+            ),
+        ),
+        (None, None) => return Err(input("name an --agent or a --policy to roll out")),
+    };
     let mut env = Env::from_level(r.testbed.clone(), r.split, r.level.clone());
     let mut rng = Rng::new(a.seed);
     let ep: Episode = agents::run_episode(&mut env, agent.as_mut(), &mut rng)?;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "agent {name} (beta {}), random seed {}",
-        if beta.is_infinite() {
-            "inf".to_string()
-        } else {
-            num(beta as f64)
-        },
-        a.seed
-    );
+    let _ = writeln!(s, "{label}, random seed {}", a.seed);
     if a.frames {
         let mut replay = Env::from_level(r.testbed.clone(), r.split, r.level.clone());
         let watched = |e: &Env| match e.watched() {

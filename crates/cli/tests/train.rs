@@ -1,0 +1,199 @@
+//! `mesascope train` and `show --policy` as a user runs them, on tiny settings: outputs,
+//! determinism, resume, and the bad inputs of the issue (each exits 2 with a clear message).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn mesascope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesascope"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = mesascope(args);
+    assert!(
+        o.status.success(),
+        "mesascope {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = mesascope(args);
+    let err = text(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "mesascope {args:?} should exit 2:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    assert!(err.contains("error"), "{args:?}: {err}");
+    err
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// 5x5 mazes, 16 environments: four PPO updates of 512 steps.
+fn tiny_train(out: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--steps",
+        "2048",
+        "--envs",
+        "16",
+        "--eval-episodes",
+        "20",
+        "--quiet",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+#[test]
+fn train_writes_a_checkpoint_that_show_and_resume_use() {
+    let dir = temp_dir("run");
+    let d = dir.to_str().unwrap();
+    let out = tiny_train(d, &[]);
+    assert!(out.contains("env steps/s"), "{out}");
+    assert!(out.contains("shift:green"), "{out}");
+    for f in [
+        "model.safetensors",
+        "model.json",
+        "metrics.jsonl",
+        "eval.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4);
+    for l in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["steps_per_second"].as_f64().unwrap() > 0.0);
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["testbed"], "exit-vs-green");
+    assert_eq!(meta["steps"], 2048);
+    assert_eq!(meta["seed"], 0);
+    assert_eq!(meta["policy"]["arch"], "embed-mlp");
+
+    // Same seed, same weights.
+    let again = temp_dir("again");
+    tiny_train(again.to_str().unwrap(), &[]);
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
+    );
+
+    // The checkpoint as a policy.
+    let shown = ok(&[
+        "show",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--split",
+        "shift:green",
+        "--seed",
+        "3",
+        "--policy",
+        d,
+    ]);
+    assert!(shown.contains("; policy"), "{shown}");
+    assert!(shown.contains("outcome"), "{shown}");
+    let e = fails(&["show", "corner-cheese", "--policy", d]);
+    assert!(e.contains("exit-vs-green"), "{e}");
+    let e = fails(&["show", "exit-vs-green", "--policy", d]);
+    assert!(e.contains("5x5"), "{e}");
+
+    // An existing checkpoint is not overwritten without --resume; --resume continues it.
+    let e = fails(&["train", "exit-vs-green", "-k", "size=5", "--out", d]);
+    assert!(e.contains("--resume"), "{e}");
+    ok(&[
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--steps",
+        "3072",
+        "--eval-episodes",
+        "0",
+        "--quiet",
+        "--resume",
+        "--out",
+        d,
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["steps"], 3072);
+    let e = fails(&["train", "corner-cheese", "--resume", "--out", d]);
+    assert!(e.contains("exit-vs-green"), "{e}");
+
+    // A corrupt or truncated checkpoint is refused.
+    let w = dir.join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() - 100]).unwrap();
+    let e = fails(&["show", "exit-vs-green", "-k", "size=5", "--policy", d]);
+    assert!(e.contains("does not match"), "{e}");
+    std::fs::write(dir.join("model.json"), "{").unwrap();
+    fails(&["show", "exit-vs-green", "-k", "size=5", "--policy", d]);
+    fails(&[
+        "show",
+        "exit-vs-green",
+        "--policy",
+        "/nonexistent/checkpoint",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&again);
+}
+
+#[test]
+fn train_bad_input_exits_2() {
+    let e = fails(&["train", "no-such-testbed"]);
+    assert!(e.contains("unknown testbed"), "{e}");
+    fails(&["train", "exit-vs-green", "--steps", "0"]);
+    fails(&["train", "exit-vs-green", "--steps", "-5"]);
+    fails(&["train", "exit-vs-green", "--decorrelate", "2"]);
+    fails(&[
+        "train",
+        "exit-vs-green",
+        "--arch",
+        "transformer",
+        "--out",
+        "/tmp/x-never",
+    ]);
+    // An output folder that cannot be created: its parent is a file.
+    let dir = temp_dir("file-parent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("run");
+    let e = fails(&["train", "exit-vs-green", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("output folder"), "{e}");
+    let e = fails(&[
+        "train",
+        "exit-vs-green",
+        "--resume",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(e.contains("no checkpoint"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

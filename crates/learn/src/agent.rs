@@ -1,0 +1,94 @@
+//! A trained network as a core [`Agent`]: it reads the u8 observation of the environment's
+//! state and returns the softmax of its logits, so `agents::run_episode`, `mesascope show` and
+//! audits use checkpoints like any other agent.
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::Result;
+use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig};
+use mesascope_core::agents::Agent;
+use mesascope_core::{obs, Env, Error};
+use std::path::Path;
+
+pub struct PolicyAgent {
+    name: String,
+    config: PolicyConfig,
+    model: ActorCritic,
+    encoder: Encoder,
+    obs: Vec<u8>,
+}
+
+impl PolicyAgent {
+    pub fn new(name: impl Into<String>, config: PolicyConfig, model: ActorCritic) -> PolicyAgent {
+        PolicyAgent {
+            name: name.into(),
+            config,
+            model: model.valid(),
+            encoder: Encoder::default(),
+            obs: Vec::new(),
+        }
+    }
+
+    /// Loads checkpoint `dir`.
+    pub fn load(dir: &Path) -> Result<PolicyAgent> {
+        let device = crate::device();
+        let Checkpoint { meta, model, .. } = checkpoint::load(dir, &device)?;
+        Ok(PolicyAgent::new(
+            format!("policy {}", dir.display()),
+            meta.policy,
+            model,
+        ))
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The logits of the current state of `env`.
+    pub fn logits(&mut self, env: &Env) -> mesascope_core::Result<Vec<f32>> {
+        let grid = &env.state.grid;
+        if (grid.height, grid.width) != (self.config.height, self.config.width) {
+            return Err(Error::Policy(format!(
+                "the policy reads {}x{} grids, this level is {}x{}",
+                self.config.height, self.config.width, grid.height, grid.width
+            )));
+        }
+        if env.n_actions() != self.config.n_actions {
+            return Err(Error::Policy(format!(
+                "the policy has {} actions, this testbed {}",
+                self.config.n_actions,
+                env.n_actions()
+            )));
+        }
+        self.obs.resize(obs::u8_len(grid), 0);
+        obs::encode_u8(&env.state, &mut self.obs);
+        let input = self.model.encode(&mut self.encoder, &self.obs);
+        let logits = to_vec2(self.model.forward(input).logits);
+        if logits.len() != self.config.n_actions || logits.iter().any(|l| !l.is_finite()) {
+            return Err(Error::Policy(format!("non-finite logits {logits:?}")));
+        }
+        Ok(logits)
+    }
+}
+
+/// Softmax of logits, stable against large values.
+pub fn softmax(logits: &[f32], out: &mut [f32]) {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut s = 0.0;
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = (l - m).exp();
+        s += *o;
+    }
+    out.iter_mut().for_each(|o| *o /= s);
+}
+
+impl Agent for PolicyAgent {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> mesascope_core::Result<()> {
+        let logits = self.logits(env)?;
+        softmax(&logits, out);
+        Ok(())
+    }
+}

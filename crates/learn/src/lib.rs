@@ -1,0 +1,25 @@
+//! mesascope-learn: the base optimizer. Neural actor-critic policies (burn, `flex` CPU
+//! backend), PPO over the core's vectorized environments, checkpoints, and an
+//! [`agents::Agent`](mesascope_core::agents::Agent) over a checkpoint so rollouts, `show` and
+//! audits can use trained policies.
+//!
+//! The flow: a [`ppo::Trainer`] builds a [`policy::ActorCritic`] for a testbed and runs PPO
+//! updates on its training distribution; [`checkpoint`] writes and reads the network with its
+//! metadata; [`eval::evaluate`] measures outcomes on any split; [`agent::PolicyAgent`] acts with
+//! it wherever the core expects an agent.
+
+pub mod agent;
+pub mod checkpoint;
+pub mod error;
+pub mod eval;
+pub mod policy;
+pub mod ppo;
+
+pub use error::{LearnError, Result};
+
+/// The device every network of this crate runs on: burn's pure-Rust CPU backend. Built without
+/// burn's `rayon` feature, so kernels run on the calling thread and results do not depend on
+/// the thread count.
+pub fn device() -> burn::tensor::Device {
+    burn::tensor::Device::flex()
+}

@@ -1,0 +1,169 @@
+//! The base optimizer end to end on tiny settings: checkpoints round-trip and reject bad files,
+//! PPO is deterministic and beats the untrained policy on an easy level distribution.
+
+use mesascope_core::agents::{run_episode, Agent};
+use mesascope_core::rng::Rng;
+use mesascope_core::{testbeds, Env, Knobs, Split};
+use mesascope_learn::agent::PolicyAgent;
+use mesascope_learn::checkpoint::{self, WEIGHTS_FILE};
+use mesascope_learn::eval::evaluate;
+use mesascope_learn::policy::{to_vec2, ActorCritic, Arch, Encoder, PolicyConfig};
+use mesascope_learn::ppo::{PpoConfig, Trainer};
+use mesascope_learn::LearnError;
+use std::path::PathBuf;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mesascope-learn-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A small, fast setting: 5x5 mazes (a 3x3 interior), a narrow network, short rollouts.
+fn tiny(arch: Arch) -> (std::sync::Arc<dyn mesascope_core::Testbed>, PpoConfig) {
+    let tb = testbeds::make("exit-vs-green", &Knobs::new().with("size", 5.0)).unwrap();
+    let config = PpoConfig {
+        total_steps: 64 * 16 * 60,
+        num_envs: 64,
+        num_steps: 16,
+        num_minibatches: 2,
+        update_epochs: 2,
+        learning_rate: 3e-3,
+        hidden: 32,
+        arch,
+        ..PpoConfig::default()
+    };
+    (tb, config)
+}
+
+fn logits_on(
+    model: &ActorCritic,
+    config: &PolicyConfig,
+    tb: &std::sync::Arc<dyn mesascope_core::Testbed>,
+) -> Vec<f32> {
+    let mut obs = Vec::new();
+    for seed in 0..4 {
+        let env = Env::new(tb.clone(), Split::Train, seed);
+        let mut o = vec![0u8; mesascope_core::obs::u8_len(&env.state.grid)];
+        mesascope_core::obs::encode_u8(&env.state, &mut o);
+        obs.extend(o);
+    }
+    let _ = config;
+    let model = model.valid();
+    let input = model.encode(&mut Encoder::default(), &obs);
+    to_vec2(model.forward(input).logits)
+}
+
+#[test]
+fn checkpoint_round_trip_and_bad_checkpoints() {
+    for arch in [Arch::EmbedMlp, Arch::Conv] {
+        let (tb, mut config) = tiny(arch);
+        config.total_steps = 64 * 16;
+        let mut t = Trainer::new(tb.clone(), config, 3).unwrap();
+        t.update().unwrap();
+        let dir = scratch(&format!("ck-{}", arch.name()));
+        checkpoint::save(&dir, t.model(), &t.meta()).unwrap();
+        let ck = checkpoint::load(&dir, &mesascope_learn::device()).unwrap();
+        assert_eq!(ck.meta.steps, t.steps());
+        assert_eq!(ck.meta.testbed, "exit-vs-green");
+        assert_eq!(
+            logits_on(t.model(), &t.policy, &tb),
+            logits_on(&ck.model, &ck.meta.policy, &tb),
+            "loaded weights give the same logits"
+        );
+        checkpoint::check_compatible(&ck.meta, "exit-vs-green", &t.policy).unwrap();
+        assert!(matches!(
+            checkpoint::check_compatible(&ck.meta, "corner-cheese", &t.policy),
+            Err(LearnError::Checkpoint(_))
+        ));
+        let other_arch = PolicyConfig {
+            arch: if arch == Arch::Conv {
+                Arch::EmbedMlp
+            } else {
+                Arch::Conv
+            },
+            ..t.policy.clone()
+        };
+        assert!(checkpoint::check_compatible(&ck.meta, "exit-vs-green", &other_arch).is_err());
+
+        // The agent acts on an episode with the checkpoint.
+        let mut agent = PolicyAgent::load(&dir).unwrap();
+        let mut env = Env::new(tb.clone(), Split::Train, 1);
+        let ep = run_episode(&mut env, &mut agent, &mut Rng::new(0)).unwrap();
+        assert!(ep.outcome.steps > 0);
+        assert!(agent.name().contains("policy"));
+
+        // A truncated weights file is refused.
+        let w = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&w).unwrap();
+        std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+        let e = checkpoint::load(&dir, &mesascope_learn::device())
+            .err()
+            .unwrap();
+        assert!(matches!(e, LearnError::Checkpoint(_)), "{e}");
+        // A corrupt metadata file is refused.
+        std::fs::write(dir.join(checkpoint::META_FILE), "{ not json").unwrap();
+        assert!(matches!(
+            checkpoint::load(&dir, &mesascope_learn::device()),
+            Err(LearnError::Checkpoint(_))
+        ));
+        // A folder without a checkpoint is refused.
+        assert!(checkpoint::load(&dir.join("missing"), &mesascope_learn::device()).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn ppo_is_deterministic_and_learns_an_easy_task() {
+    let (tb, config) = tiny(Arch::EmbedMlp);
+    let untrained = Trainer::new(tb.clone(), config.clone(), 11).unwrap();
+    let before = evaluate(
+        tb.clone(),
+        Split::Train,
+        untrained.model(),
+        &untrained.policy,
+        256,
+        5,
+    )
+    .unwrap();
+
+    let mut a = Trainer::new(tb.clone(), config.clone(), 11).unwrap();
+    let mut b = Trainer::new(tb.clone(), config.clone(), 11).unwrap();
+    a.update().unwrap();
+    b.update().unwrap();
+    assert_eq!(
+        a.model().named_params(),
+        b.model().named_params(),
+        "same seed, same weights"
+    );
+    let mut last = None;
+    while !a.done() {
+        last = Some(a.update().unwrap());
+    }
+    let last = last.unwrap();
+    assert!(last.policy_loss.is_finite() && last.value_loss.is_finite());
+    let after = evaluate(tb.clone(), Split::Train, a.model(), &a.policy, 256, 5).unwrap();
+    eprintln!(
+        "success {:.3} before, {:.3} after",
+        before.success, after.success
+    );
+    assert!(
+        after.success > before.success + 0.2 && after.success > 0.85,
+        "success {:.3} before training, {:.3} after",
+        before.success,
+        after.success
+    );
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    let (tb, mut config) = tiny(Arch::EmbedMlp);
+    config.total_steps = 0;
+    assert!(matches!(
+        Trainer::new(tb.clone(), config.clone(), 0),
+        Err(LearnError::Config(_))
+    ));
+    config.total_steps = 10;
+    config.learning_rate = f64::NAN;
+    assert!(Trainer::new(tb, config, 0).is_err());
+    assert!(Arch::parse("transformer").is_err());
+}
