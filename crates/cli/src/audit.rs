@@ -11,10 +11,12 @@ use anyhow::{Context, Result};
 use mesascope_core::agents::{reference_agent, reference_agent_names, Agent};
 use mesascope_core::audit::{audit, AuditConfig, AuditReport, LevelSet};
 use mesascope_core::level::Level;
-use mesascope_core::{testbeds, Knobs, Testbed};
+use mesascope_core::{testbeds, Knobs, Split, Testbed};
+use mesascope_learn::agent::PolicyAgent;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// What the POLICY argument names. Trained checkpoints (`mesascope train`), ONNX files and
 /// Python callables become further variants here; each needs only a way to build an [`Agent`].
@@ -23,16 +25,26 @@ pub enum PolicySpec {
     /// `scripted:<name>[@beta]`: a reference agent (`intended`, a proxy, `conditional:<proxy>`,
     /// `random`) with Boltzmann rationality `beta` (default `inf`).
     Scripted { name: String, beta: f32 },
+    /// A folder written by `mesascope train` (`model.json` + `model.safetensors`).
+    Checkpoint(PathBuf),
 }
 
-const POLICY_FORMS: &str = "scripted:<name>[@beta], e.g. scripted:intended or scripted:green@2";
+const POLICY_FORMS: &str =
+    "a checkpoint folder written by mesascope train, or scripted:<name>[@beta], e.g. scripted:intended or scripted:green@2";
 
 impl PolicySpec {
     pub fn parse(s: &str) -> Result<PolicySpec> {
         let Some(rest) = s.strip_prefix("scripted:") else {
-            return Err(input(format!(
-                "unknown policy '{s}' (accepted: {POLICY_FORMS})"
-            )));
+            let dir = Path::new(s);
+            if dir.join("model.json").is_file() {
+                return Ok(PolicySpec::Checkpoint(dir.to_path_buf()));
+            }
+            let why = if dir.is_dir() {
+                format!("folder '{s}' holds no checkpoint (model.json)")
+            } else {
+                format!("unknown policy '{s}': no such checkpoint folder")
+            };
+            return Err(input(format!("{why} (accepted: {POLICY_FORMS})")));
         };
         let (name, beta) = match rest.rsplit_once('@') {
             Some((n, b)) => {
@@ -63,6 +75,7 @@ impl PolicySpec {
         match self {
             PolicySpec::Scripted { name, beta } if beta.is_infinite() => format!("scripted:{name}"),
             PolicySpec::Scripted { name, beta } => format!("scripted:{name}@{beta}"),
+            PolicySpec::Checkpoint(dir) => dir.display().to_string(),
         }
     }
 
@@ -82,6 +95,23 @@ impl PolicySpec {
                 }
                 let (tb, name, beta) = (tb.clone(), name.clone(), *beta);
                 Ok(Box::new(move || reference_agent(tb.as_ref(), &name, beta)))
+            }
+            PolicySpec::Checkpoint(dir) => {
+                // Checked once against the testbed's level shape; each audit worker then gets a
+                // copy of the loaded network.
+                let shape = mesascope_core::env::generate_level(tb.as_ref(), Split::Train, 0).grid;
+                let agent = PolicyAgent::load_for(dir, tb.as_ref(), shape.height, shape.width)
+                    .map_err(|e| {
+                        crate::train::learn_err(e).context(format!("policy {}", dir.display()))
+                    })?;
+                let template = Mutex::new(agent);
+                Ok(Box::new(move || {
+                    let agent = template
+                        .lock()
+                        .map_err(|_| mesascope_core::Error::Policy("policy copy failed".into()))?
+                        .clone();
+                    Ok(Box::new(agent) as Box<dyn Agent>)
+                }))
             }
         }
     }

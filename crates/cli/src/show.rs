@@ -239,20 +239,11 @@ pub fn run(a: &ShowArgs) -> Result<String> {
 
 /// The trained policy of checkpoint `dir`, checked against the level's testbed and shape.
 fn load_policy(r: &Resolved, dir: &std::path::Path) -> Result<Box<dyn agents::Agent>> {
-    use mesascope_learn::checkpoint;
-    let tb = r.testbed.as_ref();
-    let err = |e| crate::train::learn_err(e).context(format!("policy {}", dir.display()));
-    let meta = checkpoint::read_meta(dir).map_err(err)?;
-    let here = mesascope_learn::policy::PolicyConfig {
-        height: r.level.grid.height,
-        width: r.level.grid.width,
-        n_actions: tb.n_actions(),
-        ..meta.policy.clone()
-    };
-    checkpoint::check_compatible(&meta, tb.name(), &here).map_err(err)?;
-    Ok(Box::new(
-        mesascope_learn::agent::PolicyAgent::load(dir).map_err(err)?,
-    ))
+    let g = &r.level.grid;
+    let agent =
+        mesascope_learn::agent::PolicyAgent::load_for(dir, r.testbed.as_ref(), g.height, g.width)
+            .map_err(|e| crate::train::learn_err(e).context(format!("policy {}", dir.display())))?;
+    Ok(Box::new(agent))
 }
 
 /// Runs the agent and describes its episode (uncommented text).

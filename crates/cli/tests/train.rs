@@ -120,6 +120,31 @@ fn train_writes_a_checkpoint_that_show_and_resume_use() {
     assert!(shown.contains("outcome"), "{shown}");
     let e = fails(&["show", "corner-cheese", "--policy", d]);
     assert!(e.contains("exit-vs-green"), "{e}");
+
+    // The checkpoint as a policy to audit: a verdict's exit code and a report.
+    let audited = mesascope(&[
+        "audit",
+        d,
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--episodes",
+        "8",
+    ]);
+    let code = audited.status.code().unwrap();
+    assert!(
+        [0, 10, 11, 12, 13].contains(&code),
+        "exit {code}: {}",
+        text(&audited.stderr)
+    );
+    assert!(
+        text(&audited.stdout).contains("verdict:"),
+        "{}",
+        text(&audited.stdout)
+    );
+    let e = fails(&["audit", d, "--env", "corner-cheese"]);
+    assert!(e.contains("exit-vs-green"), "{e}");
     let e = fails(&["show", "exit-vs-green", "--policy", d]);
     assert!(e.contains("5x5"), "{e}");
 

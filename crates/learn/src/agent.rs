@@ -6,7 +6,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
 use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig};
 use mesascope_core::agents::Agent;
-use mesascope_core::{obs, Env, Error};
+use mesascope_core::{obs, Env, Error, Testbed};
 use std::path::Path;
 
 pub struct PolicyAgent {
@@ -15,6 +15,19 @@ pub struct PolicyAgent {
     model: ActorCritic,
     encoder: Encoder,
     obs: Vec<u8>,
+}
+
+/// A copy with its own scratch buffers (audits run one per thread).
+impl Clone for PolicyAgent {
+    fn clone(&self) -> PolicyAgent {
+        PolicyAgent {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            model: self.model.clone(),
+            encoder: Encoder::default(),
+            obs: Vec::new(),
+        }
+    }
 }
 
 impl PolicyAgent {
@@ -26,6 +39,25 @@ impl PolicyAgent {
             encoder: Encoder::default(),
             obs: Vec::new(),
         }
+    }
+
+    /// Loads checkpoint `dir` to act in `testbed` on levels of `height` x `width`, refusing a
+    /// checkpoint of another testbed, grid size, action count or architecture.
+    pub fn load_for(
+        dir: &Path,
+        testbed: &dyn Testbed,
+        height: usize,
+        width: usize,
+    ) -> Result<PolicyAgent> {
+        let meta = checkpoint::read_meta(dir)?;
+        let here = PolicyConfig {
+            height,
+            width,
+            n_actions: testbed.n_actions(),
+            ..meta.policy.clone()
+        };
+        checkpoint::check_compatible(&meta, testbed.name(), &here)?;
+        PolicyAgent::load(dir)
     }
 
     /// Loads checkpoint `dir`.
