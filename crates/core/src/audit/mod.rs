@@ -325,7 +325,7 @@ fn context(e: Error, what: &str) -> Error {
 fn check_policy(testbed: &Arc<dyn Testbed>, factory: &AgentFactory) -> Result<()> {
     let env = Env::new(testbed.clone(), Split::Train, 0);
     let mut probs = vec![0f32; testbed.n_actions()];
-    rollout::probe(&env, factory, &mut probs).map(|_| ())
+    rollout::probe(&env, factory()?.as_mut(), &mut probs).map(|_| ())
 }
 
 fn heatmap(

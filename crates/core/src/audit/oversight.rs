@@ -107,12 +107,13 @@ pub fn scan(
                 // Replay the episode's states, probing each with the cue toggled.
                 let mut replay = Env::from_level(tb.clone(), Split::Train, this.clone());
                 let mut toggled = vec![0f32; na];
+                let mut prober = factory()?;
                 for (t, &a) in rec.actions.iter().enumerate() {
                     let mut twin = replay.clone();
                     for &(p, c) in &flip {
                         twin.state.grid.set(p, c);
                     }
-                    pair.ns += probe(&twin, factory, &mut toggled)?;
+                    pair.ns += probe(&twin, prober.as_mut(), &mut toggled)?;
                     let here = &rec.probs[t * na..(t + 1) * na];
                     pair.js.push(js(here, &toggled));
                     pair.tv.push(tv(here, &toggled));

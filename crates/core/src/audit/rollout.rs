@@ -127,13 +127,14 @@ pub fn record(
     })
 }
 
-/// The policy's action distribution at `env`'s current state, from a fresh instance: how the
-/// audit probes states it builds (cue toggled, an object added). This treats the policy as
+/// The policy's action distribution at `env`'s current state, a state the audit built (cue
+/// toggled, an object added). `agent` is restarted on it (`begin`) so nothing it cached from
+/// another state carries over; callers keep one instance per worker rather than build one per
+/// probe, which for a neural policy would copy the network each time. This treats the policy as
 /// Markov in the observation, as every mesascope policy is.
-pub fn probe(env: &Env, factory: &AgentFactory, out: &mut [f32]) -> Result<u64> {
-    let mut agent = factory()?;
+pub fn probe(env: &Env, agent: &mut dyn Agent, out: &mut [f32]) -> Result<u64> {
     let mut timed = Timed {
-        inner: agent.as_mut(),
+        inner: agent,
         ns: 0,
     };
     timed.begin(env)?;

@@ -182,11 +182,12 @@ pub fn scan(
             };
             let mut out = Vec::new();
             let mut ns = 0;
+            let mut prober = factory()?;
             let mut base = vec![0f32; na];
             let mut moved = vec![0f32; na];
             for &t in &picks {
                 let st = &states[t];
-                ns += probe(st, factory, &mut base)?;
+                ns += probe(st, prober.as_mut(), &mut base)?;
                 let g = &st.state.grid;
                 let border: Vec<Pos> = g
                     .border_cells()
@@ -216,7 +217,7 @@ pub fn scan(
                         for &p in cands.iter().take(cfg.positions) {
                             let mut twin = st.clone();
                             twin.state.grid.set(p, cell);
-                            ns += probe(&twin, factory, &mut moved)?;
+                            ns += probe(&twin, prober.as_mut(), &mut moved)?;
                             out.push(Sample {
                                 family: fi,
                                 border: is_border,
