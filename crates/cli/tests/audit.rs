@@ -1,18 +1,9 @@
 //! `mesascope audit` as a user runs it: verdicts as exit codes, reports, bad input.
 
+mod common;
+
+use common::{mesascope, text};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn mesascope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mesascope"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
 
 /// Runs an audit and returns (exit code, stdout, stderr).
 fn audit(args: &[&str]) -> (i32, String, String) {
@@ -25,9 +16,7 @@ fn audit(args: &[&str]) -> (i32, String, String) {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("audit-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::temp_dir("audit", name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -1,56 +1,13 @@
 //! The `mesascope` binary, run as a user runs it: outputs, exit codes, error messages.
 
+mod common;
+
+use common::{fails, ok};
 use mesascope_core::env::generate_level;
 use mesascope_core::testbeds::{self, NAMES};
 use mesascope_core::{obs, Knobs, Level, Split};
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-fn mesascope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mesascope"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
-/// Runs and expects success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = mesascope(args);
-    assert!(
-        o.status.success(),
-        "mesascope {args:?} failed ({:?}):\n{}",
-        o.status.code(),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-/// Runs and expects a clean failure (exit code 2, `error:` on stderr, no panic); returns stderr.
-fn fails(args: &[&str]) -> String {
-    let o = mesascope(args);
-    let err = stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "mesascope {args:?} should exit 2:\nstdout:\n{}\nstderr:\n{err}",
-        stdout(&o)
-    );
-    assert!(
-        !err.contains("panicked"),
-        "mesascope {args:?} panicked:\n{err}"
-    );
-    assert!(err.contains("error"), "{args:?}: {err}");
-    err
-}
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);

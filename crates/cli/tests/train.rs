@@ -1,49 +1,13 @@
 //! `mesascope train` and `show --policy` as a user runs them, on tiny settings: outputs,
 //! determinism, resume, and the bad inputs of the issue (each exits 2 with a clear message).
 
+mod common;
+
+use common::{fails, mesascope, ok, text};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn mesascope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mesascope"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = mesascope(args);
-    assert!(
-        o.status.success(),
-        "mesascope {args:?} failed ({:?}):\n{}",
-        o.status.code(),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = mesascope(args);
-    let err = text(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "mesascope {args:?} should exit 2:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    assert!(err.contains("error"), "{args:?}: {err}");
-    err
-}
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::temp_dir("train", name)
 }
 
 /// 5x5 mazes, 16 environments: four PPO updates of 512 steps.

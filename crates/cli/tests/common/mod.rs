@@ -1,0 +1,54 @@
+//! Running the `mesascope` binary as a user does, shared by the CLI test files.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn mesascope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesascope"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs and expects success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = mesascope(args);
+    assert!(
+        o.status.success(),
+        "mesascope {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Runs and expects a clean failure (exit code 2, `error:` on stderr, no panic); returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = mesascope(args);
+    let err = text(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "mesascope {args:?} should exit 2:\nstdout:\n{}\nstderr:\n{err}",
+        text(&o.stdout)
+    );
+    assert!(
+        !err.contains("panicked"),
+        "mesascope {args:?} panicked:\n{err}"
+    );
+    assert!(err.contains("error"), "{args:?}: {err}");
+    err
+}
+
+/// A path under cargo's test scratch folder, unique to this process, removed if it existed.
+pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
