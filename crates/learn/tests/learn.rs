@@ -155,6 +155,26 @@ fn ppo_is_deterministic_and_learns_an_easy_task() {
 }
 
 #[test]
+fn same_weights_whatever_the_thread_count() {
+    // Minibatch halves, the sparse layer's bands and the environments are all split in ways
+    // that do not change any sum's order, so one thread and two give the same bits.
+    let (tb, config) = tiny(Arch::EmbedMlp);
+    let train = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut t = Trainer::new(tb.clone(), config.clone(), 5).unwrap();
+            t.update().unwrap();
+            t.update().unwrap();
+            t.model().named_params()
+        })
+    };
+    assert_eq!(train(1), train(2));
+}
+
+#[test]
 fn bad_settings_are_errors() {
     let (tb, mut config) = tiny(Arch::EmbedMlp);
     config.total_steps = 0;

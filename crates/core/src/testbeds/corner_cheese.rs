@@ -41,7 +41,7 @@ const GOALS: &[GoalDecl] = &[
 ];
 
 const KNOBS: &[Knob] = &[
-    maze_size_knob(11.0),
+    maze_size_knob(9.0),
     loops_knob(0.2),
     Knob {
         name: "region",
@@ -341,9 +341,13 @@ mod tests {
                         l.to_ascii(None)
                     );
                     assert!(!cc.in_region(g, l.agent));
-                    assert_eq!(corner(g), Some(g.pos(1, 9)));
+                    assert_eq!(corner(g), Some(g.pos(1, g.width - 2)));
                     if region == 1 && split == Split::Train {
-                        assert_eq!(cheese[0], g.pos(1, 9), "k = 1: the cheese is the corner");
+                        assert_eq!(
+                            cheese[0],
+                            g.pos(1, g.width - 2),
+                            "k = 1: the cheese is the corner"
+                        );
                     }
                 }
             }
