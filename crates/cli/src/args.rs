@@ -59,6 +59,9 @@ pub enum Command {
     /// Audit a policy: outcomes under shift, inferred goal, oversight sensitivity, trigger scan, verdict.
     #[command(after_help = AUDIT_AFTER_HELP)]
     Audit(AuditArgs),
+    /// Turn a pseudo-aligned checkpoint into a robust one (fine-tuning on decorrelated levels), with audits before and after.
+    #[command(after_help = MITIGATE_AFTER_HELP)]
+    Mitigate(MitigateArgs),
 }
 
 const SHOW_AFTER_HELP: &str = "\
@@ -344,4 +347,52 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["mesascope", "bench", "--seconds", "0"]).is_err());
     }
+}
+
+const MITIGATE_AFTER_HELP: &str = "\
+diversify fine-tunes the checkpoint on its testbed's training distribution with a share P of
+decorrelated levels (the proxy apart from the intended goal: --decorrelate P), then audits it again
+on the distributions it was audited on before. The exit code is the verdict after, as for `audit`.
+--out DIR receives the fine-tuned checkpoint, metrics.jsonl, audit-before.json, audit.json,
+audit.html and mitigation.json.
+
+Examples:
+  mesascope mitigate agents/exit-vs-green --env exit-vs-green
+  mesascope mitigate agents/corner-cheese --env corner-cheese --decorrelate 0.2 --steps 2000000";
+
+/// How `mesascope mitigate` repairs a policy.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MitigationMethod {
+    /// Fine-tune on a training distribution where the proxy is decorrelated in a share of levels.
+    Diversify,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MitigateArgs {
+    /// The policy to mitigate: a checkpoint folder written by `mesascope train`.
+    #[arg(value_name = "CHECKPOINT_DIR")]
+    pub policy: PathBuf,
+    /// The testbed the checkpoint was trained on.
+    #[arg(long = "env", value_name = "TESTBED")]
+    pub env: String,
+    #[arg(long, value_enum, default_value_t = MitigationMethod::Diversify)]
+    pub method: MitigationMethod,
+    /// diversify: share of fine-tuning levels in which the proxy is decorrelated, in (0, 1].
+    #[arg(long, value_name = "P", default_value_t = 0.3)]
+    pub decorrelate: f64,
+    /// Fine-tuning env steps [default: the testbed's default training length].
+    #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
+    pub steps: Option<u64>,
+    /// Seed of the fine-tuning and of both audits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Episodes per distribution in each audit.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub episodes: u32,
+    /// Output folder [default: runs/<checkpoint folder name>-diversify].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod envs;
 pub mod error;
 pub mod html;
+pub mod mitigate;
 pub mod show;
 pub mod text;
 pub mod train;
@@ -22,6 +23,7 @@ use args::{Cli, Command};
 pub fn run_with_code(cli: &Cli) -> anyhow::Result<(String, i32)> {
     match &cli.command {
         Command::Audit(a) => audit::run(a),
+        Command::Mitigate(a) => mitigate::run(a),
         _ => run(cli).map(|out| (out, 0)),
     }
 }
@@ -35,5 +37,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
+        Command::Mitigate(a) => mitigate::run(a).map(|(out, _)| out),
     }
 }

@@ -44,7 +44,7 @@ fn default_out(testbed: &str, seed: u64) -> PathBuf {
 
 /// Creates the output folder and opens the metrics file (appending on resume): an unwritable
 /// folder fails here, before any training.
-fn open_metrics(out: &Path, append: bool) -> Result<std::fs::File> {
+pub fn open_metrics(out: &Path, append: bool) -> Result<std::fs::File> {
     std::fs::create_dir_all(out).map_err(|e| {
         input(format!(
             "cannot create output folder {}: {e}",
@@ -131,67 +131,14 @@ pub fn run(a: &TrainArgs) -> Result<String> {
         Trainer::new(testbed.clone(), config, a.seed).map_err(learn_err)?
     };
     let mut metrics = open_metrics(&out, a.resume)?;
-
-    let total = trainer.config.total_steps;
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if a.quiet {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {human_pos}/{human_len} steps  {per_sec}  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(trainer.steps());
-    let start = Instant::now();
-    let first_steps = trainer.steps();
-    let mut reached: Option<(f64, u64)> = None;
-    let mut window: Vec<(usize, f64)> = Vec::new();
-    let mut last: Option<UpdateStats> = None;
-    while !trainer.done() {
-        let stats = trainer.update().map_err(learn_err)?;
-        let wall = start.elapsed().as_secs_f64();
-        let line = serde_json::to_string(&MetricsLine {
-            stats: &stats,
-            wall_seconds: wall,
-        })?;
-        writeln!(metrics, "{line}")
-            .with_context(|| format!("cannot write metrics in {}", out.display()))?;
-        // Over the last WINDOW episodes or more: one update's few, short episodes say little.
-        window.push((
-            stats.episodes,
-            stats.success_rate.unwrap_or(0.0) * stats.episodes as f64,
-        ));
-        let (mut eps, mut wins) = (0usize, 0f64);
-        for &(e, w) in window.iter().rev() {
-            eps += e;
-            wins += w;
-            if eps >= WINDOW {
-                break;
-            }
-        }
-        if reached.is_none() && eps >= WINDOW && wins / eps as f64 >= TARGET_SUCCESS {
-            reached = Some((wall, stats.steps));
-        }
-        bar.set_position(stats.steps.min(total));
-        bar.set_message(format!(
-            "{:.0} steps/s  return {}  success {}",
-            stats.steps_per_second,
-            stats.mean_return.map_or("-".into(), |r| format!("{r:.3}")),
-            stats
-                .success_rate
-                .map_or("-".into(), |s| format!("{:.1}%", 100.0 * s))
-        ));
-        if trainer.updates() % a.checkpoint_every as u64 == 0 {
-            checkpoint::save(&out, trainer.model(), &trainer.meta()).map_err(learn_err)?;
-        }
-        last = Some(stats);
-    }
-    checkpoint::save(&out, trainer.model(), &trainer.meta()).map_err(learn_err)?;
-    bar.finish_and_clear();
-    let wall = start.elapsed().as_secs_f64();
-    let trained = trainer.steps() - first_steps;
+    let run = train_loop(
+        &mut trainer,
+        &out,
+        &mut metrics,
+        a.quiet,
+        a.checkpoint_every,
+    )?;
+    let (wall, trained, last, reached) = (run.wall, run.trained, run.last, run.reached);
 
     let mut s = String::new();
     let _ = writeln!(
@@ -248,10 +195,98 @@ pub fn run(a: &TrainArgs) -> Result<String> {
         }
         s.push_str(&eval_table(testbed.as_ref(), &evals));
         let json = serde_json::to_string_pretty(&evals)?;
-        std::fs::write(out.join("eval.json"), format!("{json}\n"))
-            .with_context(|| format!("cannot write eval.json in {}", out.display()))?;
+        crate::demo::write_atomic(&out.join("eval.json"), format!("{json}\n").as_bytes())?;
     }
     Ok(s)
+}
+
+/// What a training loop did.
+pub struct LoopSummary {
+    /// Wall seconds and env steps of this run.
+    pub wall: f64,
+    pub trained: u64,
+    pub last: Option<UpdateStats>,
+    /// When training success over the last WINDOW+ episodes first reached TARGET_SUCCESS:
+    /// (seconds, steps).
+    pub reached: Option<(f64, u64)>,
+}
+
+/// Runs `trainer` to its end with a progress bar, a metrics line per update, and a checkpoint in
+/// `out` every `checkpoint_every` updates and at the end.
+pub fn train_loop(
+    trainer: &mut Trainer,
+    out: &Path,
+    metrics: &mut std::fs::File,
+    quiet: bool,
+    checkpoint_every: u32,
+) -> Result<LoopSummary> {
+    let total = trainer.config.total_steps;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {human_pos}/{human_len} steps  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.steps());
+    let start = Instant::now();
+    let first_steps = trainer.steps();
+    let mut reached: Option<(f64, u64)> = None;
+    let mut window: Vec<(usize, f64)> = Vec::new();
+    let mut last: Option<UpdateStats> = None;
+    while !trainer.done() {
+        let stats = trainer.update().map_err(learn_err)?;
+        let wall = start.elapsed().as_secs_f64();
+        let line = serde_json::to_string(&MetricsLine {
+            stats: &stats,
+            wall_seconds: wall,
+        })?;
+        writeln!(metrics, "{line}")
+            .with_context(|| format!("cannot write metrics in {}", out.display()))?;
+        // Over the last WINDOW episodes or more: one update's few, short episodes say little.
+        window.push((
+            stats.episodes,
+            stats.success_rate.unwrap_or(0.0) * stats.episodes as f64,
+        ));
+        let (mut eps, mut wins) = (0usize, 0f64);
+        for &(e, w) in window.iter().rev() {
+            eps += e;
+            wins += w;
+            if eps >= WINDOW {
+                break;
+            }
+        }
+        if reached.is_none() && eps >= WINDOW && wins / eps as f64 >= TARGET_SUCCESS {
+            reached = Some((wall, stats.steps));
+        }
+        bar.set_position(stats.steps.min(total));
+        bar.set_message(format!(
+            "{:.0} steps/s  return {}  success {}",
+            stats.steps_per_second,
+            stats.mean_return.map_or("-".into(), |r| format!("{r:.3}")),
+            stats
+                .success_rate
+                .map_or("-".into(), |s| format!("{:.1}%", 100.0 * s))
+        ));
+        if trainer.updates().is_multiple_of(checkpoint_every as u64) {
+            checkpoint::save(out, trainer.model(), &trainer.meta()).map_err(learn_err)?;
+        }
+        last = Some(stats);
+    }
+    checkpoint::save(out, trainer.model(), &trainer.meta()).map_err(learn_err)?;
+    bar.finish_and_clear();
+    let wall = start.elapsed().as_secs_f64();
+    let trained = trainer.steps() - first_steps;
+
+    Ok(LoopSummary {
+        wall,
+        trained,
+        last,
+        reached,
+    })
 }
 
 /// Outcome shares per split.

@@ -244,6 +244,21 @@ impl Trainer {
         Ok(t)
     }
 
+    /// Fine-tunes checkpoint `ck` for `steps` env steps on `testbed`, whose knobs may differ
+    /// from those it was trained with (a mitigation: a decorrelated training distribution). Its
+    /// PPO settings carry over; the learning-rate schedule, the step count and Adam's moments
+    /// start afresh, and every random choice follows `seed`.
+    pub fn fine_tune(
+        testbed: Arc<dyn Testbed>,
+        ck: Checkpoint,
+        steps: u64,
+        seed: u64,
+    ) -> Result<Trainer> {
+        let mut config = ck.meta.ppo.clone();
+        config.total_steps = steps;
+        Trainer::build(testbed, config, seed, Some(ck.model))
+    }
+
     fn build(
         testbed: Arc<dyn Testbed>,
         config: PpoConfig,
@@ -273,6 +288,20 @@ impl Trainer {
         };
         let device = crate::device().autodiff();
         let model = match model {
+            Some(m) if m.config != policy => {
+                return Err(LearnError::Checkpoint(format!(
+                    "the network reads {}x{} grids with {} actions ({} of width {}); {} levels need {}x{} with {} actions",
+                    m.config.height,
+                    m.config.width,
+                    m.config.n_actions,
+                    m.config.arch.name(),
+                    m.config.hidden,
+                    testbed.name(),
+                    policy.height,
+                    policy.width,
+                    policy.n_actions
+                )))
+            }
             Some(m) => m.train(),
             None => ActorCritic::init(&policy, mix(&[seed, 2]), &device)?,
         };

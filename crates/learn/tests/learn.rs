@@ -175,6 +175,36 @@ fn same_weights_whatever_the_thread_count() {
 }
 
 #[test]
+fn fine_tuning_continues_a_checkpoint_on_new_knobs_and_refuses_another_shape() {
+    let (tb, mut config) = tiny(Arch::EmbedMlp);
+    config.total_steps = 64 * 16;
+    let mut t = Trainer::new(tb.clone(), config, 4).unwrap();
+    t.update().unwrap();
+    let dir = scratch("fine-tune");
+    checkpoint::save(&dir, t.model(), &t.meta()).unwrap();
+    let load = || checkpoint::load(&dir, &mesascope_learn::device()).unwrap();
+    let knobs = Knobs::new().with("size", 5.0).with("decorrelate", 0.5);
+    let decorrelated = testbeds::make("exit-vs-green", &knobs).unwrap();
+    let mut f = Trainer::fine_tune(decorrelated, load(), 2048, 1).unwrap();
+    assert_eq!(f.steps(), 0, "a fresh schedule");
+    assert_eq!(
+        f.model().named_params(),
+        load().model.named_params(),
+        "starts from the checkpoint's weights"
+    );
+    while !f.done() {
+        f.update().unwrap();
+    }
+    assert_ne!(f.model().named_params(), load().model.named_params());
+    assert!(f.meta().knobs.contains(&("decorrelate".to_string(), 0.5)));
+    // 7x7 levels do not fit a network that reads 5x5 grids.
+    let bigger = testbeds::make("exit-vs-green", &Knobs::new().with("size", 7.0)).unwrap();
+    let e = Trainer::fine_tune(bigger, load(), 2048, 1).err().unwrap();
+    assert!(matches!(e, LearnError::Checkpoint(_)), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_settings_are_errors() {
     let (tb, mut config) = tiny(Arch::EmbedMlp);
     config.total_steps = 0;

@@ -1,0 +1,234 @@
+//! `mesascope mitigate CHECKPOINT --env TESTBED --method diversify`: audits a trained policy,
+//! fine-tunes it on a training distribution in which the proxy is decorrelated from the intended
+//! goal in a share of levels (Langosco et al. 2022's remedy), audits the result on the same
+//! distributions, and prints the two side by side. The exit code is the verdict after.
+//!
+//! The output folder receives the fine-tuned checkpoint, its `metrics.jsonl`, `audit-before.json`,
+//! `audit.json` and `audit.html` (after), and `mitigation.json` (settings, extra steps, both
+//! verdicts and outcome rates), all written atomically.
+
+use crate::args::{MitigateArgs, MitigationMethod};
+use crate::audit::PolicySpec;
+use crate::demo::write_atomic;
+use crate::error::input;
+use crate::html;
+use crate::text::{table, Align};
+use crate::train::{learn_err, open_metrics, train_loop};
+use anyhow::{Context, Result};
+use mesascope_core::audit::{audit, AuditConfig, AuditReport};
+use mesascope_core::{testbeds, Knobs, Testbed};
+use mesascope_learn::checkpoint::{self, META_FILE};
+use mesascope_learn::ppo::{PpoConfig, Trainer};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    kind: &'static str,
+    method: &'static str,
+    source: String,
+    testbed: &'a str,
+    decorrelate: f64,
+    /// Fine-tuning env steps: the mitigation's extra training.
+    extra_steps: u64,
+    /// Env steps the source checkpoint had been trained for.
+    source_steps: u64,
+    seed: u64,
+    before: Side,
+    after: Side,
+}
+
+#[derive(Serialize)]
+struct Side {
+    verdict: String,
+    exit_code: i32,
+    /// Per distribution: (name, [(outcome, rate)]).
+    outcomes: Vec<(String, Vec<(String, f64)>)>,
+}
+
+fn side(r: &AuditReport) -> Side {
+    Side {
+        verdict: r.verdict.label.clone(),
+        exit_code: r.verdict.exit_code,
+        outcomes: r
+            .distributions
+            .iter()
+            .map(|d| {
+                let rates = d
+                    .outcomes
+                    .iter()
+                    .map(|o| (o.outcome.clone(), o.rate.rate))
+                    .collect();
+                (d.name.clone(), rates)
+            })
+            .collect(),
+    }
+}
+
+fn audit_checkpoint(
+    tb: &Arc<dyn Testbed>,
+    dir: &Path,
+    episodes: usize,
+    seed: u64,
+) -> Result<AuditReport> {
+    let spec = PolicySpec::Checkpoint(dir.to_path_buf());
+    let factory = spec.factory(tb)?;
+    let cfg = AuditConfig::new(spec.label(), episodes, seed);
+    Ok(audit(tb, &*factory, &cfg)?)
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(v)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn default_out(policy: &Path) -> PathBuf {
+    let name = policy
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "policy".into());
+    PathBuf::from("runs").join(format!("{name}-diversify"))
+}
+
+pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
+    match a.method {
+        MitigationMethod::Diversify => {}
+    }
+    if !(a.decorrelate > 0.0 && a.decorrelate <= 1.0) {
+        return Err(input(format!(
+            "--decorrelate must be in (0, 1], found {}",
+            a.decorrelate
+        )));
+    }
+    if a.episodes == 0 {
+        return Err(input("--episodes must be positive".to_string()));
+    }
+    let ck = checkpoint::load(&a.policy, &mesascope_learn::device())
+        .map_err(learn_err)
+        .with_context(|| format!("cannot mitigate {}", a.policy.display()))?;
+    if ck.meta.testbed != a.env {
+        return Err(input(format!(
+            "{} was trained on {}, not {}",
+            a.policy.display(),
+            ck.meta.testbed,
+            a.env
+        )));
+    }
+    // Audits use the checkpoint's own testbed without decorrelation: the distributions it was
+    // meant for, before and after alike.
+    let mut knobs = Knobs::new();
+    for (k, v) in &ck.meta.knobs {
+        knobs.set(k, *v);
+    }
+    knobs.set("decorrelate", 0.0);
+    let audited = testbeds::make(&a.env, &knobs)?;
+    knobs.set("decorrelate", a.decorrelate);
+    let diversified = testbeds::make(&a.env, &knobs)?;
+
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.policy));
+    if out.join(META_FILE).exists() {
+        return Err(input(format!(
+            "{} already holds a checkpoint; choose another --out",
+            out.display()
+        )));
+    }
+    let episodes = a.episodes as usize;
+    let progress = |m: &str| {
+        if !a.quiet {
+            eprintln!("{m}");
+        }
+    };
+    progress(&format!("auditing {} ...", a.policy.display()));
+    let before = audit_checkpoint(&audited, &a.policy, episodes, a.seed)?;
+    progress(&format!("before: {}", before.verdict.label));
+
+    let steps = a
+        .steps
+        .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
+    let source_steps = ck.meta.steps;
+    let source = a.policy.display().to_string();
+    let mut trainer = Trainer::fine_tune(diversified, ck, steps, a.seed).map_err(learn_err)?;
+    let mut metrics = open_metrics(&out, false)?;
+    progress(&format!(
+        "fine-tuning for {steps} env steps with decorrelate {} ...",
+        a.decorrelate
+    ));
+    let run = train_loop(&mut trainer, &out, &mut metrics, a.quiet, 20)?;
+    progress(&format!("auditing {} ...", out.display()));
+    let after = audit_checkpoint(&audited, &out, episodes, a.seed)?;
+
+    let summary = Summary {
+        kind: "mesascope-mitigation",
+        method: "diversify",
+        source,
+        testbed: &a.env,
+        decorrelate: a.decorrelate,
+        extra_steps: run.trained,
+        source_steps,
+        seed: a.seed,
+        before: side(&before),
+        after: side(&after),
+    };
+    write_atomic(&out.join("audit-before.json"), &json(&before)?)?;
+    write_atomic(&out.join("audit.json"), &json(&after)?)?;
+    write_atomic(&out.join("audit.html"), html::audit_page(&after).as_bytes())?;
+    write_atomic(&out.join("mitigation.json"), &json(&summary)?)?;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "mitigate {} on {}: diversify (decorrelate {}), {} extra env steps in {:.0} s (the source had {})\n",
+        summary.source, a.env, a.decorrelate, run.trained, run.wall, source_steps
+    );
+    s.push_str(&compare(&before, &after));
+    let _ = writeln!(
+        s,
+        "\nverdict before: {} (exit {})\nverdict after:  {} (exit {})",
+        before.verdict.label,
+        before.verdict.exit_code,
+        after.verdict.label,
+        after.verdict.exit_code
+    );
+    let _ = writeln!(
+        s,
+        "wrote {} (checkpoint, audit.json, audit.html, audit-before.json, mitigation.json)",
+        out.display()
+    );
+    Ok((s, after.verdict.exit_code))
+}
+
+/// Outcome rates per distribution, before and after.
+fn compare(before: &AuditReport, after: &AuditReport) -> String {
+    let outcomes: Vec<String> = before.distributions[0]
+        .outcomes
+        .iter()
+        .map(|o| o.outcome.clone())
+        .collect();
+    let mut header = vec!["distribution".to_string(), "".to_string()];
+    header.extend(outcomes.iter().cloned());
+    header.push("hidden".into());
+    let mut rows = vec![header];
+    for (b, a) in before.distributions.iter().zip(&after.distributions) {
+        for (when, d) in [("before", b), ("after", a)] {
+            let mut row = vec![
+                if when == "before" {
+                    d.name.clone()
+                } else {
+                    String::new()
+                },
+                when.to_string(),
+            ];
+            for o in &outcomes {
+                row.push(format!("{:.1}%", 100.0 * d.rate(o).map_or(0.0, |r| r.rate)));
+            }
+            row.push(format!("{:.3}", d.hidden.mean));
+            rows.push(row);
+        }
+    }
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend(std::iter::repeat_n(Align::Right, outcomes.len() + 1));
+    table(&rows, &align, "  ")
+}

@@ -1,0 +1,130 @@
+//! `mesascope mitigate` as a user runs it, on a tiny checkpoint: audits before and after, the
+//! fine-tuned checkpoint and the reports it writes, its exit code, and its bad inputs.
+
+mod common;
+
+use common::{fails, mesascope, ok, text};
+use std::path::PathBuf;
+
+fn temp_dir(name: &str) -> PathBuf {
+    common::temp_dir("mitigate", name)
+}
+
+/// A tiny exit-vs-green checkpoint (5x5 mazes, 2,048 steps).
+fn tiny_checkpoint(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    ok(&[
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--steps",
+        "2048",
+        "--envs",
+        "16",
+        "--hidden",
+        "16",
+        "--eval-episodes",
+        "0",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    dir
+}
+
+#[test]
+fn diversify_fine_tunes_and_audits_before_and_after() {
+    let source = tiny_checkpoint("source");
+    let out = temp_dir("out");
+    let o = mesascope(&[
+        "mitigate",
+        source.to_str().unwrap(),
+        "--env",
+        "exit-vs-green",
+        "--steps",
+        "1024",
+        "--episodes",
+        "20",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    let code = o.status.code().unwrap();
+    assert!(
+        [0, 10, 11, 13].contains(&code),
+        "exit {code}\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("1024 extra env steps"), "{stdout}");
+    assert!(stdout.contains("verdict before:") && stdout.contains("verdict after:"));
+    assert!(stdout.contains("shift:green"), "{stdout}");
+    for f in [
+        "model.safetensors",
+        "model.json",
+        "metrics.jsonl",
+        "audit-before.json",
+        "audit.json",
+        "audit.html",
+        "mitigation.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mitigation.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["extra_steps"], 1024);
+    assert_eq!(summary["source_steps"], 2048);
+    assert_eq!(summary["decorrelate"], 0.3);
+    assert_eq!(summary["after"]["exit_code"], code);
+    // The fine-tuned checkpoint was trained on the decorrelated distribution from the source's
+    // weights: its metadata says so.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let knobs = meta["knobs"].as_array().unwrap();
+    assert!(knobs.iter().any(|k| k[0] == "decorrelate" && k[1] == 0.3));
+    // The output folder now holds a checkpoint: a second run into it is refused.
+    let e = fails(&[
+        "mitigate",
+        source.to_str().unwrap(),
+        "--env",
+        "exit-vs-green",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("already holds a checkpoint"), "{e}");
+    let _ = std::fs::remove_dir_all(&source);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn mitigate_bad_input_exits_2() {
+    let source = tiny_checkpoint("bad");
+    let s = source.to_str().unwrap();
+    let e = fails(&["mitigate", s, "--env", "corner-cheese"]);
+    assert!(e.contains("was trained on exit-vs-green"), "{e}");
+    let e = fails(&[
+        "mitigate",
+        s,
+        "--env",
+        "exit-vs-green",
+        "--decorrelate",
+        "0",
+    ]);
+    assert!(e.contains("--decorrelate"), "{e}");
+    fails(&[
+        "mitigate",
+        s,
+        "--env",
+        "exit-vs-green",
+        "--decorrelate",
+        "1.5",
+    ]);
+    let e = fails(&["mitigate", s, "--env", "exit-vs-green", "--method", "pray"]);
+    assert!(e.contains("diversify"), "{e}");
+    fails(&["mitigate", s, "--env", "exit-vs-green", "--steps", "0"]);
+    fails(&["mitigate", s, "--env", "exit-vs-green", "--episodes", "0"]);
+    let e = fails(&["mitigate", "/no/such/checkpoint", "--env", "exit-vs-green"]);
+    assert!(e.contains("/no/such/checkpoint"), "{e}");
+    let _ = std::fs::remove_dir_all(&source);
+}
