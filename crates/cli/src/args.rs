@@ -51,7 +51,7 @@ pub enum Command {
     Show(ShowArgs),
     /// Measure engine throughput (steps/s, one core and all cores) and planner speed.
     Bench(BenchArgs),
-    /// Scripted reference agents on training and shifted levels: pseudo-alignment in one table.
+    /// The whole story: scripted agents on training vs shifted levels, then a neural agent trained, audited (pseudo-aligned), mitigated and audited again.
     Demo(DemoArgs),
     /// Train a neural policy with PPO on a testbed's training distribution; write a checkpoint.
     #[command(after_help = TRAIN_AFTER_HELP)]
@@ -202,6 +202,20 @@ pub struct DemoArgs {
     /// Also write the results as JSON to PATH (atomically: PATH.tmp, then renamed).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Only the scripted agents: skip training, auditing and mitigating a neural agent.
+    #[arg(long)]
+    pub scripted_only: bool,
+    /// Env steps of the neural agent's training, and again of its mitigation [default: the
+    /// testbed's default training length].
+    #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
+    pub steps: Option<u64>,
+    /// Folder of the neural agent's checkpoints and reports (its `agent` and
+    /// `agent-diversify` folders are replaced on every run).
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 const TRAIN_AFTER_HELP: &str = "\

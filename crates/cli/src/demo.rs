@@ -363,6 +363,10 @@ pub fn run(a: &DemoArgs) -> Result<String> {
         n_eps,
         start.elapsed().as_secs_f64()
     );
+    if !a.scripted_only {
+        s.push_str(&crate::story::run(&a.out, a.steps, a.seed, a.quiet)?);
+        let _ = writeln!(s, "demo in {:.0} s", start.elapsed().as_secs_f64());
+    }
     Ok(s)
 }
 

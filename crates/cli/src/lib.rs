@@ -11,6 +11,7 @@ pub mod error;
 pub mod html;
 pub mod mitigate;
 pub mod show;
+pub mod story;
 pub mod text;
 pub mod train;
 

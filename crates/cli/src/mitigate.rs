@@ -93,7 +93,19 @@ fn default_out(policy: &Path) -> PathBuf {
     PathBuf::from("runs").join(format!("{name}-diversify"))
 }
 
-pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
+/// What a diversify mitigation did: the audits before and after, and the fine-tuning run.
+pub struct Mitigation {
+    pub before: AuditReport,
+    pub after: AuditReport,
+    pub extra_steps: u64,
+    pub source_steps: u64,
+    pub wall: f64,
+    pub out: PathBuf,
+}
+
+/// Checks the settings, then audits checkpoint `a.policy`, fine-tunes it on decorrelated
+/// levels into `a.out`, audits the result and writes the reports (see the module docs).
+pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
     match a.method {
         MitigationMethod::Diversify => {}
     }
@@ -149,7 +161,6 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
         .steps
         .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
     let source_steps = ck.meta.steps;
-    let source = a.policy.display().to_string();
     let mut trainer = Trainer::fine_tune(diversified, ck, steps, a.seed).map_err(learn_err)?;
     let mut metrics = open_metrics(&out, false)?;
     progress(&format!(
@@ -163,7 +174,7 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
     let summary = Summary {
         kind: "mesascope-mitigation",
         method: "diversify",
-        source,
+        source: a.policy.display().to_string(),
         testbed: &a.env,
         decorrelate: a.decorrelate,
         extra_steps: run.trained,
@@ -176,32 +187,48 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
     write_atomic(&out.join("audit.json"), &json(&after)?)?;
     write_atomic(&out.join("audit.html"), html::audit_page(&after).as_bytes())?;
     write_atomic(&out.join("mitigation.json"), &json(&summary)?)?;
+    Ok(Mitigation {
+        before,
+        after,
+        extra_steps: run.trained,
+        source_steps,
+        wall: run.wall,
+        out,
+    })
+}
 
+pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
+    let m = diversify(a)?;
     let mut s = String::new();
     let _ = writeln!(
         s,
         "mitigate {} on {}: diversify (decorrelate {}), {} extra env steps in {:.0} s (the source had {})\n",
-        summary.source, a.env, a.decorrelate, run.trained, run.wall, source_steps
+        a.policy.display(),
+        a.env,
+        a.decorrelate,
+        m.extra_steps,
+        m.wall,
+        m.source_steps
     );
-    s.push_str(&compare(&before, &after));
+    s.push_str(&compare(&m.before, &m.after));
     let _ = writeln!(
         s,
         "\nverdict before: {} (exit {})\nverdict after:  {} (exit {})",
-        before.verdict.label,
-        before.verdict.exit_code,
-        after.verdict.label,
-        after.verdict.exit_code
+        m.before.verdict.label,
+        m.before.verdict.exit_code,
+        m.after.verdict.label,
+        m.after.verdict.exit_code
     );
     let _ = writeln!(
         s,
         "wrote {} (checkpoint, audit.json, audit.html, audit-before.json, mitigation.json)",
-        out.display()
+        m.out.display()
     );
-    Ok((s, after.verdict.exit_code))
+    Ok((s, m.after.verdict.exit_code))
 }
 
 /// Outcome rates per distribution, before and after.
-fn compare(before: &AuditReport, after: &AuditReport) -> String {
+pub fn compare(before: &AuditReport, after: &AuditReport) -> String {
     let outcomes: Vec<String> = before.distributions[0]
         .outcomes
         .iter()

@@ -231,6 +231,48 @@ fn bad_names_and_values_are_named() {
 }
 
 #[test]
+fn demo_trains_audits_and_mitigates_a_neural_agent() {
+    // A few thousand steps: too few to learn the task, enough to run every stage end to end.
+    let out = temp_file("demo-story", "");
+    std::fs::remove_file(&out).unwrap();
+    let o = ok(&[
+        "demo",
+        "--episodes",
+        "10",
+        "--steps",
+        "8192",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.contains("1. trained embed-mlp on exit-vs-green"), "{o}");
+    assert!(
+        o.contains("2. audit: ") && o.contains("audit again: "),
+        "{o}"
+    );
+    assert!(o.contains("8192 extra env steps"), "{o}");
+    for f in [
+        "agent/model.json",
+        "agent-diversify/audit.html",
+        "agent-diversify/mitigation.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // A second run replaces the demo's own checkpoints instead of refusing them.
+    ok(&[
+        "demo",
+        "--episodes",
+        "10",
+        "--steps",
+        "8192",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn demo_runs_and_writes_json_atomically() {
     let dir = temp_file("placeholder", "");
     let path = dir.with_file_name("demo.json");
@@ -242,6 +284,7 @@ fn demo_runs_and_writes_json_atomically() {
         "5",
         "--json",
         path.to_str().unwrap(),
+        "--scripted-only",
     ]);
     for name in NAMES {
         assert!(out.contains(name), "{out}");

