@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, mesascope, ok, text};
+use common::{fails, mesascope, text, tiny_train};
 use std::path::PathBuf;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -13,23 +13,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// A tiny exit-vs-green checkpoint (5x5 mazes, 2,048 steps).
 fn tiny_checkpoint(name: &str) -> PathBuf {
     let dir = temp_dir(name);
-    ok(&[
-        "train",
-        "exit-vs-green",
-        "-k",
-        "size=5",
-        "--steps",
-        "2048",
-        "--envs",
-        "16",
-        "--hidden",
-        "16",
-        "--eval-episodes",
-        "0",
-        "--quiet",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    tiny_train(dir.to_str().unwrap(), &[]);
     dir
 }
 

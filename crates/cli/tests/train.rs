@@ -3,32 +3,11 @@
 
 mod common;
 
-use common::{fails, mesascope, ok, text};
+use common::{fails, mesascope, ok, text, tiny_train};
 use std::path::PathBuf;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir("train", name)
-}
-
-/// 5x5 mazes, 16 environments: four PPO updates of 512 steps.
-fn tiny_train(out: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "train",
-        "exit-vs-green",
-        "-k",
-        "size=5",
-        "--steps",
-        "2048",
-        "--envs",
-        "16",
-        "--eval-episodes",
-        "20",
-        "--quiet",
-        "--out",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    ok(&args)
 }
 
 #[test]

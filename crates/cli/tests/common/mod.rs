@@ -52,3 +52,24 @@ pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// 5x5 mazes, 16 environments: four PPO updates of 512 steps.
+pub fn tiny_train(out: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--steps",
+        "2048",
+        "--envs",
+        "16",
+        "--eval-episodes",
+        "20",
+        "--quiet",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
