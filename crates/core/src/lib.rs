@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod grid;
 pub mod level;
+pub mod monitor;
 pub mod obs;
 pub mod planner;
 pub mod rng;
