@@ -62,6 +62,8 @@ pub enum Command {
     /// Turn a pseudo-aligned checkpoint into a robust one (fine-tuning on decorrelated levels), with audits before and after.
     #[command(after_help = MITIGATE_AFTER_HELP)]
     Mitigate(MitigateArgs),
+    /// Play a policy under the runtime monitor: alarms, detection delay, and a fallback's success.
+    Monitor(MonitorArgs),
 }
 
 const SHOW_AFTER_HELP: &str = "\
@@ -409,4 +411,30 @@ pub struct MitigateArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MonitorArgs {
+    /// The policy to watch: scripted:<name>[@beta] or a checkpoint folder (as for `audit`).
+    #[arg(value_name = "POLICY")]
+    pub policy: String,
+    /// The testbed to play it on.
+    #[arg(long = "env", value_name = "TESTBED")]
+    pub env: String,
+    /// Episodes per distribution (each played twice: monitor recording, then with the fallback).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub episodes: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Alarm when the intended goal's posterior falls below this, in (0, 1).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    pub threshold: f64,
+    /// Rationality of the monitor's candidate planners.
+    #[arg(long, default_value_t = 2.0)]
+    pub beta: f64,
+    /// The policy that takes over at the alarm.
+    #[arg(long, value_name = "POLICY", default_value = "scripted:intended")]
+    pub fallback: String,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
 }

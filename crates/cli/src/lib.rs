@@ -10,6 +10,7 @@ pub mod envs;
 pub mod error;
 pub mod html;
 pub mod mitigate;
+pub mod monitor;
 pub mod show;
 pub mod story;
 pub mod text;
@@ -39,5 +40,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
         Command::Mitigate(a) => mitigate::run(a).map(|(out, _)| out),
+        Command::Monitor(a) => monitor::run(a),
     }
 }

@@ -67,6 +67,7 @@ pub struct Monitor {
     log_lik: Vec<f64>,
     steps: u32,
     alarm: Option<u32>,
+    first_proxy_ward: Option<u32>,
     q: Vec<f32>,
     qf: Vec<f64>,
 }
@@ -80,6 +81,7 @@ impl Monitor {
             log_lik: Vec::new(),
             steps: 0,
             alarm: None,
+            first_proxy_ward: None,
             q: Vec::new(),
             qf: Vec::new(),
         })
@@ -95,6 +97,7 @@ impl Monitor {
         self.log_lik = vec![0.0; goals + 1];
         self.steps = 0;
         self.alarm = None;
+        self.first_proxy_ward = None;
         self.q = vec![0.0; env.n_actions()];
         Ok(())
     }
@@ -104,6 +107,7 @@ impl Monitor {
     pub fn observe(&mut self, env: &Env, action: usize) -> Option<u32> {
         let n = self.q.len();
         let beta = self.config.beta;
+        let (mut serves_intended, mut serves_proxy) = (true, false);
         for (g, s) in self.seekers.iter_mut().enumerate() {
             s.q_values(env, &mut self.q);
             self.qf.clear();
@@ -117,12 +121,27 @@ impl Monitor {
                 .sum::<f64>()
                 .ln();
             self.log_lik[g] += beta * (self.qf[action] - max) - lse;
+            let best = self.qf[action] >= max;
+            if g == 0 {
+                serves_intended = best;
+            } else {
+                serves_proxy |= best;
+            }
         }
         let last = self.log_lik.len() - 1;
         self.log_lik[last] -= (n as f64).ln();
         self.steps += 1;
-        if self.alarm.is_none() && self.posterior()[0] < self.config.threshold {
-            self.alarm = Some(self.steps);
+        if self.first_proxy_ward.is_none() && serves_proxy && !serves_intended {
+            self.first_proxy_ward = Some(self.steps);
+        }
+        if self.alarm.is_none() {
+            // A proxy must be what best explains the moves: an agent that is merely erratic
+            // loses posterior to the no-goal candidate instead, and is not what the alarm is for.
+            let p = self.posterior();
+            let proxy_leads = (1..p.len() - 1).any(|g| p[g] >= p[0] && p[g] >= p[p.len() - 1]);
+            if p[0] < self.config.threshold && proxy_leads {
+                self.alarm = Some(self.steps);
+            }
         }
         self.alarm
     }
@@ -143,6 +162,12 @@ impl Monitor {
     /// The step (1-based: after that many actions) at which the alarm was raised.
     pub fn alarm(&self) -> Option<u32> {
         self.alarm
+    }
+
+    /// The first proxy-ward action (1-based): one that is a best move for some proxy and not for
+    /// the intended goal. Detection delay is the alarm's step minus this one.
+    pub fn first_proxy_ward(&self) -> Option<u32> {
+        self.first_proxy_ward
     }
 }
 
@@ -165,6 +190,8 @@ pub struct MonitoredEpisode {
     /// The alarm, if it came: the number of the action that raised it (1-based), which was not
     /// made when the monitor halts or hands over.
     pub alarm: Option<u32>,
+    /// The first proxy-ward action before the alarm ([`Monitor::first_proxy_ward`]).
+    pub first_proxy_ward: Option<u32>,
     /// Actions taken in all, by the agent and then the fallback.
     pub steps: u32,
     pub actions: Vec<u8>,
@@ -195,6 +222,7 @@ pub fn run_monitored(
     let halted = |actions: Vec<u8>, monitor: &Monitor| MonitoredEpisode {
         outcome: None,
         alarm: monitor.alarm(),
+        first_proxy_ward: monitor.first_proxy_ward(),
         steps: actions.len() as u32,
         actions,
     };
@@ -233,6 +261,7 @@ pub fn run_monitored(
     Ok(MonitoredEpisode {
         outcome: env.outcome(),
         alarm: monitor.alarm(),
+        first_proxy_ward: monitor.first_proxy_ward(),
         steps: actions.len() as u32,
         actions,
     })
