@@ -165,11 +165,7 @@ pub fn load_levels(tb: &dyn Testbed, dir: &Path) -> Result<LevelSet> {
 /// Builds and runs the audit the arguments describe.
 pub fn run_audit(a: &AuditArgs) -> Result<AuditReport> {
     let spec = PolicySpec::parse(&a.policy)?;
-    let mut knobs = Knobs::new();
-    for (n, v) in &a.knobs.knobs {
-        knobs.set(n, *v);
-    }
-    let tb = testbeds::make(&a.env, &knobs)?;
+    let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
     let factory = spec.factory(&tb)?;
     let mut cfg = AuditConfig::new(spec.label(), a.episodes as usize, a.seed);
     if let Some(dir) = &a.levels {

@@ -131,10 +131,7 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
     }
     // Audits use the checkpoint's own testbed without decorrelation: the distributions it was
     // meant for, before and after alike.
-    let mut knobs = Knobs::new();
-    for (k, v) in &ck.meta.knobs {
-        knobs.set(k, *v);
-    }
+    let mut knobs = Knobs::from_pairs(&ck.meta.knobs);
     knobs.set("decorrelate", 0.0);
     let audited = testbeds::make(&a.env, &knobs)?;
     knobs.set("decorrelate", a.decorrelate);

@@ -40,11 +40,7 @@ pub fn run(a: &MonitorArgs) -> Result<String> {
     if a.episodes == 0 {
         return Err(input("--episodes must be positive".to_string()));
     }
-    let mut knobs = Knobs::new();
-    for (n, v) in &a.knobs.knobs {
-        knobs.set(n, *v);
-    }
-    let tb = testbeds::make(&a.env, &knobs)?;
+    let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
     let policy = PolicySpec::parse(&a.policy)?.factory(&tb)?;
     let fallback = PolicySpec::parse(&a.fallback)?.factory(&tb)?;
     let mut rows = Vec::new();

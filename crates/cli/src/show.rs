@@ -27,21 +27,13 @@ pub struct Resolved {
     pub source: String,
 }
 
-fn knobs_from(pairs: &[(String, f64)]) -> Knobs {
-    let mut k = Knobs::new();
-    for (n, v) in pairs {
-        k.set(n, *v);
-    }
-    k
-}
-
 fn known_testbeds() -> String {
     testbeds::NAMES.join(", ")
 }
 
 /// Builds the testbed, split and level that the arguments name.
 pub fn resolve(a: &ShowArgs) -> Result<Resolved> {
-    let knobs = knobs_from(&a.knobs.knobs);
+    let knobs = Knobs::from_pairs(&a.knobs.knobs);
     let Some(path) = &a.level else {
         let name = a.testbed.as_deref().ok_or_else(|| {
             input(format!(

@@ -67,10 +67,7 @@ pub fn open_metrics(out: &Path, append: bool) -> Result<std::fs::File> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<String> {
-    let mut knobs = Knobs::new();
-    for (n, v) in &a.knobs.knobs {
-        knobs.set(n, *v);
-    }
+    let mut knobs = Knobs::from_pairs(&a.knobs.knobs);
     if let Some(p) = a.decorrelate {
         knobs.set("decorrelate", p);
     }

@@ -122,6 +122,16 @@ impl Knobs {
         Knobs::default()
     }
 
+    /// Knobs from `(name, value)` pairs, as command lines and checkpoint metadata hold them;
+    /// a later pair for the same name wins.
+    pub fn from_pairs(pairs: &[(String, f64)]) -> Knobs {
+        let mut knobs = Knobs::new();
+        for (name, value) in pairs {
+            knobs.set(name, *value);
+        }
+        knobs
+    }
+
     pub fn with(mut self, name: &str, value: f64) -> Knobs {
         self.set(name, value);
         self

@@ -23,10 +23,7 @@ fn evaluate_agent_with(name: &str, overrides: &[(&str, f64)]) -> (EvalSummary, E
     let dir = agent_dir(name);
     let ck = checkpoint::load(&dir, &mesascope_learn::device())
         .unwrap_or_else(|e| panic!("agents/{name} does not load: {e}"));
-    let mut knobs = Knobs::new();
-    for (k, v) in &ck.meta.knobs {
-        knobs.set(k, *v);
-    }
+    let mut knobs = Knobs::from_pairs(&ck.meta.knobs);
     for (k, v) in overrides {
         knobs.set(k, *v);
     }
