@@ -13,6 +13,7 @@ pub mod mitigate;
 pub mod monitor;
 pub mod show;
 pub mod story;
+pub mod svg;
 pub mod text;
 pub mod train;
 
