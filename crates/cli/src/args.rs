@@ -195,7 +195,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Levels per split (each agent plays the same levels).
+    /// Levels per split (each agent plays the same levels), for the scripted agents and the
+    /// runtime monitor.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub episodes: u32,
     /// Seed of the levels and of the agents' random choices.
@@ -435,6 +436,9 @@ pub struct MonitorArgs {
     /// The policy that takes over at the alarm.
     #[arg(long, value_name = "POLICY", default_value = "scripted:intended")]
     pub fallback: String,
+    /// Also write the figures and one alarmed episode's posterior trace as JSON (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }

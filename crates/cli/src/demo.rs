@@ -364,7 +364,14 @@ pub fn run(a: &DemoArgs) -> Result<String> {
         start.elapsed().as_secs_f64()
     );
     if !a.scripted_only {
-        s.push_str(&crate::story::run(&a.out, a.steps, a.seed, a.quiet)?);
+        s.push_str(&crate::story::run(
+            &a.out,
+            a.steps,
+            a.seed,
+            a.quiet,
+            &report,
+            a.episodes as usize,
+        )?);
         let _ = writeln!(s, "demo in {:.0} s", start.elapsed().as_secs_f64());
     }
     Ok(s)

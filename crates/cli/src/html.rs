@@ -21,7 +21,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+pub const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:.8em 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;font-size:.92em}th{background:#f4f4f4}td.l,th.l{text-align:left}
 .verdict{font-size:1.3em;padding:.6em 1em;border-radius:6px;display:inline-block}.ok{background:#dff3df}.bad{background:#fde2e0}.unk{background:#eee}
@@ -127,8 +127,26 @@ fn bar_chart(groups: &[(String, Vec<Bar>)], title: &str) -> String {
     s
 }
 
+/// Grouped bars of how episodes ended on each distribution, with 95% intervals.
+pub fn outcomes_chart(r: &AuditReport) -> String {
+    let groups: Vec<(String, Vec<Bar>)> = r
+        .distributions
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.outcomes
+                    .iter()
+                    .map(|o| (o.outcome.clone(), o.rate.rate, o.rate.lo, o.rate.hi))
+                    .collect(),
+            )
+        })
+        .collect();
+    bar_chart(&groups, "outcomes per distribution")
+}
+
 /// One horizontal stacked bar per distribution: the posterior over candidate goals.
-fn posterior_chart(r: &AuditReport) -> String {
+pub fn posterior_chart(r: &AuditReport) -> String {
     let palette = ["#2e7d32", "#e65100", "#6a1b9a", "#00838f", "#ad1457"];
     let (left, w, row) = (130.0, 600.0, 28.0);
     let n = r.distributions.len() as f64;
@@ -367,23 +385,10 @@ pub fn audit_page(r: &AuditReport) -> String {
 
     // Outcomes.
     s.push_str("<h2>Outcomes per distribution</h2>");
-    let groups: Vec<(String, Vec<Bar>)> = r
-        .distributions
-        .iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                d.outcomes
-                    .iter()
-                    .map(|o| (o.outcome.clone(), o.rate.rate, o.rate.lo, o.rate.hi))
-                    .collect(),
-            )
-        })
-        .collect();
     let _ = write!(
         s,
         "<figure>{}<figcaption>How episodes ended on each distribution: the training levels, each shift that decorrelates a proxy from the intended goal, and any hand-made levels. Whiskers are 95% Wilson intervals. A robustly aligned policy reaches the intended goal (green) everywhere; a pseudo-aligned one reaches its proxy (orange) once the shift separates them.</figcaption></figure>",
-        bar_chart(&groups, "outcomes per distribution")
+        outcomes_chart(r)
     );
     s.push_str("<table><tr><th class='l'>distribution</th>");
     if let Some(d) = r.distributions.first() {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod html;
 pub mod mitigate;
 pub mod monitor;
+pub mod report;
 pub mod show;
 pub mod story;
 pub mod svg;

@@ -41,6 +41,8 @@ pub struct Axes {
     pub log_y: bool,
     /// Show y tick labels as percentages of 1.
     pub y_percent: bool,
+    /// Labelled vertical lines at these x values (an alarm, where fine-tuning began).
+    pub marks: Vec<(f64, String)>,
 }
 
 /// A palette for series without a meaning of their own.
@@ -188,6 +190,22 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
         top + h / 2.0,
         esc(&axes.y_label)
     );
+    for (i, (x, label)) in axes.marks.iter().enumerate() {
+        if !(x.is_finite() && *x >= x0 && *x <= x1) {
+            continue;
+        }
+        // Each label on its own line, so that marks close together stay readable.
+        let label_y = top + 10.0 + 13.0 * i as f64;
+        let _ = write!(
+            s,
+            "<line x1='{0:.1}' x2='{0:.1}' y1='{top}' y2='{1:.1}' stroke='#555' stroke-dasharray='4 3'/><text x='{2:.1}' y='{3:.1}' font-size='11'>{4}</text>",
+            px(*x),
+            top + h,
+            px(*x) + 3.0,
+            label_y,
+            esc(label)
+        );
+    }
     for (ser, p) in series.iter().zip(&pts) {
         if p.is_empty() {
             continue;
@@ -267,6 +285,15 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 1, "the NaN point is skipped");
         assert!(svg.contains("loss &lt;x&gt;"), "labels are escaped");
         assert!(svg.contains(">100%<"));
+        let marked = line_chart(
+            &[Series::new("a", "#000", vec![(0.0, 0.0), (10.0, 1.0)])],
+            &Axes {
+                marks: vec![(4.0, "alarm".into()), (99.0, "off the axis".into())],
+                ..Axes::default()
+            },
+            300.0,
+        );
+        assert!(marked.contains(">alarm<") && !marked.contains("off the axis"));
         // A log axis with no positive values still gives a well-formed chart.
         let empty = line_chart(
             &[Series::new("z", "#000", vec![(0.0, 0.0)])],

@@ -251,14 +251,33 @@ fn demo_trains_audits_and_mitigates_a_neural_agent() {
         "{o}"
     );
     assert!(o.contains("8192 extra env steps"), "{o}");
+    assert!(o.contains("4. runtime monitor"), "{o}");
     for f in [
         "agent/model.json",
         "agent-diversify/audit.html",
         "agent-diversify/mitigation.json",
+        "report.html",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    // A second run replaces the demo's own checkpoints instead of refusing them.
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["kind"], "mesascope-demo");
+    // Every update of both runs is on the training curve, the fine-tuning continuing the steps.
+    let (train, tune) = (
+        v["training"]["points"].as_array().unwrap(),
+        v["fine_tuning"]["points"].as_array().unwrap(),
+    );
+    assert_eq!((train.len(), tune.len()), (1, 1), "8192 steps: one update of 256 x 32");
+    assert_eq!(tune[0]["steps"].as_u64(), Some(8192 + 8192));
+    assert_eq!(v["monitor_before"]["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(v["monitor_after"]["rows"][1]["episodes"], 10);
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for section in ["Training", "Audit before and after", "Runtime monitor", "<svg"] {
+        assert!(page.contains(section), "{section} missing from the page");
+    }
+    // A second run replaces the demo's own checkpoints instead of refusing them, and the same
+    // seed gives the same report.
     ok(&[
         "demo",
         "--episodes",
@@ -269,6 +288,11 @@ fn demo_trains_audits_and_mitigates_a_neural_agent() {
         "--out",
         out.to_str().unwrap(),
     ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.json")).unwrap(),
+        report,
+        "same seed, same report"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -26,7 +26,8 @@ fn catches_the_proxy_seeker_and_spares_the_intended_agent() {
     ]);
     let row = shift_row(&out);
     assert_eq!(row[1], "100.0%", "alarms: {out}");
-    assert_eq!(row[3], "100.0%", "alarm before proxy: {out}");
+    assert_eq!(row[2], "0.0%", "no alarm is false: the green agent never reaches the exit");
+    assert_eq!(row[4], "100.0%", "alarm before proxy: {out}");
     assert_eq!(row.last().unwrap(), "100.0%", "fallback success: {out}");
     let out = ok(&[
         "monitor",
@@ -41,7 +42,8 @@ fn catches_the_proxy_seeker_and_spares_the_intended_agent() {
         .filter(|l| l.starts_with("  train") || l.starts_with("  shift"))
     {
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cells[1], "0.0%", "false alarms: {out}");
+        assert_eq!(cells[1], "0.0%", "alarms: {out}");
+        assert_eq!(cells[2], "0.0%", "false alarms: {out}");
     }
 }
 
@@ -91,4 +93,34 @@ fn monitor_bad_input_exits_2() {
         "/no/such/checkpoint",
     ]);
     assert!(e.contains("/no/such/checkpoint"), "{e}");
+}
+
+#[test]
+fn monitor_json_holds_the_figures_and_a_posterior_trace() {
+    let dir = std::env::temp_dir().join(format!("mesascope-monitor-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("monitor.json");
+    ok(&[
+        "monitor",
+        "scripted:green",
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "20",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["kind"], "mesascope-monitor");
+    assert_eq!(v["rows"][1]["alarms"], 20);
+    let trace = &v["trace"];
+    assert_eq!(trace["candidates"][0], "exit");
+    assert_eq!(trace["outcome"], "proxy:green", "the figure shows a caught proxy-seeker");
+    let alarm = trace["alarm"].as_u64().unwrap() as usize;
+    let post = trace["posterior"].as_array().unwrap();
+    // At the alarm the intended goal's posterior is under the threshold, and not before.
+    assert!(post[alarm - 1][0].as_f64().unwrap() < 0.05);
+    assert!(post[..alarm - 1].iter().all(|p| p[0].as_f64().unwrap() >= 0.05));
+    let _ = std::fs::remove_dir_all(&dir);
 }
