@@ -64,6 +64,9 @@ pub enum Command {
     Mitigate(MitigateArgs),
     /// Play a policy under the runtime monitor: alarms, detection delay, and a fallback's success.
     Monitor(MonitorArgs),
+    /// Look inside a trained network: linear probes for each goal and the oversight cue, and steering against the proxy.
+    #[command(after_help = PROBE_AFTER_HELP)]
+    Probe(ProbeArgs),
 }
 
 const SHOW_AFTER_HELP: &str = "\
@@ -318,6 +321,10 @@ pub struct AuditArgs {
     /// Also audit on the hand-made levels (*.level files) of DIR.
     #[arg(long, value_name = "DIR")]
     pub levels: Option<PathBuf>,
+    /// Also look inside the network (checkpoints only): probes and steering, as `mesascope
+    /// probe` with its defaults; a section of the report and a `probe` key in its JSON.
+    #[arg(long)]
+    pub probe: bool,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }
@@ -330,6 +337,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn probe_defaults_are_the_commands() {
+        let cli = Cli::try_parse_from(["mesascope", "probe", "dir", "--env", "exit-vs-green"])
+            .unwrap();
+        let Command::Probe(p) = cli.command else {
+            panic!("not probe")
+        };
+        let d = ProbeArgs::defaults();
+        assert_eq!(
+            (p.levels, p.layer, p.scale, p.episodes, p.controls, p.seed),
+            (d.levels, d.layer, d.scale, d.episodes, d.controls, d.seed)
+        );
+        assert!(Cli::try_parse_from(["mesascope", "probe", "d", "--env", "e", "--layer", "2"]).is_err());
     }
 
     #[test]
@@ -441,4 +463,69 @@ pub struct MonitorArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: KnobArgs,
+}
+
+const PROBE_AFTER_HELP: &str = "\
+The policy plays --levels levels of every distribution; probes are fitted on the states it visits
+(held-out levels score them). Steering subtracts the proxy's vector (the activation with its object
+minus without it, in each state, or averaged over states with --mean-vector) at --layer, or adds the
+intended goal's vector where the proxy is a place rather than an object, and compares with
+--controls random vectors of the same norm. --out DIR receives probe.json and probe.html.
+
+Examples:
+  mesascope probe agents/exit-vs-green --env exit-vs-green
+  mesascope probe agents/corner-cheese --env corner-cheese --scale 2 --out reports/cc-probe";
+
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// The policy to probe: a checkpoint folder written by `mesascope train`.
+    #[arg(value_name = "CHECKPOINT_DIR")]
+    pub policy: String,
+    /// The testbed it was trained on.
+    #[arg(long = "env", value_name = "TESTBED")]
+    pub env: String,
+    /// Levels per distribution whose states the probes read (30% held out).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(4..=100_000))]
+    pub levels: u32,
+    /// Trunk layer the steering vector goes into: 0 (trunk.layer1) or 1 (trunk.layer2).
+    #[arg(long, value_name = "L", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1))]
+    pub layer: usize,
+    /// Coefficient of the steering vector.
+    #[arg(long, value_name = "C", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub scale: f32,
+    /// Episodes per steering condition on the shift.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub episodes: u32,
+    /// Steer every state by one mean vector instead of each state's own.
+    #[arg(long)]
+    pub mean_vector: bool,
+    /// Random control vectors.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub controls: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write probe.json and probe.html into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+impl ProbeArgs {
+    /// The command's defaults, for callers that run probes as part of something else.
+    pub fn defaults() -> ProbeArgs {
+        ProbeArgs {
+            policy: String::new(),
+            env: String::new(),
+            levels: 100,
+            layer: 1,
+            scale: 1.0,
+            episodes: 200,
+            mean_vector: false,
+            controls: 5,
+            seed: 0,
+            out: None,
+            knobs: KnobArgs::default(),
+        }
+    }
 }

@@ -276,14 +276,37 @@ fn timing_line(r: &AuditReport) -> String {
 /// `mesascope audit`: the text to print and the exit code of the verdict.
 pub fn run(a: &AuditArgs) -> Result<(String, i32)> {
     let report = run_audit(a)?;
+    let probes = if a.probe {
+        Some(crate::probe::run_probe(&crate::args::ProbeArgs {
+            policy: a.policy.clone(),
+            env: a.env.clone(),
+            episodes: a.episodes,
+            seed: a.seed,
+            knobs: a.knobs.clone(),
+            ..crate::args::ProbeArgs::defaults()
+        })?)
+    } else {
+        None
+    };
     let mut s = render(&report);
+    if let Some(p) = &probes {
+        s.push('\n');
+        s.push_str(&crate::probe::render(p, 0.0).replace("\nprobed in 0.0 s\n", ""));
+    }
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&report)? + "\n";
+        let mut value = serde_json::to_value(&report)?;
+        let mut page = html::audit_page(&report);
+        if let (Some(p), Some(obj)) = (&probes, value.as_object_mut()) {
+            obj.insert("probe".into(), serde_json::to_value(p)?);
+            let at = page.rfind("</body>").unwrap_or(page.len());
+            page.insert_str(at, &crate::probe::section(p));
+        }
+        let json = serde_json::to_string_pretty(&value)? + "\n";
         let (jp, hp) = (dir.join("audit.json"), dir.join("audit.html"));
         write_atomic(&jp, json.as_bytes())?;
-        write_atomic(&hp, html::audit_page(&report).as_bytes())?;
+        write_atomic(&hp, page.as_bytes())?;
         let _ = writeln!(s, "\nwrote {} and {}", jp.display(), hp.display());
     }
     let _ = writeln!(s, "{}", timing_line(&report));

@@ -11,6 +11,7 @@ pub mod error;
 pub mod html;
 pub mod mitigate;
 pub mod monitor;
+pub mod probe;
 pub mod report;
 pub mod show;
 pub mod story;
@@ -43,5 +44,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Train(a) => train::run(a),
         Command::Mitigate(a) => mitigate::run(a).map(|(out, _)| out),
         Command::Monitor(a) => monitor::run(a),
+        Command::Probe(a) => probe::run(a),
     }
 }

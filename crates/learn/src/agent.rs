@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
-use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig};
+use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer};
 use mesascope_core::agents::Agent;
 use mesascope_core::{obs, Env, Error, Testbed};
 use std::path::Path;
@@ -15,6 +15,7 @@ pub struct PolicyAgent {
     model: ActorCritic,
     encoder: Encoder,
     obs: Vec<u8>,
+    steer: Option<Steer>,
 }
 
 /// A copy with its own scratch buffers (audits run one per thread).
@@ -26,6 +27,7 @@ impl Clone for PolicyAgent {
             model: self.model.clone(),
             encoder: Encoder::default(),
             obs: Vec::new(),
+            steer: self.steer.clone(),
         }
     }
 }
@@ -38,7 +40,41 @@ impl PolicyAgent {
             model: model.valid(),
             encoder: Encoder::default(),
             obs: Vec::new(),
+            steer: None,
         }
+    }
+
+    /// The same policy with a steering vector added at a trunk layer on every move (probes'
+    /// steering experiments); `None` removes it.
+    pub fn steered(mut self, steer: Option<Steer>) -> Result<PolicyAgent> {
+        self.set_steer(steer)?;
+        Ok(self)
+    }
+
+    /// Sets or removes the steering vector in place.
+    pub fn set_steer(&mut self, steer: Option<Steer>) -> Result<()> {
+        if let Some(st) = &steer {
+            if st.layer >= crate::policy::STEERABLE_LAYERS {
+                return Err(crate::LearnError::Config(format!(
+                    "a steering vector goes into trunk layer 0 or 1, not {}",
+                    st.layer
+                )));
+            }
+            let width = self.model.layer_width(st.layer);
+            if st.vector.len() != width || st.vector.iter().any(|x| !x.is_finite()) {
+                return Err(crate::LearnError::Config(format!(
+                    "a steering vector for layer {} needs {width} finite values, found {}",
+                    st.layer,
+                    st.vector.len()
+                )));
+            }
+        }
+        self.steer = steer;
+        Ok(())
+    }
+
+    pub fn model(&self) -> &ActorCritic {
+        &self.model
     }
 
     /// Loads checkpoint `dir` to act in `testbed` on levels of `height` x `width`, refusing a
@@ -94,7 +130,7 @@ impl PolicyAgent {
         self.obs.resize(obs::u8_len(grid), 0);
         obs::encode_u8(&env.state, &mut self.obs);
         let input = self.model.encode(&mut self.encoder, &self.obs);
-        let logits = to_vec2(self.model.forward(input).logits);
+        let logits = to_vec2(self.model.forward_steered(input, self.steer.as_ref()).logits);
         if logits.len() != self.config.n_actions || logits.iter().any(|l| !l.is_finite()) {
             return Err(Error::Policy(format!("non-finite logits {logits:?}")));
         }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod policy;
 pub mod ppo;
+pub mod probe;
 
 pub use error::{LearnError, Result};
 

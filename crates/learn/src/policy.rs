@@ -280,6 +280,17 @@ pub struct Forward {
 /// Names of the activations `forward_with_activations` returns, in order.
 pub const ACTIVATION_NAMES: &[&str] = &["trunk.layer1", "trunk.layer2", "logits", "value"];
 
+/// The trunk layers a steering vector can be added to: indices into [`ACTIVATION_NAMES`].
+pub const STEERABLE_LAYERS: usize = 2;
+
+/// An activation-steering vector: added to trunk layer `layer` ([`ACTIVATION_NAMES`]`[layer]`,
+/// 0 or 1) on every forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steer {
+    pub layer: usize,
+    pub vector: Vec<f32>,
+}
+
 fn normal_vec(n: usize, std: f32, rng: &mut Rng) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
@@ -426,7 +437,23 @@ impl ActorCritic {
         encoder.encode(&self.config, obs_u8, &self.device)
     }
 
-    fn trunk_layers(&self, input: Input) -> (Tensor<2>, Tensor<2>, Option<Tensor<2>>) {
+    fn trunk_layers(
+        &self,
+        input: Input,
+        steer: Option<&Steer>,
+    ) -> (Tensor<2>, Tensor<2>, Option<Tensor<2>>) {
+        // Activation steering: the vector is added to the named layer's output, so the layers
+        // after it (and the heads) see the shifted activation.
+        let add = |x: Tensor<2>, layer: usize| match steer {
+            Some(st) if st.layer == layer => {
+                let v = Tensor::<1>::from_data(
+                    TensorData::new(st.vector.clone(), [st.vector.len()]),
+                    &self.device,
+                );
+                x + v.unsqueeze_dim::<2>(0)
+            }
+            _ => x,
+        };
         let input = match input {
             Input::Cells(cells) => self.embed(&cells),
             other => other,
@@ -441,8 +468,8 @@ impl ActorCritic {
                 } else {
                     pre
                 };
-                let l1 = relu(pre.clone());
-                let l2 = relu(t.dense.forward(l1.clone()));
+                let l1 = add(relu(pre.clone()), 0);
+                let l2 = add(relu(t.dense.forward(l1.clone())), 1);
                 (l1, l2, Some(pre))
             }
             (Trunk::Conv(t), Input::Planes(x)) => {
@@ -450,8 +477,8 @@ impl ActorCritic {
                 let x = relu(conv2d(x, t.conv1.val(), Some(t.conv1_bias.val()), opts()));
                 let x = relu(conv2d(x, t.conv2.val(), Some(t.conv2_bias.val()), opts()));
                 let [n, c, hh, ww] = x.dims();
-                let l1 = x.reshape([n, c * hh * ww]);
-                let l2 = relu(t.dense.forward(l1.clone()));
+                let l1 = add(x.reshape([n, c * hh * ww]), 0);
+                let l2 = add(relu(t.dense.forward(l1.clone())), 1);
                 (l1, l2, None)
             }
             // `encode` builds the input for the network's own arch; a mismatch is a bug.
@@ -483,7 +510,20 @@ impl ActorCritic {
     }
 
     pub fn forward(&self, input: Input) -> Forward {
-        let (_, h, embed_out) = self.trunk_layers(input);
+        self.forward_steered(input, None)
+    }
+
+    /// Width of trunk layer `layer` (0 or 1, see [`ACTIVATION_NAMES`]).
+    pub fn layer_width(&self, layer: usize) -> usize {
+        match (&self.net.trunk, layer) {
+            (Trunk::Conv(t), 0) => t.conv2_bias.val().dims()[0] * self.config.cells(),
+            _ => self.config.hidden,
+        }
+    }
+
+    /// [`ActorCritic::forward`] with a steering vector added at one trunk layer.
+    pub fn forward_steered(&self, input: Input, steer: Option<&Steer>) -> Forward {
+        let (_, h, embed_out) = self.trunk_layers(input, steer);
         let logits = self.net.policy.forward(h.clone());
         let value = self.net.value.forward(h).squeeze_dim::<1>(1);
         Forward {
@@ -496,7 +536,7 @@ impl ActorCritic {
     /// The forward pass with every named activation (see [`ACTIVATION_NAMES`]), each
     /// `[N, features]`, for probes.
     pub fn forward_with_activations(&self, input: Input) -> Vec<(&'static str, Tensor<2>)> {
-        let (l1, l2, _) = self.trunk_layers(input);
+        let (l1, l2, _) = self.trunk_layers(input, None);
         let logits = self.net.policy.forward(l2.clone());
         let value = self.net.value.forward(l2.clone());
         vec![
