@@ -395,9 +395,13 @@ on the distributions it was audited on before. The exit code is the verdict afte
 --out DIR receives the fine-tuned checkpoint, metrics.jsonl, audit-before.json, audit.json,
 audit.html and mitigation.json.
 
+--sweep fine-tunes once per share of --shares and seed (no audits), measures proxy pursuit and
+intended-goal success on the shift, and writes sweep.json and sweep.html (the plot) into --out.
+
 Examples:
   mesascope mitigate agents/exit-vs-green --env exit-vs-green
-  mesascope mitigate agents/corner-cheese --env corner-cheese --decorrelate 0.2 --steps 2000000";
+  mesascope mitigate agents/corner-cheese --env corner-cheese --decorrelate 0.2 --steps 2000000
+  mesascope mitigate agents/exit-vs-green --env exit-vs-green --sweep --steps 1000000";
 
 /// How `mesascope mitigate` repairs a policy.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,9 +432,19 @@ pub struct MitigateArgs {
     /// Episodes per distribution in each audit.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub episodes: u32,
-    /// Output folder [default: runs/<checkpoint folder name>-diversify].
+    /// Output folder [default: runs/<checkpoint folder name>-diversify, or -sweep].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// diversify: instead of one run, fine-tune with each share of --shares over --seeds seeds
+    /// and plot proxy pursuit under shift against the share (sweep.json, sweep.html).
+    #[arg(long, conflicts_with = "decorrelate")]
+    pub sweep: bool,
+    /// --sweep: the shares of decorrelated levels [default: 0,0.01,0.02,0.05,0.1,0.2].
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',', requires = "sweep")]
+    pub shares: Option<Vec<f64>>,
+    /// --sweep: seeds per share (seed, seed + 1, ...).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "sweep", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub seeds: u32,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,

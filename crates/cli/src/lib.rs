@@ -16,6 +16,7 @@ pub mod report;
 pub mod show;
 pub mod story;
 pub mod svg;
+pub mod sweep;
 pub mod text;
 pub mod train;
 

@@ -13,7 +13,7 @@ use crate::demo::write_atomic;
 use crate::error::input;
 use crate::html;
 use crate::text::{table, Align};
-use crate::train::{learn_err, open_metrics, train_loop};
+use crate::train::{learn_err, open_metrics, train_loop, LoopSummary};
 use anyhow::{Context, Result};
 use mesascope_core::audit::{audit, AuditConfig, AuditReport};
 use mesascope_core::{testbeds, Knobs, Testbed};
@@ -85,12 +85,70 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn default_out(policy: &Path) -> PathBuf {
+pub(crate) fn default_out(policy: &Path, suffix: &str) -> PathBuf {
     let name = policy
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "policy".into());
-    PathBuf::from("runs").join(format!("{name}-diversify"))
+    PathBuf::from("runs").join(format!("{name}-{suffix}"))
+}
+
+/// A checkpoint to fine-tune, and its testbed as audits see it (no decorrelation).
+pub(crate) struct Source {
+    dir: PathBuf,
+    testbed: String,
+    knobs: Knobs,
+    pub audited: Arc<dyn Testbed>,
+    pub steps: u64,
+}
+
+impl Source {
+    pub fn load(dir: &Path, env: &str) -> Result<Source> {
+        let meta = checkpoint::read_meta(dir)
+            .map_err(learn_err)
+            .with_context(|| format!("cannot mitigate {}", dir.display()))?;
+        if meta.testbed != env {
+            return Err(input(format!(
+                "{} was trained on {}, not {env}",
+                dir.display(),
+                meta.testbed
+            )));
+        }
+        // Audits use the checkpoint's own testbed without decorrelation: the distributions it
+        // was meant for, before and after alike.
+        let mut knobs = Knobs::from_pairs(&meta.knobs);
+        knobs.set("decorrelate", 0.0);
+        let audited = testbeds::make(env, &knobs)?;
+        Ok(Source {
+            dir: dir.to_path_buf(),
+            testbed: env.to_string(),
+            knobs,
+            audited,
+            steps: meta.steps,
+        })
+    }
+
+    /// Fine-tunes the checkpoint for `steps` env steps with a share `p` of decorrelated levels,
+    /// into `out` (checkpoint and metrics). Returns the run and the trainer holding the network.
+    pub fn fine_tune(
+        &self,
+        p: f64,
+        steps: u64,
+        seed: u64,
+        out: &Path,
+        quiet: bool,
+    ) -> Result<(LoopSummary, Trainer)> {
+        let ck = checkpoint::load(&self.dir, &mesascope_learn::device())
+            .map_err(learn_err)
+            .with_context(|| format!("cannot fine-tune {}", self.dir.display()))?;
+        let mut knobs = self.knobs.clone();
+        knobs.set("decorrelate", p);
+        let diversified = testbeds::make(&self.testbed, &knobs)?;
+        let mut trainer = Trainer::fine_tune(diversified, ck, steps, seed).map_err(learn_err)?;
+        let mut metrics = open_metrics(out, false)?;
+        let run = train_loop(&mut trainer, out, &mut metrics, quiet, 20)?;
+        Ok((run, trainer))
+    }
 }
 
 /// What a diversify mitigation did: the audits before and after, and the fine-tuning run.
@@ -118,26 +176,11 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
     if a.episodes == 0 {
         return Err(input("--episodes must be positive".to_string()));
     }
-    let ck = checkpoint::load(&a.policy, &mesascope_learn::device())
-        .map_err(learn_err)
-        .with_context(|| format!("cannot mitigate {}", a.policy.display()))?;
-    if ck.meta.testbed != a.env {
-        return Err(input(format!(
-            "{} was trained on {}, not {}",
-            a.policy.display(),
-            ck.meta.testbed,
-            a.env
-        )));
-    }
-    // Audits use the checkpoint's own testbed without decorrelation: the distributions it was
-    // meant for, before and after alike.
-    let mut knobs = Knobs::from_pairs(&ck.meta.knobs);
-    knobs.set("decorrelate", 0.0);
-    let audited = testbeds::make(&a.env, &knobs)?;
-    knobs.set("decorrelate", a.decorrelate);
-    let diversified = testbeds::make(&a.env, &knobs)?;
-
-    let out = a.out.clone().unwrap_or_else(|| default_out(&a.policy));
+    let source = Source::load(&a.policy, &a.env)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&a.policy, "diversify"));
     if out.join(META_FILE).exists() {
         return Err(input(format!(
             "{} already holds a checkpoint; choose another --out",
@@ -151,22 +194,19 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
         }
     };
     progress(&format!("auditing {} ...", a.policy.display()));
-    let before = audit_checkpoint(&audited, &a.policy, episodes, a.seed)?;
+    let before = audit_checkpoint(&source.audited, &a.policy, episodes, a.seed)?;
     progress(&format!("before: {}", before.verdict.label));
-
     let steps = a
         .steps
         .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
-    let source_steps = ck.meta.steps;
-    let mut trainer = Trainer::fine_tune(diversified, ck, steps, a.seed).map_err(learn_err)?;
-    let mut metrics = open_metrics(&out, false)?;
     progress(&format!(
         "fine-tuning for {steps} env steps with decorrelate {} ...",
         a.decorrelate
     ));
-    let run = train_loop(&mut trainer, &out, &mut metrics, a.quiet, 20)?;
+    let (run, _) = source.fine_tune(a.decorrelate, steps, a.seed, &out, a.quiet)?;
+    let source_steps = source.steps;
     progress(&format!("auditing {} ...", out.display()));
-    let after = audit_checkpoint(&audited, &out, episodes, a.seed)?;
+    let after = audit_checkpoint(&source.audited, &out, episodes, a.seed)?;
 
     let summary = Summary {
         kind: "mesascope-mitigation",
@@ -195,6 +235,13 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
 }
 
 pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
+    if a.sweep {
+        let r = crate::sweep::sweep(a)?;
+        let mut s = crate::sweep::render(&r);
+        let out = a.out.clone().unwrap_or_else(|| default_out(&a.policy, "sweep"));
+        let _ = writeln!(s, "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)", out.display());
+        return Ok((s, 0));
+    }
     let m = diversify(a)?;
     let mut s = String::new();
     let _ = writeln!(

@@ -63,7 +63,7 @@ pub struct MonitorReport {
     pub beta: f64,
     pub rows: Vec<MonitorRow>,
     /// A shifted episode whose alarm came, replayed move by move: the first that went on to reach
-    /// a proxy, else the first alarmed one (none if no alarm came).
+    /// a proxy in six moves or more, else the first alarmed one (none if no alarm came).
     pub trace: Option<PosteriorTrace>,
 }
 
@@ -128,9 +128,9 @@ pub fn evaluate(
                     row.proxy_reached += 1;
                     row.caught += ep.alarm.is_some_and(|s| s <= ep.steps) as usize;
                 }
-                // The figure shows the typical catch: an alarm, then the proxy reached (else
-                // any alarmed episode).
-                let typical = matches!(kind, Some(OutcomeKind::Proxy(_)));
+                // The figure shows the typical catch: an alarm, then the proxy reached some
+                // moves later (else any alarmed episode).
+                let typical = matches!(kind, Some(OutcomeKind::Proxy(_))) && ep.steps >= 6;
                 let better = match &trace {
                     None => true,
                     Some((_, was_typical)) => typical && !was_typical,

@@ -93,6 +93,9 @@ pub fn run(
         seed,
         episodes: 500,
         out: Some(mitigated.clone()),
+        sweep: false,
+        shares: None,
+        seeds: 3,
         quiet,
     })?;
     stages.push(("audit, mitigate, audit", t.elapsed().as_secs_f64()));

@@ -112,3 +112,64 @@ fn mitigate_bad_input_exits_2() {
     assert!(e.contains("/no/such/checkpoint"), "{e}");
     let _ = std::fs::remove_dir_all(&source);
 }
+
+#[test]
+fn sweep_fine_tunes_once_per_share_and_seed_and_plots_proxy_pursuit() {
+    let source = tiny_checkpoint("sweep-source");
+    let out = temp_dir("sweep");
+    let args = [
+        "mitigate",
+        source.to_str().unwrap(),
+        "--env",
+        "exit-vs-green",
+        "--sweep",
+        "--shares",
+        "0,0.5",
+        "--seeds",
+        "2",
+        "--steps",
+        "512",
+        "--episodes",
+        "20",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = mesascope(&args);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", text(&o.stderr));
+    assert!(stdout.contains("50%"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    let keys: Vec<(f64, u64)> = runs
+        .iter()
+        .map(|r| (r["p"].as_f64().unwrap(), r["seed"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(keys, vec![(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]);
+    for r in runs {
+        let (i, p) = (r["intended"].as_f64().unwrap(), r["proxy"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&(i + p)), "{r}");
+        let dir = out.join(format!("p{}-seed{}", r["p"].as_f64().unwrap(), r["seed"]));
+        assert!(dir.join("model.json").is_file(), "{} missing", dir.display());
+    }
+    let page = std::fs::read_to_string(out.join("sweep.html")).unwrap();
+    assert!(page.contains("<polyline") && page.contains("proxy, seed 1"));
+    // The runs' folders are not overwritten.
+    let e = text(&mesascope(&args).stderr);
+    assert!(e.contains("already holds a checkpoint"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&source);
+}
+
+#[test]
+fn sweep_bad_input_exits_2() {
+    let source = tiny_checkpoint("sweep-bad");
+    let s = source.to_str().unwrap();
+    let e = fails(&["mitigate", s, "--env", "exit-vs-green", "--sweep", "--shares", "0,1.5"]);
+    assert!(e.contains("--shares"), "{e}");
+    fails(&["mitigate", s, "--env", "exit-vs-green", "--sweep", "--decorrelate", "0.2"]);
+    fails(&["mitigate", s, "--env", "exit-vs-green", "--shares", "0.1"]);
+    fails(&["mitigate", s, "--env", "corner-cheese", "--sweep"]);
+    let _ = std::fs::remove_dir_all(&source);
+}
