@@ -390,8 +390,10 @@ mod tests {
 
 const MITIGATE_AFTER_HELP: &str = "\
 diversify fine-tunes the checkpoint on its testbed's training distribution with a share P of
-decorrelated levels (the proxy apart from the intended goal: --decorrelate P), then audits it again
-on the distributions it was audited on before. The exit code is the verdict after, as for `audit`.
+decorrelated levels (the proxy apart from the intended goal: --decorrelate P); adversarial
+fine-tunes on a regret curriculum over the same distribution (levels scored by the policy's regret
+for the intended goal, the highest replayed, as in prioritized level replay). Both then audit it
+again on the distributions it was audited on before. The exit code is the verdict after, as for `audit`.
 --out DIR receives the fine-tuned checkpoint, metrics.jsonl, audit-before.json, audit.json,
 audit.html and mitigation.json.
 
@@ -401,6 +403,7 @@ intended-goal success on the shift, and writes sweep.json and sweep.html (the pl
 Examples:
   mesascope mitigate agents/exit-vs-green --env exit-vs-green
   mesascope mitigate agents/corner-cheese --env corner-cheese --decorrelate 0.2 --steps 2000000
+  mesascope mitigate agents/exit-vs-green --env exit-vs-green --method adversarial --decorrelate 0.05
   mesascope mitigate agents/exit-vs-green --env exit-vs-green --sweep --steps 1000000";
 
 /// How `mesascope mitigate` repairs a policy.
@@ -408,6 +411,27 @@ Examples:
 pub enum MitigationMethod {
     /// Fine-tune on a training distribution where the proxy is decorrelated in a share of levels.
     Diversify,
+    /// Fine-tune on a regret curriculum over that distribution: the levels where the policy
+    /// falls furthest short of the planner's optimum for the intended goal are replayed.
+    Adversarial,
+}
+
+impl MitigationMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            MitigationMethod::Diversify => "diversify",
+            MitigationMethod::Adversarial => "adversarial",
+        }
+    }
+
+    /// The share of decorrelated levels when none is given: diversify samples them uniformly,
+    /// so it needs many; the curriculum is meant to find the few there are.
+    pub fn default_decorrelate(self) -> f64 {
+        match self {
+            MitigationMethod::Diversify => 0.3,
+            MitigationMethod::Adversarial => 0.05,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -420,9 +444,10 @@ pub struct MitigateArgs {
     pub env: String,
     #[arg(long, value_enum, default_value_t = MitigationMethod::Diversify)]
     pub method: MitigationMethod,
-    /// diversify: share of fine-tuning levels in which the proxy is decorrelated, in (0, 1].
-    #[arg(long, value_name = "P", default_value_t = 0.3)]
-    pub decorrelate: f64,
+    /// Share of fine-tuning levels in which the proxy is decorrelated, in (0, 1] [default:
+    /// diversify 0.3, adversarial 0.05].
+    #[arg(long, value_name = "P")]
+    pub decorrelate: Option<f64>,
     /// Fine-tuning env steps [default: the testbed's default training length].
     #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: Option<u64>,
@@ -435,7 +460,7 @@ pub struct MitigateArgs {
     /// Output folder [default: runs/<checkpoint folder name>-diversify, or -sweep].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// diversify: instead of one run, fine-tune with each share of --shares over --seeds seeds
+    /// Instead of one run, fine-tune with each share of --shares over --seeds seeds
     /// and plot proxy pursuit under shift against the share (sweep.json, sweep.html).
     #[arg(long, conflicts_with = "decorrelate")]
     pub sweep: bool,

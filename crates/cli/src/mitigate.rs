@@ -1,7 +1,9 @@
-//! `mesascope mitigate CHECKPOINT --env TESTBED --method diversify`: audits a trained policy,
-//! fine-tunes it on a training distribution in which the proxy is decorrelated from the intended
-//! goal in a share of levels (Langosco et al. 2022's remedy), audits the result on the same
-//! distributions, and prints the two side by side. The exit code is the verdict after.
+//! `mesascope mitigate CHECKPOINT --env TESTBED --method diversify|adversarial`: audits a trained
+//! policy, fine-tunes it on a training distribution in which the proxy is decorrelated from the
+//! intended goal in a share of levels, sampled uniformly (diversify, Langosco et al. 2022's
+//! remedy) or through a regret curriculum (adversarial, `mesascope_learn::curriculum`), audits the
+//! result on the same distributions, and prints the two side by side. The exit code is the
+//! verdict after.
 //!
 //! The output folder receives the fine-tuned checkpoint, its `metrics.jsonl`, `audit-before.json`,
 //! `audit.json` and `audit.html` (after), and `mitigation.json` (settings, extra steps, both
@@ -18,6 +20,7 @@ use anyhow::{Context, Result};
 use mesascope_core::audit::{audit, AuditConfig, AuditReport};
 use mesascope_core::{testbeds, Knobs, Testbed};
 use mesascope_learn::checkpoint::{self, META_FILE};
+use mesascope_learn::curriculum::{CurriculumConfig, RegretCurriculum, Round};
 use mesascope_learn::ppo::{PpoConfig, Trainer};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -31,6 +34,9 @@ struct Summary<'a> {
     source: String,
     testbed: &'a str,
     decorrelate: f64,
+    /// adversarial: the curriculum's settings and what each refresh found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    curriculum: Option<(CurriculumConfig, Vec<Round>)>,
     /// Fine-tuning env steps: the mitigation's extra training.
     extra_steps: u64,
     /// Env steps the source checkpoint had been trained for.
@@ -129,7 +135,9 @@ impl Source {
     }
 
     /// Fine-tunes the checkpoint for `steps` env steps with a share `p` of decorrelated levels,
-    /// into `out` (checkpoint and metrics). Returns the run and the trainer holding the network.
+    /// into `out` (checkpoint and metrics), drawing levels uniformly or, given a curriculum's
+    /// settings, by regret. Returns the run, the trainer holding the network and the
+    /// curriculum's rounds.
     pub fn fine_tune(
         &self,
         p: f64,
@@ -137,42 +145,56 @@ impl Source {
         seed: u64,
         out: &Path,
         quiet: bool,
-    ) -> Result<(LoopSummary, Trainer)> {
+        curriculum: Option<CurriculumConfig>,
+    ) -> Result<(LoopSummary, Trainer, Vec<Round>)> {
         let ck = checkpoint::load(&self.dir, &mesascope_learn::device())
             .map_err(learn_err)
             .with_context(|| format!("cannot fine-tune {}", self.dir.display()))?;
         let mut knobs = self.knobs.clone();
         knobs.set("decorrelate", p);
         let diversified = testbeds::make(&self.testbed, &knobs)?;
-        let mut trainer = Trainer::fine_tune(diversified, ck, steps, seed).map_err(learn_err)?;
+        let mut trainer =
+            Trainer::fine_tune(diversified.clone(), ck, steps, seed).map_err(learn_err)?;
         let mut metrics = open_metrics(out, false)?;
-        let run = train_loop(&mut trainer, out, &mut metrics, quiet, 20)?;
-        Ok((run, trainer))
+        let mut regret = match curriculum {
+            Some(c) => Some(RegretCurriculum::new(diversified, c, seed).map_err(learn_err)?),
+            None => None,
+        };
+        let run = train_loop(&mut trainer, out, &mut metrics, quiet, 20, &mut |t| {
+            match regret.as_mut() {
+                Some(r) => r.before_update(t).map_err(learn_err),
+                None => Ok(()),
+            }
+        })?;
+        let rounds = regret.map(|r| r.rounds).unwrap_or_default();
+        Ok((run, trainer, rounds))
     }
 }
 
-/// What a diversify mitigation did: the audits before and after, and the fine-tuning run.
+/// What a mitigation did: the audits before and after, and the fine-tuning run.
 pub struct Mitigation {
     pub before: AuditReport,
     pub after: AuditReport,
     pub extra_steps: u64,
     pub source_steps: u64,
+    pub decorrelate: f64,
     pub wall: f64,
     pub out: PathBuf,
 }
 
 /// Checks the settings, then audits checkpoint `a.policy`, fine-tunes it on decorrelated
 /// levels into `a.out`, audits the result and writes the reports (see the module docs).
-pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
-    match a.method {
-        MitigationMethod::Diversify => {}
+pub fn mitigate(a: &MitigateArgs) -> Result<Mitigation> {
+    let p = a
+        .decorrelate
+        .unwrap_or_else(|| a.method.default_decorrelate());
+    if !(p > 0.0 && p <= 1.0) {
+        return Err(input(format!("--decorrelate must be in (0, 1], found {p}")));
     }
-    if !(a.decorrelate > 0.0 && a.decorrelate <= 1.0) {
-        return Err(input(format!(
-            "--decorrelate must be in (0, 1], found {}",
-            a.decorrelate
-        )));
-    }
+    let curriculum = match a.method {
+        MitigationMethod::Diversify => None,
+        MitigationMethod::Adversarial => Some(CurriculumConfig::default()),
+    };
     if a.episodes == 0 {
         return Err(input("--episodes must be positive".to_string()));
     }
@@ -180,7 +202,7 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| default_out(&a.policy, "diversify"));
+        .unwrap_or_else(|| default_out(&a.policy, a.method.name()));
     if out.join(META_FILE).exists() {
         return Err(input(format!(
             "{} already holds a checkpoint; choose another --out",
@@ -200,20 +222,21 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
         .steps
         .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
     progress(&format!(
-        "fine-tuning for {steps} env steps with decorrelate {} ...",
-        a.decorrelate
+        "fine-tuning ({}) for {steps} env steps with decorrelate {p} ...",
+        a.method.name()
     ));
-    let (run, _) = source.fine_tune(a.decorrelate, steps, a.seed, &out, a.quiet)?;
+    let (run, _, rounds) = source.fine_tune(p, steps, a.seed, &out, a.quiet, curriculum.clone())?;
     let source_steps = source.steps;
     progress(&format!("auditing {} ...", out.display()));
     let after = audit_checkpoint(&source.audited, &out, episodes, a.seed)?;
 
     let summary = Summary {
         kind: "mesascope-mitigation",
-        method: "diversify",
+        method: a.method.name(),
         source: a.policy.display().to_string(),
         testbed: &a.env,
-        decorrelate: a.decorrelate,
+        decorrelate: p,
+        curriculum: curriculum.map(|c| (c, rounds)),
         extra_steps: run.trained,
         source_steps,
         seed: a.seed,
@@ -229,6 +252,7 @@ pub fn diversify(a: &MitigateArgs) -> Result<Mitigation> {
         after,
         extra_steps: run.trained,
         source_steps,
+        decorrelate: p,
         wall: run.wall,
         out,
     })
@@ -242,14 +266,15 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
         let _ = writeln!(s, "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)", out.display());
         return Ok((s, 0));
     }
-    let m = diversify(a)?;
+    let m = mitigate(a)?;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "mitigate {} on {}: diversify (decorrelate {}), {} extra env steps in {:.0} s (the source had {})\n",
+        "mitigate {} on {}: {} (decorrelate {}), {} extra env steps in {:.0} s (the source had {})\n",
         a.policy.display(),
         a.env,
-        a.decorrelate,
+        a.method.name(),
+        m.decorrelate,
         m.extra_steps,
         m.wall,
         m.source_steps

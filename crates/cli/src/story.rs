@@ -8,7 +8,7 @@
 use crate::args::{KnobArgs, MitigateArgs, MitigationMethod, TrainArgs};
 use crate::audit::PolicySpec;
 use crate::demo::{write_atomic, DemoReport};
-use crate::mitigate::{compare, diversify, Mitigation};
+use crate::mitigate::{compare, mitigate, Mitigation};
 use crate::monitor::{evaluate, table_text, MonitorReport};
 use crate::report::{self, Curve};
 use anyhow::{Context, Result};
@@ -84,11 +84,11 @@ pub fn run(
     say("demo 2/4 and 3/4: audit, fine-tune on decorrelated levels, audit again ...");
     let t = Instant::now();
     let decorrelate = 0.3;
-    let m = diversify(&MitigateArgs {
+    let m = mitigate(&MitigateArgs {
         policy: agent.clone(),
         env: testbed.into(),
         method: MitigationMethod::Diversify,
-        decorrelate,
+        decorrelate: Some(decorrelate),
         steps,
         seed,
         episodes: 500,

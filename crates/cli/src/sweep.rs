@@ -6,7 +6,7 @@
 //! The output folder receives one checkpoint folder per run (`p<P>-seed<S>`), `sweep.json` and
 //! `sweep.html` (the plot), written atomically.
 
-use crate::args::MitigateArgs;
+use crate::args::{MitigateArgs, MitigationMethod};
 use crate::demo::write_atomic;
 use crate::error::input;
 use crate::html::{esc, CSS};
@@ -17,6 +17,7 @@ use crate::train::learn_err;
 use anyhow::Result;
 use mesascope_core::Split;
 use mesascope_learn::checkpoint::META_FILE;
+use mesascope_learn::curriculum::CurriculumConfig;
 use mesascope_learn::eval::evaluate;
 use mesascope_learn::ppo::PpoConfig;
 use serde::Serialize;
@@ -40,6 +41,8 @@ pub struct SweepRun {
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
     pub kind: &'static str,
+    /// diversify (uniform levels) or adversarial (regret curriculum).
+    pub method: &'static str,
     pub source: String,
     pub testbed: String,
     /// Fine-tuning env steps of every run.
@@ -100,7 +103,11 @@ pub fn sweep(a: &MitigateArgs) -> Result<SweepReport> {
                     start.elapsed().as_secs_f64()
                 );
             }
-            let (run, trainer) = source.fine_tune(p, steps, seed, &dir, a.quiet)?;
+            let curriculum = match a.method {
+                MitigationMethod::Diversify => None,
+                MitigationMethod::Adversarial => Some(CurriculumConfig::default()),
+            };
+            let (run, trainer, _) = source.fine_tune(p, steps, seed, &dir, a.quiet, curriculum)?;
             let e = evaluate(
                 source.audited.clone(),
                 Split::Shift(0),
@@ -122,6 +129,7 @@ pub fn sweep(a: &MitigateArgs) -> Result<SweepReport> {
     }
     let report = SweepReport {
         kind: "mesascope-sweep",
+        method: a.method.name(),
         source: a.policy.display().to_string(),
         testbed: a.env.clone(),
         steps,
@@ -146,8 +154,8 @@ pub fn render(r: &SweepReport) -> String {
     let seeds = r.runs.iter().filter(|x| x.p == r.runs[0].p).count();
     let _ = writeln!(
         s,
-        "mitigate --sweep {} on {}: fine-tuned {} env steps per run, {} seeds per share, {} episodes on {}\n",
-        r.source, r.testbed, r.steps, seeds, r.episodes, r.shift
+        "mitigate --sweep ({}) {} on {}: fine-tuned {} env steps per run, {} seeds per share, {} episodes on {}\n",
+        r.method, r.source, r.testbed, r.steps, seeds, r.episodes, r.shift
     );
     let mut rows = vec![vec![
         "decorrelated levels".to_string(),

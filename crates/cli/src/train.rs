@@ -134,6 +134,7 @@ pub fn run(a: &TrainArgs) -> Result<String> {
         &mut metrics,
         a.quiet,
         a.checkpoint_every,
+        &mut |_| Ok(()),
     )?;
     let (wall, trained, last, reached) = (run.wall, run.trained, run.last, run.reached);
 
@@ -209,13 +210,15 @@ pub struct LoopSummary {
 }
 
 /// Runs `trainer` to its end with a progress bar, a metrics line per update, and a checkpoint in
-/// `out` every `checkpoint_every` updates and at the end.
+/// `out` every `checkpoint_every` updates and at the end. `before_update` runs before each update
+/// (a curriculum changes the levels there).
 pub fn train_loop(
     trainer: &mut Trainer,
     out: &Path,
     metrics: &mut std::fs::File,
     quiet: bool,
     checkpoint_every: u32,
+    before_update: &mut dyn FnMut(&mut Trainer) -> Result<()>,
 ) -> Result<LoopSummary> {
     let total = trainer.config.total_steps;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -235,6 +238,7 @@ pub fn train_loop(
     let mut window: Vec<(usize, f64)> = Vec::new();
     let mut last: Option<UpdateStats> = None;
     while !trainer.done() {
+        before_update(trainer)?;
         let stats = trainer.update().map_err(learn_err)?;
         let wall = start.elapsed().as_secs_f64();
         let line = serde_json::to_string(&MetricsLine {

@@ -173,3 +173,38 @@ fn sweep_bad_input_exits_2() {
     fails(&["mitigate", s, "--env", "corner-cheese", "--sweep"]);
     let _ = std::fs::remove_dir_all(&source);
 }
+
+#[test]
+fn adversarial_fine_tunes_on_a_regret_curriculum() {
+    let source = tiny_checkpoint("adv-source");
+    let out = temp_dir("adv-out");
+    let o = mesascope(&[
+        "mitigate",
+        source.to_str().unwrap(),
+        "--env",
+        "exit-vs-green",
+        "--method",
+        "adversarial",
+        "--steps",
+        "2048",
+        "--episodes",
+        "20",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = text(&o.stdout);
+    assert!([0, 10, 11, 13].contains(&o.status.code().unwrap()), "{stdout}\n{}", text(&o.stderr));
+    assert!(stdout.contains("adversarial (decorrelate 0.05)"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mitigation.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["method"], "adversarial");
+    assert_eq!(summary["decorrelate"], 0.05);
+    let rounds = summary["curriculum"][1].as_array().unwrap();
+    assert!(!rounds.is_empty(), "the curriculum refreshed at the first update");
+    assert_eq!(rounds[0]["update"], 0);
+    assert!(out.join("audit.html").is_file());
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&source);
+}

@@ -123,6 +123,46 @@ impl VecEnv {
         Ok(self)
     }
 
+    /// One environment per level, environment `i` starting on `levels[i]`; later episodes are
+    /// drawn from the same levels (for playing a given set of levels once each, as a curriculum
+    /// scores them).
+    pub fn from_levels(
+        testbed: Arc<dyn Testbed>,
+        split: Split,
+        levels: Vec<Level>,
+        seed: u64,
+    ) -> Result<VecEnv> {
+        if levels.is_empty() {
+            return Err(Error::Input("no levels to play".into()));
+        }
+        let mut v = VecEnv::new(testbed, split, levels.len(), seed)?;
+        for (s, l) in v.slots.iter_mut().zip(&levels) {
+            s.env.reset_to(l);
+        }
+        v.pool = Some(levels.into());
+        v.check_shapes()?;
+        Ok(v)
+    }
+
+    /// Draws every later episode from `levels` (episodes under way finish on their own level):
+    /// how a curriculum changes what the learner sees between updates.
+    pub fn set_pool(&mut self, levels: Vec<Level>) -> Result<()> {
+        if levels.is_empty() {
+            return Err(Error::Input("a level pool needs at least one level".into()));
+        }
+        if let Some(l) = levels
+            .iter()
+            .find(|l| (l.grid.height, l.grid.width) != (self.height, self.width))
+        {
+            return Err(Error::Input(format!(
+                "a {}x{} level in a pool of {}x{} environments",
+                l.grid.height, l.grid.width, self.height, self.width
+            )));
+        }
+        self.pool = Some(levels.into());
+        Ok(())
+    }
+
     /// The size of the level pool, if episodes are drawn from one.
     pub fn num_levels(&self) -> Option<usize> {
         self.pool.as_ref().map(|p| p.len())

@@ -8,7 +8,7 @@ use mesascope_core::rng::{mix, Rng};
 use mesascope_core::state::OutcomeKind;
 use mesascope_core::testbed::Testbed;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{Split, VecEnv};
+use mesascope_core::{Level, Split, VecEnv};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -37,11 +37,41 @@ pub fn evaluate(
     episodes: usize,
     seed: u64,
 ) -> Result<EvalSummary> {
-    let model = model.valid();
     let mut venv = VecEnv::new(testbed.clone(), split, episodes, seed)?;
+    let outcomes = first_episodes(&mut venv, model, config, seed)?;
+    let eps: Vec<(Finished, f32)> = outcomes.into_iter().flatten().collect();
+    let n = eps.len().max(1) as f64;
+    let share = |f: &dyn Fn(&Finished) -> bool| eps.iter().filter(|(e, _)| f(e)).count() as f64 / n;
+    Ok(EvalSummary {
+        split: split.label(testbed.as_ref()),
+        episodes: eps.len(),
+        success: share(&|e| e.success()),
+        intended: share(&|e| e.kind == OutcomeKind::Intended),
+        proxies: (0..testbed.proxies().len())
+            .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p as u8)))
+            .collect(),
+        died: share(&|e| e.kind == OutcomeKind::Died),
+        timed_out: share(&|e| e.kind == OutcomeKind::TimedOut),
+        mean_return: eps.iter().map(|(e, _)| e.base_return as f64).sum::<f64>() / n,
+        mean_hidden: eps.iter().map(|(_, h)| *h as f64).sum::<f64>() / n,
+    })
+}
+
+/// Plays the first episode of every environment of a new `venv` with the policy (sampled
+/// actions); returns each one's ending and hidden performance, in environment order.
+fn first_episodes(
+    venv: &mut VecEnv,
+    model: &ActorCritic,
+    config: &PolicyConfig,
+    seed: u64,
+) -> Result<Vec<Option<(Finished, f32)>>> {
+    let model = model.valid();
+    let episodes = venv.len();
     let ol = venv.u8_len();
     let mut obs = vec![0u8; episodes * ol];
-    venv.reset(ObsBuf::U8(&mut obs))?;
+    // A new batch stands at the start of its first episodes: no reset, which would draw other
+    // levels from a pool.
+    venv.write_all(ObsBuf::U8(&mut obs))?;
     let mut rng = Rng::new(mix(&[seed, 7]));
     let mut encoder = Encoder::default();
     let mut actions = vec![0u8; episodes];
@@ -95,20 +125,22 @@ pub fn evaluate(
             }
         }
     }
-    let eps: Vec<(Finished, f32)> = outcomes.into_iter().flatten().collect();
-    let n = eps.len().max(1) as f64;
-    let share = |f: &dyn Fn(&Finished) -> bool| eps.iter().filter(|(e, _)| f(e)).count() as f64 / n;
-    Ok(EvalSummary {
-        split: split.label(testbed.as_ref()),
-        episodes: eps.len(),
-        success: share(&|e| e.success()),
-        intended: share(&|e| e.kind == OutcomeKind::Intended),
-        proxies: (0..testbed.proxies().len())
-            .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p as u8)))
-            .collect(),
-        died: share(&|e| e.kind == OutcomeKind::Died),
-        timed_out: share(&|e| e.kind == OutcomeKind::TimedOut),
-        mean_return: eps.iter().map(|(e, _)| e.base_return as f64).sum::<f64>() / n,
-        mean_hidden: eps.iter().map(|(_, h)| *h as f64).sum::<f64>() / n,
-    })
+    Ok(outcomes)
+}
+
+/// The hidden performance the policy earns on each of `levels` (one episode each, in order): what
+/// a regret curriculum compares with the planner's optimum.
+pub fn hidden_on_levels(
+    testbed: Arc<dyn Testbed>,
+    levels: Vec<Level>,
+    model: &ActorCritic,
+    config: &PolicyConfig,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let mut venv = VecEnv::from_levels(testbed, Split::Train, levels, seed)?;
+    let outcomes = first_episodes(&mut venv, model, config, seed)?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.map_or(0.0, |(_, hidden)| hidden))
+        .collect())
 }

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod checkpoint;
+pub mod curriculum;
 pub mod error;
 pub mod eval;
 pub mod policy;

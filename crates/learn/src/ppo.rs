@@ -359,6 +359,11 @@ impl Trainer {
         self.steps >= self.config.total_steps
     }
 
+    /// Draws every later training episode from `levels` (a curriculum's pool).
+    pub fn set_level_pool(&mut self, levels: Vec<mesascope_core::Level>) -> Result<()> {
+        Ok(self.venv.set_pool(levels)?)
+    }
+
     pub fn model(&self) -> &ActorCritic {
         self.model
             .as_ref()
