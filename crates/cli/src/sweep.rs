@@ -185,23 +185,27 @@ pub fn page(r: &SweepReport) -> String {
     let mean = |f: fn(&SweepRun) -> f64| -> Vec<(f64, f64)> {
         by_share(r, f).iter().map(|(p, m, ..)| (100.0 * p, *m)).collect()
     };
-    let mut series = vec![
-        Series::new("proxy (mean over seeds)", "#e65100", mean(|x| x.proxy)).with_markers(),
-        Series::new("intended goal (mean over seeds)", "#2e7d32", mean(|x| x.intended))
-            .with_markers(),
-    ];
+    // Seeds first, so that the means are drawn over them.
     let mut seeds: Vec<u64> = r.runs.iter().map(|x| x.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
-    for s in seeds {
-        let pts = r
-            .runs
-            .iter()
-            .filter(|x| x.seed == s)
-            .map(|x| (100.0 * x.p, x.proxy))
-            .collect();
-        series.push(Series::new(format!("proxy, seed {s}"), "#ffcc80", pts).with_markers());
-    }
+    let mut series: Vec<Series> = seeds
+        .into_iter()
+        .map(|s| {
+            let pts = r
+                .runs
+                .iter()
+                .filter(|x| x.seed == s)
+                .map(|x| (100.0 * x.p, x.proxy))
+                .collect();
+            Series::new(format!("proxy, seed {s}"), "#ffcc80", pts).with_markers()
+        })
+        .collect();
+    series.push(Series::new("proxy (mean over seeds)", "#e65100", mean(|x| x.proxy)).with_markers());
+    series.push(
+        Series::new("intended goal (mean over seeds)", "#2e7d32", mean(|x| x.intended))
+            .with_markers(),
+    );
     let chart = line_chart(
         &series,
         &Axes {
