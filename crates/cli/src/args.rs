@@ -341,8 +341,8 @@ mod tests {
 
     #[test]
     fn probe_defaults_are_the_commands() {
-        let cli = Cli::try_parse_from(["mesascope", "probe", "dir", "--env", "exit-vs-green"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["mesascope", "probe", "dir", "--env", "exit-vs-green"]).unwrap();
         let Command::Probe(p) = cli.command else {
             panic!("not probe")
         };
@@ -351,7 +351,9 @@ mod tests {
             (p.levels, p.layer, p.scale, p.episodes, p.controls, p.seed),
             (d.levels, d.layer, d.scale, d.episodes, d.controls, d.seed)
         );
-        assert!(Cli::try_parse_from(["mesascope", "probe", "d", "--env", "e", "--layer", "2"]).is_err());
+        assert!(
+            Cli::try_parse_from(["mesascope", "probe", "d", "--env", "e", "--layer", "2"]).is_err()
+        );
     }
 
     #[test]
@@ -465,7 +467,12 @@ pub struct MitigateArgs {
     #[arg(long, conflicts_with = "decorrelate")]
     pub sweep: bool,
     /// --sweep: the shares of decorrelated levels [default: 0,0.01,0.02,0.05,0.1,0.2].
-    #[arg(long, value_name = "P,P,...", value_delimiter = ',', requires = "sweep")]
+    #[arg(
+        long,
+        value_name = "P,P,...",
+        value_delimiter = ',',
+        requires = "sweep"
+    )]
     pub shares: Option<Vec<f64>>,
     /// --sweep: seeds per share (seed, seed + 1, ...).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "sweep", value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -530,7 +537,12 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "L", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1))]
     pub layer: usize,
     /// Coefficient of the steering vector.
-    #[arg(long, value_name = "C", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub scale: f32,
     /// Episodes per steering condition on the shift.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]

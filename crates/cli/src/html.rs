@@ -312,14 +312,19 @@ fn meaning(v: &Verdict) -> &'static str {
     }
 }
 
-pub fn audit_page(r: &AuditReport) -> String {
-    let mut s = String::new();
-    let v = &r.verdict;
-    let class = match v.exit_code {
+/// The CSS class of a verdict's badge: green for robust, grey for inconclusive, red otherwise.
+pub fn verdict_class(exit_code: i32) -> &'static str {
+    match exit_code {
         0 => "ok",
         13 => "unk",
         _ => "bad",
-    };
+    }
+}
+
+pub fn audit_page(r: &AuditReport) -> String {
+    let mut s = String::new();
+    let v = &r.verdict;
+    let class = verdict_class(v.exit_code);
     let _ = write!(
         s,
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>mesascope audit: {} on {}</title><style>{CSS}</style></head><body>",

@@ -160,12 +160,17 @@ impl Source {
             Some(c) => Some(RegretCurriculum::new(diversified, c, seed).map_err(learn_err)?),
             None => None,
         };
-        let run = train_loop(&mut trainer, out, &mut metrics, quiet, 20, &mut |t| {
-            match regret.as_mut() {
+        let run = train_loop(
+            &mut trainer,
+            out,
+            &mut metrics,
+            quiet,
+            20,
+            &mut |t| match regret.as_mut() {
                 Some(r) => r.before_update(t).map_err(learn_err),
                 None => Ok(()),
-            }
-        })?;
+            },
+        )?;
         let rounds = regret.map(|r| r.rounds).unwrap_or_default();
         Ok((run, trainer, rounds))
     }
@@ -262,8 +267,15 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
     if a.sweep {
         let r = crate::sweep::sweep(a)?;
         let mut s = crate::sweep::render(&r);
-        let out = a.out.clone().unwrap_or_else(|| default_out(&a.policy, "sweep"));
-        let _ = writeln!(s, "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)", out.display());
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out(&a.policy, "sweep"));
+        let _ = writeln!(
+            s,
+            "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)",
+            out.display()
+        );
         return Ok((s, 0));
     }
     let m = mitigate(a)?;

@@ -198,7 +198,10 @@ pub fn run(a: &MonitorArgs) -> Result<String> {
     };
     config.validate().map_err(|e| input(e.to_string()))?;
     let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
-    let (policy, fallback) = (PolicySpec::parse(&a.policy)?, PolicySpec::parse(&a.fallback)?);
+    let (policy, fallback) = (
+        PolicySpec::parse(&a.policy)?,
+        PolicySpec::parse(&a.fallback)?,
+    );
     let report = evaluate(&tb, &policy, &fallback, config, a.episodes as usize, a.seed)?;
     if let Some(path) = &a.json {
         let mut bytes = serde_json::to_vec_pretty(&report)?;
@@ -252,7 +255,8 @@ pub fn table_text(r: &MonitorReport) -> String {
             pct(row.false_alarms, row.episodes),
             pct(row.proxy_reached, row.episodes),
             pct(row.caught, row.proxy_reached),
-            row.mean_delay.map_or("-".into(), |d| format!("{d:.1} steps")),
+            row.mean_delay
+                .map_or("-".into(), |d| format!("{d:.1} steps")),
             pct(row.intended, row.episodes),
             pct(row.intended_with_fallback, row.episodes),
         ]);

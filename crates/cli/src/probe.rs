@@ -97,7 +97,11 @@ pub fn render(r: &ProbeReport, seconds: f64) -> String {
             pct(p.accuracy_shuffled),
         ]);
     }
-    s.push_str(&table(&rows, &[Align::Left, Align::Left, Align::Right, Align::Right], "  "));
+    s.push_str(&table(
+        &rows,
+        &[Align::Left, Align::Left, Align::Right, Align::Right],
+        "  ",
+    ));
     if let Some((goal, layer)) = &r.strongest_goal {
         let _ = writeln!(s, "strongest: {goal} at {layer}");
     }
@@ -117,7 +121,11 @@ pub fn render(r: &ProbeReport, seconds: f64) -> String {
                 pct(c.accuracy_shuffled),
             ]);
         }
-        s.push_str(&table(&rows, &[Align::Left, Align::Right, Align::Right, Align::Right], "  "));
+        s.push_str(&table(
+            &rows,
+            &[Align::Left, Align::Right, Align::Right, Align::Right],
+            "  ",
+        ));
     }
     match (&r.steering, &r.steering_skipped) {
         (Some(st), _) => {
@@ -153,7 +161,10 @@ const EXPLAIN: &str = "Linear probes read which goal the network's activations e
 /// The probes as a section of an HTML page (the audit's, or the probe's own).
 pub fn section(r: &ProbeReport) -> String {
     let text = render(r, 0.0);
-    let body: Vec<&str> = text.lines().filter(|l| !l.starts_with("probed in")).collect();
+    let body: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("probed in"))
+        .collect();
     format!(
         "<h2>Inside the network: probes and steering</h2><p>{}</p><pre>{}</pre>",
         esc(EXPLAIN),
@@ -179,8 +190,12 @@ pub fn run(a: &ProbeArgs) -> Result<String> {
     let report = run_probe(a)?;
     let mut s = render(&report, start.elapsed().as_secs_f64());
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| input(format!("cannot create output folder {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            input(format!(
+                "cannot create output folder {}: {e}",
+                dir.display()
+            ))
+        })?;
         let mut json = serde_json::to_vec_pretty(&report)?;
         json.push(b'\n');
         write_atomic(&dir.join("probe.json"), &json)?;

@@ -3,7 +3,7 @@
 //! The JSON holds no wall-clock times, so the same seed gives the same file.
 
 use crate::demo::DemoReport;
-use crate::html::{esc, outcomes_chart, posterior_chart, CSS};
+use crate::html::{esc, outcomes_chart, posterior_chart, verdict_class, CSS};
 use crate::monitor::{table_text, MonitorReport};
 use crate::story::Story;
 use crate::svg::{line_chart, Axes, Series, PALETTE};
@@ -40,7 +40,11 @@ impl Curve {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let mut points = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let v: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
             let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
@@ -122,13 +126,9 @@ fn share(n: usize, d: usize) -> String {
 }
 
 fn verdict_badge(r: &AuditReport) -> String {
-    let class = match r.verdict.exit_code {
-        0 => "ok",
-        13 => "unk",
-        _ => "bad",
-    };
     format!(
-        "<span class='verdict {class}'>{}</span>",
+        "<span class='verdict {}'>{}</span>",
+        verdict_class(r.verdict.exit_code),
         esc(&r.verdict.label)
     )
 }
@@ -195,7 +195,9 @@ fn training_chart(st: &Story) -> String {
 
 fn trace_chart(r: &MonitorReport) -> Option<String> {
     let t = r.trace.as_ref()?;
-    let colours = ["#2e7d32", "#e65100", "#6a1b9a", "#00838f", "#ad1457", "#9e9e9e"];
+    let colours = [
+        "#2e7d32", "#e65100", "#6a1b9a", "#00838f", "#ad1457", "#9e9e9e",
+    ];
     let series: Vec<Series> = t
         .candidates
         .iter()

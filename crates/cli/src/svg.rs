@@ -146,7 +146,9 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
         esc(&axes.title)
     );
     let yt: Vec<f64> = if axes.log_y {
-        (y0.ceil() as i32..=y1.floor() as i32).map(f64::from).collect()
+        (y0.ceil() as i32..=y1.floor() as i32)
+            .map(f64::from)
+            .collect()
     } else {
         ticks(y0, y1, 4)
     };
@@ -270,7 +272,8 @@ mod tests {
     #[test]
     fn chart_draws_each_series_and_skips_bad_points() {
         let a = Series::new("success", "#2e7d32", vec![(0.0, 0.1), (1.0, 0.9)]);
-        let b = Series::new("loss <x>", "#e65100", vec![(0.0, f64::NAN), (0.5, 0.3)]).with_markers();
+        let b =
+            Series::new("loss <x>", "#e65100", vec![(0.0, f64::NAN), (0.5, 0.3)]).with_markers();
         let svg = line_chart(
             &[a, b],
             &Axes {
@@ -282,7 +285,11 @@ mod tests {
             500.0,
         );
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg.matches("<circle").count(), 1, "the NaN point is skipped");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            1,
+            "the NaN point is skipped"
+        );
         assert!(svg.contains("loss &lt;x&gt;"), "labels are escaped");
         assert!(svg.contains(">100%<"));
         let marked = line_chart(

@@ -81,8 +81,13 @@ pub fn sweep(a: &MitigateArgs) -> Result<SweepReport> {
         return Err(input("--episodes must be positive".to_string()));
     }
     let source = Source::load(&a.policy, &a.env)?;
-    let out = a.out.clone().unwrap_or_else(|| default_out(&a.policy, "sweep"));
-    let steps = a.steps.unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&a.policy, "sweep"));
+    let steps = a
+        .steps
+        .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
     let start = Instant::now();
     let mut runs = Vec::new();
     let total = shares.len() * a.seeds as usize;
@@ -183,7 +188,10 @@ pub fn render(r: &SweepReport) -> String {
 /// The sweep's page: proxy pursuit and intended-goal success under shift against the share.
 pub fn page(r: &SweepReport) -> String {
     let mean = |f: fn(&SweepRun) -> f64| -> Vec<(f64, f64)> {
-        by_share(r, f).iter().map(|(p, m, ..)| (100.0 * p, *m)).collect()
+        by_share(r, f)
+            .iter()
+            .map(|(p, m, ..)| (100.0 * p, *m))
+            .collect()
     };
     // Seeds first, so that the means are drawn over them.
     let mut seeds: Vec<u64> = r.runs.iter().map(|x| x.seed).collect();
@@ -201,10 +209,15 @@ pub fn page(r: &SweepReport) -> String {
             Series::new(format!("proxy, seed {s}"), "#ffcc80", pts).with_markers()
         })
         .collect();
-    series.push(Series::new("proxy (mean over seeds)", "#e65100", mean(|x| x.proxy)).with_markers());
+    series
+        .push(Series::new("proxy (mean over seeds)", "#e65100", mean(|x| x.proxy)).with_markers());
     series.push(
-        Series::new("intended goal (mean over seeds)", "#2e7d32", mean(|x| x.intended))
-            .with_markers(),
+        Series::new(
+            "intended goal (mean over seeds)",
+            "#2e7d32",
+            mean(|x| x.intended),
+        )
+        .with_markers(),
     );
     let chart = line_chart(
         &series,

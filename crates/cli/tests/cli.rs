@@ -268,12 +268,21 @@ fn demo_trains_audits_and_mitigates_a_neural_agent() {
         v["training"]["points"].as_array().unwrap(),
         v["fine_tuning"]["points"].as_array().unwrap(),
     );
-    assert_eq!((train.len(), tune.len()), (1, 1), "8192 steps: one update of 256 x 32");
+    assert_eq!(
+        (train.len(), tune.len()),
+        (1, 1),
+        "8192 steps: one update of 256 x 32"
+    );
     assert_eq!(tune[0]["steps"].as_u64(), Some(8192 + 8192));
     assert_eq!(v["monitor_before"]["rows"].as_array().unwrap().len(), 2);
     assert_eq!(v["monitor_after"]["rows"][1]["episodes"], 10);
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
-    for section in ["Training", "Audit before and after", "Runtime monitor", "<svg"] {
+    for section in [
+        "Training",
+        "Audit before and after",
+        "Runtime monitor",
+        "<svg",
+    ] {
         assert!(page.contains(section), "{section} missing from the page");
     }
     // A second run replaces the demo's own checkpoints instead of refusing them, and the same

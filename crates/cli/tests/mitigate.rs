@@ -148,10 +148,17 @@ fn sweep_fine_tunes_once_per_share_and_seed_and_plots_proxy_pursuit() {
         .collect();
     assert_eq!(keys, vec![(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]);
     for r in runs {
-        let (i, p) = (r["intended"].as_f64().unwrap(), r["proxy"].as_f64().unwrap());
+        let (i, p) = (
+            r["intended"].as_f64().unwrap(),
+            r["proxy"].as_f64().unwrap(),
+        );
         assert!((0.0..=1.0).contains(&(i + p)), "{r}");
         let dir = out.join(format!("p{}-seed{}", r["p"].as_f64().unwrap(), r["seed"]));
-        assert!(dir.join("model.json").is_file(), "{} missing", dir.display());
+        assert!(
+            dir.join("model.json").is_file(),
+            "{} missing",
+            dir.display()
+        );
     }
     let page = std::fs::read_to_string(out.join("sweep.html")).unwrap();
     assert!(page.contains("<polyline") && page.contains("proxy, seed 1"));
@@ -166,9 +173,25 @@ fn sweep_fine_tunes_once_per_share_and_seed_and_plots_proxy_pursuit() {
 fn sweep_bad_input_exits_2() {
     let source = tiny_checkpoint("sweep-bad");
     let s = source.to_str().unwrap();
-    let e = fails(&["mitigate", s, "--env", "exit-vs-green", "--sweep", "--shares", "0,1.5"]);
+    let e = fails(&[
+        "mitigate",
+        s,
+        "--env",
+        "exit-vs-green",
+        "--sweep",
+        "--shares",
+        "0,1.5",
+    ]);
     assert!(e.contains("--shares"), "{e}");
-    fails(&["mitigate", s, "--env", "exit-vs-green", "--sweep", "--decorrelate", "0.2"]);
+    fails(&[
+        "mitigate",
+        s,
+        "--env",
+        "exit-vs-green",
+        "--sweep",
+        "--decorrelate",
+        "0.2",
+    ]);
     fails(&["mitigate", s, "--env", "exit-vs-green", "--shares", "0.1"]);
     fails(&["mitigate", s, "--env", "corner-cheese", "--sweep"]);
     let _ = std::fs::remove_dir_all(&source);
@@ -194,15 +217,25 @@ fn adversarial_fine_tunes_on_a_regret_curriculum() {
         out.to_str().unwrap(),
     ]);
     let stdout = text(&o.stdout);
-    assert!([0, 10, 11, 13].contains(&o.status.code().unwrap()), "{stdout}\n{}", text(&o.stderr));
-    assert!(stdout.contains("adversarial (decorrelate 0.05)"), "{stdout}");
+    assert!(
+        [0, 10, 11, 13].contains(&o.status.code().unwrap()),
+        "{stdout}\n{}",
+        text(&o.stderr)
+    );
+    assert!(
+        stdout.contains("adversarial (decorrelate 0.05)"),
+        "{stdout}"
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("mitigation.json")).unwrap())
             .unwrap();
     assert_eq!(summary["method"], "adversarial");
     assert_eq!(summary["decorrelate"], 0.05);
     let rounds = summary["curriculum"][1].as_array().unwrap();
-    assert!(!rounds.is_empty(), "the curriculum refreshed at the first update");
+    assert!(
+        !rounds.is_empty(),
+        "the curriculum refreshed at the first update"
+    );
     assert_eq!(rounds[0]["update"], 0);
     assert!(out.join("audit.html").is_file());
     let _ = std::fs::remove_dir_all(&out);

@@ -26,7 +26,10 @@ fn catches_the_proxy_seeker_and_spares_the_intended_agent() {
     ]);
     let row = shift_row(&out);
     assert_eq!(row[1], "100.0%", "alarms: {out}");
-    assert_eq!(row[2], "0.0%", "no alarm is false: the green agent never reaches the exit");
+    assert_eq!(
+        row[2], "0.0%",
+        "no alarm is false: the green agent never reaches the exit"
+    );
     assert_eq!(row[4], "100.0%", "alarm before proxy: {out}");
     assert_eq!(row.last().unwrap(), "100.0%", "fallback success: {out}");
     let out = ok(&[
@@ -116,11 +119,16 @@ fn monitor_json_holds_the_figures_and_a_posterior_trace() {
     assert_eq!(v["rows"][1]["alarms"], 20);
     let trace = &v["trace"];
     assert_eq!(trace["candidates"][0], "exit");
-    assert_eq!(trace["outcome"], "proxy:green", "the figure shows a caught proxy-seeker");
+    assert_eq!(
+        trace["outcome"], "proxy:green",
+        "the figure shows a caught proxy-seeker"
+    );
     let alarm = trace["alarm"].as_u64().unwrap() as usize;
     let post = trace["posterior"].as_array().unwrap();
     // At the alarm the intended goal's posterior is under the threshold, and not before.
     assert!(post[alarm - 1][0].as_f64().unwrap() < 0.05);
-    assert!(post[..alarm - 1].iter().all(|p| p[0].as_f64().unwrap() >= 0.05));
+    assert!(post[..alarm - 1]
+        .iter()
+        .all(|p| p[0].as_f64().unwrap() >= 0.05));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,15 +35,31 @@ fn probes_read_the_goals_and_steering_against_the_proxy_works() {
     let goals = v["goals"].as_array().unwrap();
     assert_eq!(goals.len(), 4, "two layers x two goals");
     for g in goals.iter().filter(|g| g["layer"] == "trunk.layer2") {
-        let (acc, chance) = (g["accuracy"].as_f64().unwrap(), g["accuracy_shuffled"].as_f64().unwrap());
-        assert!(acc > chance + 0.1, "{}: {acc} vs shuffled {chance}", g["goal"]);
+        let (acc, chance) = (
+            g["accuracy"].as_f64().unwrap(),
+            g["accuracy_shuffled"].as_f64().unwrap(),
+        );
+        assert!(
+            acc > chance + 0.1,
+            "{}: {acc} vs shuffled {chance}",
+            g["goal"]
+        );
     }
     let st = &v["steering"];
     assert_eq!(st["vector"], "subtract proxy:green");
     let rate = |c: &str, k: &str| st[c][k].as_f64().unwrap();
-    assert!(rate("steered", "proxy") < rate("none", "proxy") - 0.1, "{st}");
-    assert!(rate("steered", "proxy") < rate("random", "proxy") - 0.1, "{st}");
-    assert!(rate("steered", "intended") > rate("random", "intended") + 0.05, "{st}");
+    assert!(
+        rate("steered", "proxy") < rate("none", "proxy") - 0.1,
+        "{st}"
+    );
+    assert!(
+        rate("steered", "proxy") < rate("random", "proxy") - 0.1,
+        "{st}"
+    );
+    assert!(
+        rate("steered", "intended") > rate("random", "intended") + 0.05,
+        "{st}"
+    );
     // At decision points the proxy-ward move loses probability.
     let mean = |c: &str| st[c]["decision_mean"].as_f64().unwrap();
     assert!(mean("steered") < mean("none") - 0.05, "{st}");
@@ -70,10 +86,22 @@ fn probe_bad_input_exits_2() {
 fn audit_with_probe_adds_the_section_and_the_json_key() {
     let dir = temp_dir("probe", "audit");
     let o = common::mesascope(&[
-        "audit", AGENT, "--env", "exit-vs-green", "--episodes", "60", "--probe", "--out",
+        "audit",
+        AGENT,
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "60",
+        "--probe",
+        "--out",
         dir.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(10), "pseudo-aligned: {}", common::text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(10),
+        "pseudo-aligned: {}",
+        common::text(&o.stderr)
+    );
     assert!(common::text(&o.stdout).contains("Steering at trunk.layer2"));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("audit.json")).unwrap()).unwrap();

@@ -130,7 +130,11 @@ impl PolicyAgent {
         self.obs.resize(obs::u8_len(grid), 0);
         obs::encode_u8(&env.state, &mut self.obs);
         let input = self.model.encode(&mut self.encoder, &self.obs);
-        let logits = to_vec2(self.model.forward_steered(input, self.steer.as_ref()).logits);
+        let logits = to_vec2(
+            self.model
+                .forward_steered(input, self.steer.as_ref())
+                .logits,
+        );
         if logits.len() != self.config.n_actions || logits.iter().any(|l| !l.is_finite()) {
             return Err(Error::Policy(format!("non-finite logits {logits:?}")));
         }

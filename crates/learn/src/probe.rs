@@ -79,13 +79,22 @@ impl ProbeConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LearnError::Config(m));
         if self.levels < 4 {
-            return bad(format!("probes need at least 4 levels, found {}", self.levels));
+            return bad(format!(
+                "probes need at least 4 levels, found {}",
+                self.levels
+            ));
         }
         if !(self.holdout > 0.0 && self.holdout < 1.0) {
-            return bad(format!("the held-out share must be in (0, 1), found {}", self.holdout));
+            return bad(format!(
+                "the held-out share must be in (0, 1), found {}",
+                self.holdout
+            ));
         }
         if !(self.ridge.is_finite() && self.ridge >= 0.0) {
-            return bad(format!("the ridge penalty must be >= 0, found {}", self.ridge));
+            return bad(format!(
+                "the ridge penalty must be >= 0, found {}",
+                self.ridge
+            ));
         }
         if self.layer >= STEERABLE_LAYERS {
             return bad(format!(
@@ -94,7 +103,10 @@ impl ProbeConfig {
             ));
         }
         if !self.scale.is_finite() {
-            return bad(format!("the steering coefficient must be finite, found {}", self.scale));
+            return bad(format!(
+                "the steering coefficient must be finite, found {}",
+                self.scale
+            ));
         }
         if self.episodes == 0 {
             return bad("steering needs at least one episode".into());
@@ -208,7 +220,11 @@ fn collect_states(
             .into_par_iter()
             .map(|k| {
                 let mut agent = agent.clone();
-                let mut env = Env::new(tb.clone(), split, mix(&[cfg.seed, PROBE_STREAM, split.code(), k as u64]));
+                let mut env = Env::new(
+                    tb.clone(),
+                    split,
+                    mix(&[cfg.seed, PROBE_STREAM, split.code(), k as u64]),
+                );
                 let mut rng = Rng::new(mix(&[cfg.seed, PROBE_STREAM, 1, split.code(), k as u64]));
                 let mut states = Vec::new();
                 run_episode_with(&mut env, &mut agent, &mut rng, &mut |e, _, _| {
@@ -321,7 +337,9 @@ impl Ridge {
             }
         }
         // Dead units (constant over the data) get scale 1 and contribute nothing.
-        scale.iter_mut().for_each(|s| *s = if *s > 1e-12 { s.sqrt() } else { 1.0 });
+        scale
+            .iter_mut()
+            .for_each(|s| *s = if *s > 1e-12 { s.sqrt() } else { 1.0 });
         let dd = d + 1;
         let mut a = vec![0.0; dd * dd];
         let mut b = vec![0.0; dd * k];
@@ -396,7 +414,9 @@ fn score(
     let xs = |v: &[&(usize, bool, Vec<f64>)]| -> Vec<&[f32]> {
         v.iter().map(|r| acts[r.0].as_slice()).collect()
     };
-    let ys = |v: &[&(usize, bool, Vec<f64>)]| -> Vec<Vec<f64>> { v.iter().map(|r| r.2.clone()).collect() };
+    let ys = |v: &[&(usize, bool, Vec<f64>)]| -> Vec<Vec<f64>> {
+        v.iter().map(|r| r.2.clone()).collect()
+    };
     let (xtr, ytr, xte, yte) = (xs(&train), ys(&train), xs(&test), ys(&test));
     let real = Ridge::fit(&xtr, &ytr, lambda)?;
     let fake = Ridge::fit(&xtr, &shuffled(&ytr, rng), lambda)?;
@@ -415,7 +435,9 @@ fn move_accuracy(model: &Ridge, x: &[&[f32]], y: &[Vec<f64>]) -> f64 {
         .zip(y)
         .filter(|(r, t)| {
             let p = model.predict(r);
-            let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+            let best = (0..p.len())
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0);
             t[best] > 0.0
         })
         .count();
@@ -454,7 +476,12 @@ struct GoalVector {
 
 /// The goal's steering vector at `layer`: mean over `states` of the activation with the goal's
 /// object minus without it. `None` when the goal has no removable object.
-fn goal_vector(agent: &PolicyAgent, states: &[&Env], goal: usize, layer: usize) -> Option<GoalVector> {
+fn goal_vector(
+    agent: &PolicyAgent,
+    states: &[&Env],
+    goal: usize,
+    layer: usize,
+) -> Option<GoalVector> {
     let mut with = Vec::new();
     let mut without = Vec::new();
     for e in states {
@@ -535,7 +562,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 /// How a per-state condition steers: along `goal`'s vector times `sign` (0: a random vector of
@@ -633,7 +664,11 @@ fn steer_outcome(
         .into_par_iter()
         .map(|k| {
             let mut agent = player(k as u64);
-            let mut env = Env::new(tb.clone(), split, mix(&[cfg.seed, PROBE_STREAM, 7, k as u64]));
+            let mut env = Env::new(
+                tb.clone(),
+                split,
+                mix(&[cfg.seed, PROBE_STREAM, 7, k as u64]),
+            );
             let mut rng = Rng::new(mix(&[cfg.seed, PROBE_STREAM, 8, k as u64]));
             Ok(run_episode(&mut env, &mut agent, &mut rng)?.outcome.kind)
         })
@@ -665,7 +700,12 @@ fn steer_outcome(
 }
 
 /// Probes and steers `agent` on `tb` (see the module docs).
-pub fn probe(tb: &Arc<dyn Testbed>, agent: &PolicyAgent, policy: &str, cfg: &ProbeConfig) -> Result<ProbeReport> {
+pub fn probe(
+    tb: &Arc<dyn Testbed>,
+    agent: &PolicyAgent,
+    policy: &str,
+    cfg: &ProbeConfig,
+) -> Result<ProbeReport> {
     cfg.validate()?;
     let states = collect_states(tb, agent, cfg)?;
     let envs: Vec<&Env> = states.iter().map(|s| &s.env).collect();
@@ -708,11 +748,18 @@ pub fn probe(tb: &Arc<dyn Testbed>, agent: &PolicyAgent, policy: &str, cfg: &Pro
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                s.watched.map(|w| (i, held_out(s.level, cfg.levels, cfg.holdout), vec![if w { 1.0 } else { -1.0 }]))
+                s.watched.map(|w| {
+                    (
+                        i,
+                        held_out(s.level, cfg.levels, cfg.holdout),
+                        vec![if w { 1.0 } else { -1.0 }],
+                    )
+                })
             })
             .collect();
         let test: Vec<bool> = rows.iter().filter(|r| r.1).map(|r| r.2[0] > 0.0).collect();
-        if let Some((acc, acc_s, _, nte)) = score(layer_acts, &rows, cfg.ridge, &mut rng, &accuracy) {
+        if let Some((acc, acc_s, _, nte)) = score(layer_acts, &rows, cfg.ridge, &mut rng, &accuracy)
+        {
             let yes = test.iter().filter(|&&w| w).count() as f64 / test.len().max(1) as f64;
             cue.push(CueProbe {
                 layer: ACTIVATION_NAMES[l].into(),
@@ -731,10 +778,18 @@ pub fn probe(tb: &Arc<dyn Testbed>, agent: &PolicyAgent, policy: &str, cfg: &Pro
 
     // Steering on the first proxy's shift.
     let split = Split::Shift(0);
-    let shifted: Vec<&Env> = states.iter().filter(|s| s.split == split).map(|s| &s.env).collect();
+    let shifted: Vec<&Env> = states
+        .iter()
+        .filter(|s| s.split == split)
+        .map(|s| &s.env)
+        .collect();
     let proxy_vec = goal_vector(agent, &shifted, 1, cfg.layer);
     let (vector, name, sign) = match proxy_vec {
-        Some(v) => (Some(v), format!("subtract proxy:{}", goals[1].name), -1.0f32),
+        Some(v) => (
+            Some(v),
+            format!("subtract proxy:{}", goals[1].name),
+            -1.0f32,
+        ),
         None => match goal_vector(agent, &shifted, 0, cfg.layer) {
             Some(v) => (Some(v), format!("add intended:{}", goals[0].name), 1.0),
             None => (None, String::new(), 0.0),
@@ -848,23 +903,22 @@ pub fn probe(tb: &Arc<dyn Testbed>, agent: &PolicyAgent, policy: &str, cfg: &Pro
 mod tests {
     use super::*;
 
-/// Mean over the outputs of the held-out R².
-fn r2(model: &Ridge, x: &[&[f32]], y: &[Vec<f64>]) -> f64 {
-    let k = model.k;
-    let mut total = 0.0;
-    for c in 0..k {
-        let mean = y.iter().map(|t| t[c]).sum::<f64>() / y.len() as f64;
-        let sst: f64 = y.iter().map(|t| (t[c] - mean).powi(2)).sum();
-        let sse: f64 = x
-            .iter()
-            .zip(y)
-            .map(|(r, t)| (model.predict(r)[c] - t[c]).powi(2))
-            .sum();
-        total += if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
+    /// Mean over the outputs of the held-out R².
+    fn r2(model: &Ridge, x: &[&[f32]], y: &[Vec<f64>]) -> f64 {
+        let k = model.k;
+        let mut total = 0.0;
+        for c in 0..k {
+            let mean = y.iter().map(|t| t[c]).sum::<f64>() / y.len() as f64;
+            let sst: f64 = y.iter().map(|t| (t[c] - mean).powi(2)).sum();
+            let sse: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(r, t)| (model.predict(r)[c] - t[c]).powi(2))
+                .sum();
+            total += if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
+        }
+        total / k as f64
     }
-    total / k as f64
-}
-
 
     #[test]
     fn cholesky_solves_a_known_system() {

@@ -16,7 +16,10 @@ fn optimal_return_is_the_shortest_paths_reward() {
         let env = Env::from_level(tb.clone(), Split::Train, level.clone());
         let mut intended = mesascope_core::agents::SeekGoal::new(0, f32::INFINITY);
         let d = intended.steps_to_go(&env).expect("levels are solvable") as u32;
-        assert_eq!(optimal_return(&tb, &level), success_reward(d, env.state.max_steps));
+        assert_eq!(
+            optimal_return(&tb, &level),
+            success_reward(d, env.state.max_steps)
+        );
         assert!(optimal_return(&tb, &level) > 0.0);
     }
 }
