@@ -31,14 +31,16 @@ pub struct CurriculumConfig {
 }
 
 impl Default for CurriculumConfig {
-    /// 512 candidates, a buffer of 128 beside 128 fresh levels, refreshed every 10 updates
-    /// (about 80,000 env steps with the default PPO batch).
+    /// 1,024 candidates, a buffer of 256 beside 768 fresh levels (a quarter of episodes
+    /// replayed), refreshed every 5 updates (about 40,000 env steps with the default PPO batch).
+    /// Half replayed from a buffer of 128 (PLR's usual share) did worse on exit-vs-green: the
+    /// small pool costs more diversity than the curriculum gains (docs/mitigation.md).
     fn default() -> CurriculumConfig {
         CurriculumConfig {
-            candidates: 512,
-            buffer: 128,
-            fresh: 128,
-            every: 10,
+            candidates: 1024,
+            buffer: 256,
+            fresh: 768,
+            every: 5,
         }
     }
 }
