@@ -135,7 +135,7 @@ impl RegretCurriculum {
         let candidates = self.fresh(self.config.candidates, 1);
         let n_candidates = candidates.len();
         let mut scored: Vec<Level> = candidates;
-        scored.extend(self.buffer.drain(..));
+        scored.append(&mut self.buffer);
         let hidden = hidden_on_levels(
             self.testbed.clone(),
             scored.clone(),

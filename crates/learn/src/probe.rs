@@ -250,7 +250,9 @@ fn collect_states(
 /// Activations of both trunk layers for a batch of states, `[layer][state][unit]`.
 fn activations(agent: &PolicyAgent, envs: &[&Env]) -> Vec<Vec<Vec<f32>>> {
     let model = agent.model();
-    let mut layers = vec![Vec::with_capacity(envs.len()); STEERABLE_LAYERS];
+    let mut layers: Vec<Vec<Vec<f32>>> = (0..STEERABLE_LAYERS)
+        .map(|_| Vec::with_capacity(envs.len()))
+        .collect();
     for chunk in envs.chunks(1024) {
         let mut buf = Vec::new();
         for e in chunk {
@@ -376,11 +378,13 @@ impl Ridge {
         let d = self.mean.len();
         (0..self.k)
             .map(|c| {
-                let mut s = self.w[d * self.k + c];
-                for j in 0..d {
-                    s += (r[j] as f64 - self.mean[j]) / self.scale[j] * self.w[j * self.k + c];
-                }
-                s
+                let bias = self.w[d * self.k + c];
+                r.iter()
+                    .zip(self.mean.iter().zip(&self.scale))
+                    .enumerate()
+                    .map(|(j, (&x, (m, sc)))| (x as f64 - m) / sc * self.w[j * self.k + c])
+                    .sum::<f64>()
+                    + bias
             })
             .collect()
     }
@@ -399,13 +403,16 @@ fn held_out(k: usize, levels: usize, holdout: f64) -> bool {
     (k as f64) >= (levels as f64) * (1.0 - holdout)
 }
 
+/// A probe's score on held-out rows.
+type Metric = dyn Fn(&Ridge, &[&[f32]], &[Vec<f64>]) -> f64;
+
 /// Fits and scores one probe: rows `rows` of `acts`, labels `y`.
 fn score(
     acts: &[Vec<f32>],
     rows: &[(usize, bool, Vec<f64>)],
     lambda: f64,
     rng: &mut Rng,
-    metric: &dyn Fn(&Ridge, &[&[f32]], &[Vec<f64>]) -> f64,
+    metric: &Metric,
 ) -> Option<(f64, f64, usize, usize)> {
     let (train, test): (Vec<_>, Vec<_>) = rows.iter().partition(|r| !r.1);
     if train.len() < 8 || test.len() < 4 {
@@ -640,17 +647,24 @@ impl Agent for SteeredByState {
     }
 }
 
+/// The shift the steering conditions are played on, and its decision points with their
+/// proxy-ward moves.
+struct ShiftTrial {
+    split: Split,
+    points: Vec<(Env, Vec<usize>)>,
+}
+
 /// Plays the shift under one steering condition and scores the decision points.
 fn steer_outcome(
     tb: &Arc<dyn Testbed>,
     agent: &PolicyAgent,
     steer: Option<Steer>,
     condition: &str,
-    split: Split,
-    points: &[(Env, Vec<usize>)],
+    shift: &ShiftTrial,
     cfg: &ProbeConfig,
     per_state: Option<PerState>,
 ) -> Result<SteerOutcome> {
+    let (split, points) = (shift.split, &shift.points[..]);
     let steered = agent.clone().steered(steer)?;
     let player = |episode: u64| SteeredByState {
         base: agent.clone(),
@@ -823,14 +837,14 @@ pub fn probe(
                 control,
             })
         };
-        let none = steer_outcome(tb, agent, None, "none", split, &points, cfg, None)?;
+        let trial = ShiftTrial { split, points };
+        let none = steer_outcome(tb, agent, None, "none", &trial, cfg, None)?;
         let steered = steer_outcome(
             tb,
             agent,
             Some(steer.clone()),
             &name,
-            split,
-            &points,
+            &trial,
             cfg,
             per_state(sign, 0),
         )?;
@@ -846,8 +860,7 @@ pub fn probe(
                 agent,
                 Some(rv),
                 "random",
-                split,
-                &points,
+                &trial,
                 cfg,
                 per_state(0.0, 1 + c as u64),
             )?;
@@ -873,7 +886,7 @@ pub fn probe(
             norm: shown_norm,
             pairs,
             distribution: split.label(tb.as_ref()),
-            decision_points: points.len(),
+            decision_points: trial.points.len(),
             none,
             steered,
             random,
