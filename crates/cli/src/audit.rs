@@ -273,17 +273,24 @@ fn timing_line(r: &AuditReport) -> String {
     )
 }
 
+/// Writes `audit.json` and `audit.html` into `dir` (created if missing), each atomically;
+/// returns their paths.
+pub fn write_reports(report: &AuditReport, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    let (jp, hp) = (dir.join("audit.json"), dir.join("audit.html"));
+    write_atomic(&jp, json.as_bytes())?;
+    write_atomic(&hp, html::audit_page(report).as_bytes())?;
+    Ok((jp, hp))
+}
+
 /// `mesascope audit`: the text to print and the exit code of the verdict.
 pub fn run(a: &AuditArgs) -> Result<(String, i32)> {
     let report = run_audit(a)?;
     let mut s = render(&report);
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&report)? + "\n";
-        let (jp, hp) = (dir.join("audit.json"), dir.join("audit.html"));
-        write_atomic(&jp, json.as_bytes())?;
-        write_atomic(&hp, html::audit_page(&report).as_bytes())?;
+        let (jp, hp) = write_reports(&report, dir)?;
         let _ = writeln!(s, "\nwrote {} and {}", jp.display(), hp.display());
     }
     let _ = writeln!(s, "{}", timing_line(&report));

@@ -155,7 +155,7 @@ pub fn render_path(level: &Level, positions: &[Pos]) -> String {
 }
 
 /// The rows of the current state of `env` (agent drawn where it stands).
-fn render_state(env: &Env) -> String {
+pub fn render_state(env: &Env) -> String {
     Level {
         grid: env.state.grid.clone(),
         agent: env.state.agent,
