@@ -12,37 +12,68 @@ PLANES = 20
 OBJECT_GOAL, OBJECT_AGENT, COLOUR_GREEN = 8, 10, 12
 
 
-def linear(weight, bias, shape, dtype="float32", batch="N", input_name="obs", output_name="logits", out_dim=None):
-    """``logits = flatten(obs) @ weight.T + bias``: Flatten + Gemm (a Cast first for uint8)."""
-    weight = np.asarray(weight, dtype=np.float32)
-    bias = np.asarray(bias, dtype=np.float32)
+def _model(nodes, initializers, shape, dtype, batch, input_name, output_name, n_out, extra_opsets=()):
     elem = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int64": TensorProto.INT64}[dtype]
-    nodes, x = [], input_name
-    if dtype != "float32":
-        nodes.append(helper.make_node("Cast", [x], ["obs_f"], to=TensorProto.FLOAT))
-        x = "obs_f"
-    nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
-    nodes.append(helper.make_node("Gemm", ["flat", "W", "B"], [output_name], transB=1))
     graph = helper.make_graph(
         nodes,
         "policy",
         [helper.make_tensor_value_info(input_name, elem, [batch, *shape])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, out_dim or weight.shape[0]])],
-        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, n_out])],
+        initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    opsets = [helper.make_opsetid("", 13), *(helper.make_opsetid(d, 1) for d in extra_opsets)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    if not extra_opsets:
+        onnx.checker.check_model(model)
     return model
+
+
+def _as_float(input_name, dtype, nodes):
+    if dtype == "float32":
+        return input_name
+    nodes.append(helper.make_node("Cast", [input_name], ["obs_f"], to=TensorProto.FLOAT))
+    return "obs_f"
+
+
+def linear(weight, bias, shape, dtype="float32", batch="N", input_name="obs", output_name="logits"):
+    """``logits = flatten(obs) @ weight.T + bias``: Flatten + Gemm (a Cast first for uint8)."""
+    weight = np.asarray(weight, dtype=np.float32)
+    bias = np.asarray(bias, dtype=np.float32)
+    nodes = []
+    x = _as_float(input_name, dtype, nodes)
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
+    nodes.append(helper.make_node("Gemm", ["flat", "W", "B"], [output_name], transB=1))
+    inits = [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")]
+    return _model(nodes, inits, shape, dtype, batch, input_name, output_name, weight.shape[0])
+
+
+def biased(bias, shape, dtype="float32", batch="N", input_name="obs", output_name="logits"):
+    """``logits = 0 * sum(obs) + bias``: the same logits for every observation, in a few hundred
+    bytes (the model still reads its input, so its shape and type are checked)."""
+    bias = np.asarray(bias, dtype=np.float32)
+    nodes = []
+    x = _as_float(input_name, dtype, nodes)
+    nodes += [
+        helper.make_node("Flatten", [x], ["flat"], axis=1),
+        helper.make_node("ReduceSum", ["flat", "axes"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "B"], [output_name]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+        numpy_helper.from_array(bias, "B"),
+    ]
+    return _model(nodes, inits, shape, dtype, batch, input_name, output_name, len(bias))
 
 
 def constant(action, h, w, n_actions=4, dtype="float32", batch="N"):
     """Always the same action (its logit 20 above the others)."""
     shape = (PLANES, h, w) if dtype == "float32" else (h, w, 3)
-    k = int(np.prod(shape))
     bias = np.zeros(n_actions)
     bias[action] = 20.0
-    return linear(np.zeros((n_actions, k)), bias, shape, dtype=dtype, batch=batch)
+    return biased(bias, shape, dtype=dtype, batch=batch)
 
 
 def greedy(target_plane, h, w, scale=4.0):
@@ -69,34 +100,28 @@ def greedy_logits(obs, target_plane, scale=4.0):
 
 def unsupported_op(h, w):
     """A graph with an operator no ONNX runtime knows."""
-    graph = helper.make_graph(
-        [helper.make_node("Frobnicate", ["obs"], ["logits"], domain="mesascope.test")],
-        "policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", PLANES, h, w])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("mesascope.test", 1)]
-    )
-    model.ir_version = 8
-    return model
+    node = helper.make_node("Frobnicate", ["obs"], ["logits"], domain="mesascope.test")
+    return _model([node], [], (PLANES, h, w), "float32", "N", "obs", "logits", 4, extra_opsets=["mesascope.test"])
 
 
 def broken(kind, h, w):
     """Models that break the contract in one way each."""
-    k = PLANES * h * w
+    planes = (PLANES, h, w)
     if kind == "input-name":
-        return linear(np.zeros((4, k)), np.zeros(4), (PLANES, h, w), input_name="x")
+        return biased(np.zeros(4), planes, input_name="x")
     if kind == "output-name":
-        return linear(np.zeros((4, k)), np.zeros(4), (PLANES, h, w), output_name="probs")
+        return biased(np.zeros(4), planes, output_name="probs")
     if kind == "input-shape":
-        return linear(np.zeros((4, 3 * h * w)), np.zeros(4), (3, h, w))
+        return biased(np.zeros(4), (3, h, w))
     if kind == "input-type":
-        return linear(np.zeros((4, k)), np.zeros(4), (PLANES, h, w), dtype="int64")
+        return biased(np.zeros(4), planes, dtype="int64")
     if kind == "output-size":
-        return linear(np.zeros((3, k)), np.zeros(3), (PLANES, h, w))
+        return biased(np.zeros(3), planes)
     if kind == "nan":
-        return linear(np.zeros((4, k)), np.array([0, np.nan, 0, 0]), (PLANES, h, w))
+        return biased(np.array([0, np.nan, 0, 0]), planes)
     if kind == "unsupported-op":
         return unsupported_op(h, w)
     raise ValueError(kind)
+
+
+BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op"]
