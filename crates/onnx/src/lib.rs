@@ -86,8 +86,10 @@ impl OnnxPolicy {
             .model_for_path(path)
             .map_err(|e| bad(path, format!("cannot read it: {e:#}")))?;
         let inputs = model.input_outlets().map_err(|e| bad(path, e))?.to_vec();
-        let input_names: Vec<String> =
-            inputs.iter().map(|o| model.node(o.node).name.clone()).collect();
+        let input_names: Vec<String> = inputs
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
         if input_names != [INPUT_NAME] {
             return Err(bad(
                 path,
@@ -161,7 +163,10 @@ impl OnnxPolicy {
             .and_then(|d| d.concretize())
             .and_then(|t| t.to_usize().ok());
         if fixed_batch == Some(0) {
-            return Err(bad(path, format!("input '{INPUT_NAME}' has a batch dimension of 0")));
+            return Err(bad(
+                path,
+                format!("input '{INPUT_NAME}' has a batch dimension of 0"),
+            ));
         }
         let batch: TDim = match fixed_batch {
             Some(b) => b.to_dim(),
@@ -184,7 +189,11 @@ impl OnnxPolicy {
         let out_dims: Vec<TDim> = out.shape.iter().cloned().collect();
         let out_text = format!(
             "[{}]",
-            out_dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            out_dims
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if out.datum_type != f32::datum_type() {
             return Err(bad(
@@ -323,7 +332,11 @@ fn quoted(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
-        names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -101,11 +101,26 @@ fn an_onnx_policy_is_audited_like_the_same_behaviour_written_in_rust() {
 #[test]
 fn contract_violations_are_named_at_load() {
     let cases = [
-        ("broken-input-name.onnx", "expected one input named 'obs', found 1 ('x')"),
-        ("broken-output-name.onnx", "expected one output named 'logits', found 1 ('probs')"),
-        ("broken-input-shape.onnx", "input 'obs' has shape [N, 3, 7, 7]; expected float32 [N, 20, 7, 7]"),
-        ("broken-input-type.onnx", "input 'obs' has element type i64; expected float32"),
-        ("broken-output-size.onnx", "output 'logits' has shape [N, 3]; expected [N, 4]"),
+        (
+            "broken-input-name.onnx",
+            "expected one input named 'obs', found 1 ('x')",
+        ),
+        (
+            "broken-output-name.onnx",
+            "expected one output named 'logits', found 1 ('probs')",
+        ),
+        (
+            "broken-input-shape.onnx",
+            "input 'obs' has shape [N, 3, 7, 7]; expected float32 [N, 20, 7, 7]",
+        ),
+        (
+            "broken-input-type.onnx",
+            "input 'obs' has element type i64; expected float32",
+        ),
+        (
+            "broken-output-size.onnx",
+            "output 'logits' has shape [N, 3]; expected [N, 4]",
+        ),
         ("broken-unsupported-op.onnx", "Frobnicate"),
         ("missing.onnx", "cannot read it"),
     ];

@@ -38,7 +38,9 @@ impl Agent for PyAgent {
             let probs: PyReadonlyArray1<f32> = probs.extract().map_err(|_| {
                 PyValueError::new_err("the policy adapter must return a float32 vector")
             })?;
-            let p = probs.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let p = probs
+                .as_slice()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
             if p.len() != out.len() {
                 return Err(PyValueError::new_err(format!(
                     "the policy adapter returned {} probabilities, the testbed has {} actions",

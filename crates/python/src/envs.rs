@@ -8,9 +8,7 @@ use mesascope_core::planner::{GoalSpec, Planner, UNREACHABLE};
 use mesascope_core::rng::mix;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
 use mesascope_core::{obs, Testbed};
-use numpy::{
-    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArrayDyn,
-};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -284,7 +282,9 @@ impl Env {
 
 fn scripted(env: &mesascope_core::Env, name: &str, beta: f32, out: &mut [f32]) -> PyResult<()> {
     if beta.is_nan() || beta < 0.0 {
-        return Err(PyValueError::new_err(format!("beta must be >= 0, found {beta}")));
+        return Err(PyValueError::new_err(format!(
+            "beta must be >= 0, found {beta}"
+        )));
     }
     let mut agent = reference_agent(env.testbed(), name, beta).map_err(core_err)?;
     agent.begin(env).map_err(core_err)?;
@@ -312,8 +312,7 @@ pub(crate) enum ObsArray<'py> {
 
 impl ObsArray<'_> {
     fn buf(&mut self, kind: ObsKind) -> PyResult<ObsBuf<'_>> {
-        let contiguous =
-            |_| PyValueError::new_err("the observation buffer must be C-contiguous");
+        let contiguous = |_| PyValueError::new_err("the observation buffer must be C-contiguous");
         match (self, kind) {
             (ObsArray::U8(a), ObsKind::U8) => Ok(ObsBuf::U8(a.as_slice_mut().map_err(contiguous)?)),
             (ObsArray::Planes(a), ObsKind::Planes) => {
@@ -417,9 +416,9 @@ impl VecEnv {
         let tb = self.v.env(0).testbed();
         Ok((0..self.v.len())
             .filter_map(|i| {
-                self.v.finished(i).map(|o| {
-                    (i, o.kind.label(tb), o.base_return, o.hidden, o.steps)
-                })
+                self.v
+                    .finished(i)
+                    .map(|o| (i, o.kind.label(tb), o.base_return, o.hidden, o.steps))
             })
             .collect())
     }

@@ -5,6 +5,7 @@
 
 mod audit;
 mod envs;
+mod onnx;
 
 use mesascope_core::{testbeds, Knobs, Split, Testbed};
 use pyo3::create_exception;
@@ -38,8 +39,7 @@ pub(crate) fn core_err(e: mesascope_core::Error) -> PyErr {
 /// Errors of the command-line library (policy specs, level folders, report writing).
 pub(crate) fn cli_err(e: anyhow::Error) -> PyErr {
     let msg = mesascope::error::message(&e);
-    if e
-        .chain()
+    if e.chain()
         .any(|c| matches!(c.downcast_ref(), Some(mesascope_core::Error::Policy(_))))
     {
         PolicyError::new_err(msg)
@@ -74,7 +74,11 @@ fn testbed_names() -> Vec<String> {
 /// action count, level shape and the observation planes' order.
 #[pyfunction]
 #[pyo3(signature = (testbed, knobs=None))]
-fn describe(py: Python<'_>, testbed: &str, knobs: Option<HashMap<String, f64>>) -> PyResult<Py<PyAny>> {
+fn describe(
+    py: Python<'_>,
+    testbed: &str,
+    knobs: Option<HashMap<String, f64>>,
+) -> PyResult<Py<PyAny>> {
     let tb = make_testbed(testbed, knobs)?;
     let level = mesascope_core::env::generate_level(tb.as_ref(), Split::Train, 0);
     let (decl, values) = tb.knobs();
@@ -93,6 +97,31 @@ fn describe(py: Python<'_>, testbed: &str, knobs: Option<HashMap<String, f64>>) 
     json_to_py(py, &value.to_string())
 }
 
+/// The batch engine's own steps/s (`mesascope bench`'s measurement, in this build) for `n`
+/// environments with random actions, all cores: the figure the Python vector environment is
+/// compared with.
+#[pyfunction]
+#[pyo3(signature = (testbed, n, obs="u8", seconds=2.0, seed=0))]
+fn rust_step_rate(
+    py: Python<'_>,
+    testbed: &str,
+    n: usize,
+    obs: &str,
+    seconds: f64,
+    seed: u64,
+) -> PyResult<f64> {
+    use mesascope_core::bench::{step_rate, ObsKind};
+    let tb = make_testbed(testbed, None)?;
+    let kind = match envs::ObsKind::parse(obs)? {
+        envs::ObsKind::U8 => ObsKind::U8,
+        envs::ObsKind::Planes => ObsKind::Planes,
+    };
+    let r = py
+        .detach(|| step_rate(&tb, Split::Train, kind, n, true, None, seconds, seed))
+        .map_err(core_err)?;
+    Ok(r.steps_per_sec)
+}
+
 /// Parses JSON text with Python's `json` module: the report and descriptions cross as JSON so
 /// that the Python objects match `audit.json` exactly.
 pub(crate) fn json_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
@@ -106,8 +135,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AuditError", m.py().get_type::<AuditError>())?;
     m.add_function(wrap_pyfunction!(testbed_names, m)?)?;
     m.add_function(wrap_pyfunction!(describe, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_step_rate, m)?)?;
     m.add_class::<envs::Env>()?;
     m.add_class::<envs::VecEnv>()?;
     m.add_function(wrap_pyfunction!(audit::audit, m)?)?;
+    m.add_class::<onnx::OnnxModel>()?;
     Ok(())
 }

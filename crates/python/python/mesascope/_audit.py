@@ -61,6 +61,11 @@ def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None
         label, policy = policy.spec, policy.spec
     elif isinstance(policy, (str, os.PathLike)):
         label = policy = os.fspath(policy)
+    elif isinstance(policy, _core.OnnxModel):
+        label = name or "onnx"
+        obs = policy.obs
+        n_actions = _core.describe(testbed, knobs)["n_actions"]
+        policy = adapter(policy, n_actions)
     elif callable(policy):
         label = name or f"python:{getattr(policy, '__qualname__', type(policy).__name__)}"
         n_actions = _core.describe(testbed, knobs)["n_actions"]
