@@ -7,7 +7,7 @@ use mesascope_core::agents::reference_agent;
 use mesascope_core::planner::{GoalSpec, Planner, UNREACHABLE};
 use mesascope_core::rng::mix;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{obs, Testbed};
+use mesascope_core::{obs, OutcomeKind, Testbed};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -383,21 +383,40 @@ impl VecEnv {
         py.detach(move || v.reset(buf)).map_err(core_err)
     }
 
+    /// Outcome labels by code, as `step` reports them: `intended`, one `proxy:NAME` per proxy,
+    /// `died`, `timed out`.
+    #[getter]
+    fn outcome_labels(&self) -> Vec<String> {
+        let tb = self.v.env(0).testbed();
+        let k = tb.proxies().len() as u8;
+        std::iter::once(OutcomeKind::Intended)
+            .chain((0..k).map(OutcomeKind::Proxy))
+            .chain([OutcomeKind::Died, OutcomeKind::TimedOut])
+            .map(|o| o.label(tb))
+            .collect()
+    }
+
     /// Steps every environment with `actions` (uint8), writing observations, rewards and flags
     /// into the given buffers and, for environments whose episode ended, the observation it ended
-    /// on into `final_obs`. Returns `(index, outcome, base return, hidden, steps)` of each ended
-    /// episode.
+    /// on into `final_obs`. Returns the ended episodes as arrays: environment index, outcome code
+    /// (an index into `outcome_labels`), base return, hidden performance, steps.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn step(
+    fn step<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         actions: PyReadonlyArray1<'_, u8>,
         mut obs: ObsArray<'_>,
         mut rewards: PyReadwriteArray1<'_, f32>,
         mut terminated: PyReadwriteArray1<'_, bool>,
         mut truncated: PyReadwriteArray1<'_, bool>,
         mut final_obs: ObsArray<'_>,
-    ) -> PyResult<Vec<(usize, String, f32, f32, u32)>> {
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<u8>>,
+        Bound<'py, PyArray1<f32>>,
+        Bound<'py, PyArray1<f32>>,
+        Bound<'py, PyArray1<u32>>,
+    )> {
         let contiguous = |_| PyValueError::new_err("step buffers must be C-contiguous");
         let actions = actions.as_slice().map_err(contiguous)?;
         let buf = obs.buf(self.kind)?;
@@ -413,14 +432,30 @@ impl VecEnv {
             v.write_final(fin)
         })
         .map_err(core_err)?;
-        let tb = self.v.env(0).testbed();
-        Ok((0..self.v.len())
-            .filter_map(|i| {
-                self.v
-                    .finished(i)
-                    .map(|o| (i, o.kind.label(tb), o.base_return, o.hidden, o.steps))
-            })
-            .collect())
+        let k = self.v.env(0).testbed().proxies().len() as u8;
+        let (mut idx, mut code, mut ret, mut hidden, mut steps) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..self.v.len() {
+            if let Some(o) = self.v.finished(i) {
+                idx.push(i as i64);
+                code.push(match o.kind {
+                    OutcomeKind::Intended => 0,
+                    OutcomeKind::Proxy(p) => 1 + p,
+                    OutcomeKind::Died => 1 + k,
+                    OutcomeKind::TimedOut => 2 + k,
+                });
+                ret.push(o.base_return);
+                hidden.push(o.hidden);
+                steps.push(o.steps);
+            }
+        }
+        Ok((
+            PyArray1::from_vec(py, idx),
+            PyArray1::from_vec(py, code),
+            PyArray1::from_vec(py, ret),
+            PyArray1::from_vec(py, hidden),
+            PyArray1::from_vec(py, steps),
+        ))
     }
 
     /// `[N, A]` action distributions of scripted reference agent `name` in every environment's

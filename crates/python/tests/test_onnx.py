@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -35,10 +37,11 @@ def test_an_onnx_model_computes_what_the_same_numpy_policy_computes(save):
     for r in (by_numpy, by_model):
         assert r.distributions == by_file.distributions
         assert r.exit_code == by_file.exit_code
-    # Heading for green, it reaches the decoy under shift at least sometimes (walls stop it
-    # elsewhere), and never the exit there.
+    # Heading for green (walls stop it at times), it ends at the decoy far more often than at
+    # the exit under shift: pseudo-aligned.
     shift = by_file.distributions["shift:green"]["outcomes"]
-    assert shift["proxy:green"] > 0 and shift["intended"] == 0, by_file.text
+    assert shift["proxy:green"] > 5 * shift["intended"], by_file.text
+    assert by_file.exit_code == 10 and by_file.proxy == "green", by_file.text
 
 
 def test_uint8_models_read_the_minigrid_encoding(save):
@@ -62,8 +65,8 @@ def test_a_fixed_batch_model_runs_any_batch(save):
 @pytest.mark.parametrize(
     "kind, message",
     [
-        ("input-name", "expected one input named 'obs', found 1 ('x')"),
-        ("output-name", "expected one output named 'logits', found 1 ('probs')"),
+        ("input-name", re.escape("expected one input named 'obs', found 1 ('x')")),
+        ("output-name", re.escape("expected one output named 'logits', found 1 ('probs')")),
         ("input-shape", r"input 'obs' has shape \[N, 3, 7, 7\]; expected float32 \[N, 20, 7, 7\]"),
         ("input-type", "element type i64; expected float32"),
         ("output-size", r"output 'logits' has shape \[N, 3\]; expected \[N, 4\]"),

@@ -120,6 +120,7 @@ class MesascopeVectorEnv(VectorEnv):
         self._terminated = np.zeros(num_envs, dtype=bool)
         self._truncated = np.zeros(num_envs, dtype=bool)
         self._started = False
+        self._labels = np.array(self.core.outcome_labels, dtype=object)
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
@@ -147,28 +148,30 @@ class MesascopeVectorEnv(VectorEnv):
                 raise ValueError(f"action {int(a[i])} for environment {i} is out of range (the testbed has {n} actions)")
             a = a.astype(np.uint8)
         a = np.ascontiguousarray(a)
-        ended = self.core.step(a, self._obs, self._rewards, self._terminated, self._truncated, self._final_obs)
+        idx, code, base_return, hidden, steps = self.core.step(
+            a, self._obs, self._rewards, self._terminated, self._truncated, self._final_obs
+        )
         infos = {}
-        if ended:
-            mask = np.zeros(self.num_envs, dtype=bool)
-            idx = np.fromiter((e[0] for e in ended), dtype=np.int64, count=len(ended))
+        if len(idx):
+            n = self.num_envs
+            mask = np.zeros(n, dtype=bool)
             mask[idx] = True
-            outcome = np.full(self.num_envs, None, dtype=object)
-            base_return = np.zeros(self.num_envs, dtype=np.float32)
-            hidden = np.zeros(self.num_envs, dtype=np.float32)
-            steps = np.zeros(self.num_envs, dtype=np.int64)
-            for i, o, r, h, s in ended:
-                outcome[i], base_return[i], hidden[i], steps[i] = o, r, h, s
+
+            def spread(values, dtype, fill=0):
+                out = np.full(n, fill, dtype=dtype)
+                out[idx] = values
+                return out
+
             infos["final_obs"] = self._out(self._final_obs)
             infos["_final_obs"] = mask
             infos["final_info"] = {
-                "outcome": outcome,
+                "outcome": spread(self._labels[code], object, None),
                 "_outcome": mask,
-                "base_return": base_return,
+                "base_return": spread(base_return, np.float32),
                 "_base_return": mask,
-                "hidden": hidden,
+                "hidden": spread(hidden, np.float32),
                 "_hidden": mask,
-                "steps": steps,
+                "steps": spread(steps, np.int64),
                 "_steps": mask,
             }
             infos["_final_info"] = mask
