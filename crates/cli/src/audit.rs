@@ -13,13 +13,14 @@ use mesascope_core::audit::{audit, AuditConfig, AuditReport, LevelSet};
 use mesascope_core::level::Level;
 use mesascope_core::{testbeds, Knobs, Split, Testbed};
 use mesascope_learn::agent::PolicyAgent;
+use mesascope_onnx::{OnnxAgent, OnnxPolicy};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// What the POLICY argument names. Trained checkpoints (`mesascope train`), ONNX files and
-/// Python callables become further variants here; each needs only a way to build an [`Agent`].
+/// What the POLICY argument names; each variant needs only a way to build an [`Agent`]. (Python
+/// callables are audited through the Python package, which builds its own agent.)
 #[derive(Clone, Debug, PartialEq)]
 pub enum PolicySpec {
     /// `scripted:<name>[@beta]`: a reference agent (`intended`, a proxy, `conditional:<proxy>`,
@@ -27,15 +28,26 @@ pub enum PolicySpec {
     Scripted { name: String, beta: f32 },
     /// A folder written by `mesascope train` (`model.json` + `model.safetensors`).
     Checkpoint(PathBuf),
+    /// An ONNX model file (`*.onnx`) meeting the contract of docs/onnx.md.
+    Onnx(PathBuf),
 }
 
 const POLICY_FORMS: &str =
-    "a checkpoint folder written by mesascope train, or scripted:<name>[@beta], e.g. scripted:intended or scripted:green@2";
+    "a checkpoint folder written by mesascope train, an ONNX file (*.onnx), or scripted:<name>[@beta], e.g. scripted:intended or scripted:green@2";
 
 impl PolicySpec {
     pub fn parse(s: &str) -> Result<PolicySpec> {
         let Some(rest) = s.strip_prefix("scripted:") else {
             let dir = Path::new(s);
+            if dir
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("onnx"))
+            {
+                if !dir.is_file() {
+                    return Err(input(format!("no such ONNX file '{s}'")));
+                }
+                return Ok(PolicySpec::Onnx(dir.to_path_buf()));
+            }
             if dir.join("model.json").is_file() {
                 return Ok(PolicySpec::Checkpoint(dir.to_path_buf()));
             }
@@ -75,7 +87,7 @@ impl PolicySpec {
         match self {
             PolicySpec::Scripted { name, beta } if beta.is_infinite() => format!("scripted:{name}"),
             PolicySpec::Scripted { name, beta } => format!("scripted:{name}@{beta}"),
-            PolicySpec::Checkpoint(dir) => dir.display().to_string(),
+            PolicySpec::Checkpoint(dir) | PolicySpec::Onnx(dir) => dir.display().to_string(),
         }
     }
 
@@ -113,8 +125,21 @@ impl PolicySpec {
                     Ok(Box::new(agent) as Box<dyn Agent>)
                 }))
             }
+            PolicySpec::Onnx(path) => {
+                // Loaded and checked once; every audit worker shares the optimized model.
+                let policy = Arc::new(load_onnx(tb.as_ref(), path)?);
+                Ok(Box::new(move || {
+                    Ok(Box::new(OnnxAgent::new(policy.clone())) as Box<dyn Agent>)
+                }))
+            }
         }
     }
+}
+
+/// ONNX model `path`, checked against `tb` and its level shape.
+pub fn load_onnx(tb: &dyn Testbed, path: &Path) -> Result<OnnxPolicy> {
+    let g = mesascope_core::env::generate_level(tb, Split::Train, 0).grid;
+    Ok(OnnxPolicy::load(path, tb, g.height, g.width)?)
 }
 
 /// Every `*.level` file in `dir`, in name order, parsed and checked against the testbed.
@@ -273,6 +298,29 @@ fn timing_line(r: &AuditReport) -> String {
     )
 }
 
+/// Writes `audit.json` and `audit.html` into `dir` (created if missing), each atomically;
+/// returns their paths.
+pub fn write_reports(
+    report: &AuditReport,
+    dir: &Path,
+    probes: Option<&mesascope_learn::probe::ProbeReport>,
+) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let mut value = serde_json::to_value(report)?;
+    let mut page = html::audit_page(report);
+    if let (Some(p), Some(obj)) = (probes, value.as_object_mut()) {
+        obj.insert("probe".into(), serde_json::to_value(p)?);
+        let at = page.rfind("</body>").unwrap_or(page.len());
+        page.insert_str(at, &crate::probe::section(p));
+    }
+    let json = serde_json::to_string_pretty(&value)? + "\n";
+    let (jp, hp) = (dir.join("audit.json"), dir.join("audit.html"));
+    write_atomic(&jp, json.as_bytes())?;
+    write_atomic(&hp, page.as_bytes())?;
+    Ok((jp, hp))
+}
+
 /// `mesascope audit`: the text to print and the exit code of the verdict.
 pub fn run(a: &AuditArgs) -> Result<(String, i32)> {
     let report = run_audit(a)?;
@@ -294,19 +342,7 @@ pub fn run(a: &AuditArgs) -> Result<(String, i32)> {
         s.push_str(&crate::probe::render(p, 0.0).replace("\nprobed in 0.0 s\n", ""));
     }
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-        let mut value = serde_json::to_value(&report)?;
-        let mut page = html::audit_page(&report);
-        if let (Some(p), Some(obj)) = (&probes, value.as_object_mut()) {
-            obj.insert("probe".into(), serde_json::to_value(p)?);
-            let at = page.rfind("</body>").unwrap_or(page.len());
-            page.insert_str(at, &crate::probe::section(p));
-        }
-        let json = serde_json::to_string_pretty(&value)? + "\n";
-        let (jp, hp) = (dir.join("audit.json"), dir.join("audit.html"));
-        write_atomic(&jp, json.as_bytes())?;
-        write_atomic(&hp, page.as_bytes())?;
+        let (jp, hp) = write_reports(&report, dir, probes.as_ref())?;
         let _ = writeln!(s, "\nwrote {} and {}", jp.display(), hp.display());
     }
     let _ = writeln!(s, "{}", timing_line(&report));

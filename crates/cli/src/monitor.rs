@@ -83,7 +83,7 @@ pub fn evaluate(
     }
     let (make_policy, make_fallback) = (policy.factory(tb)?, fallback.factory(tb)?);
     let mut rows = Vec::new();
-    let mut trace = None;
+    let mut trace: Option<(PosteriorTrace, bool)> = None;
     for split in Split::all(tb.as_ref()) {
         let mut row = MonitorRow {
             distribution: split.label(tb.as_ref()),
@@ -133,7 +133,7 @@ pub fn evaluate(
                 let typical = matches!(kind, Some(OutcomeKind::Proxy(_))) && ep.steps >= 6;
                 let better = match &trace {
                     None => true,
-                    Some((_, was_typical)) => typical && !was_typical,
+                    Some((_, was_typical)) => typical && !*was_typical,
                 };
                 if better && split != Split::Train && ep.alarm.is_some() {
                     let mut t = replay(tb, split, level, &ep.actions, config, k as usize)?;

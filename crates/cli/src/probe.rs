@@ -19,11 +19,20 @@ use std::time::Instant;
 /// Runs the probes the arguments describe.
 pub fn run_probe(a: &ProbeArgs) -> Result<ProbeReport> {
     let spec = PolicySpec::parse(&a.policy)?;
-    let PolicySpec::Checkpoint(dir) = &spec else {
-        return Err(input(format!(
-            "probes read a network's activations: '{}' is a scripted agent, give a checkpoint folder",
-            a.policy
-        )));
+    let dir = match &spec {
+        PolicySpec::Checkpoint(dir) => dir,
+        PolicySpec::Onnx(_) => {
+            return Err(input(format!(
+                "probes read a mesascope network's trunk layers: '{}' is an ONNX model, whose activations are not read yet; give a checkpoint folder",
+                a.policy
+            )))
+        }
+        PolicySpec::Scripted { .. } => {
+            return Err(input(format!(
+                "probes read a network's activations: '{}' is a scripted agent, give a checkpoint folder",
+                a.policy
+            )))
+        }
     };
     let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
     // The factory checks the checkpoint against the testbed (name, grid, actions) first.

@@ -155,7 +155,7 @@ pub fn render_path(level: &Level, positions: &[Pos]) -> String {
 }
 
 /// The rows of the current state of `env` (agent drawn where it stands).
-fn render_state(env: &Env) -> String {
+pub fn render_state(env: &Env) -> String {
     Level {
         grid: env.state.grid.clone(),
         agent: env.state.agent,
@@ -229,12 +229,24 @@ pub fn run(a: &ShowArgs) -> Result<String> {
     Ok(out)
 }
 
-/// The trained policy of checkpoint `dir`, checked against the level's testbed and shape.
-fn load_policy(r: &Resolved, dir: &std::path::Path) -> Result<Box<dyn agents::Agent>> {
+/// The policy at `path` (a checkpoint folder or an ONNX file), checked against the level's
+/// testbed and shape.
+fn load_policy(r: &Resolved, path: &std::path::Path) -> Result<Box<dyn agents::Agent>> {
     let g = &r.level.grid;
+    if path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("onnx"))
+    {
+        let policy = mesascope_onnx::OnnxPolicy::load(path, r.testbed.as_ref(), g.height, g.width)?;
+        return Ok(Box::new(mesascope_onnx::OnnxAgent::new(
+            std::sync::Arc::new(policy),
+        )));
+    }
     let agent =
-        mesascope_learn::agent::PolicyAgent::load_for(dir, r.testbed.as_ref(), g.height, g.width)
-            .map_err(|e| crate::train::learn_err(e).context(format!("policy {}", dir.display())))?;
+        mesascope_learn::agent::PolicyAgent::load_for(path, r.testbed.as_ref(), g.height, g.width)
+            .map_err(|e| {
+                crate::train::learn_err(e).context(format!("policy {}", path.display()))
+            })?;
     Ok(Box::new(agent))
 }
 

@@ -174,7 +174,7 @@ fn bad_input_exits_2_with_a_clear_message() {
         ),
         (
             vec!["policy.onnx", "--env", "exit-vs-green"],
-            "unknown policy",
+            "no such ONNX file 'policy.onnx'",
         ),
         (
             vec!["scripted:intended@-2", "--env", "exit-vs-green"],

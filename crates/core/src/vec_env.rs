@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::level::Level;
 use crate::obs;
 use crate::rng::mix;
-use crate::state::Outcome;
+use crate::state::{EpisodeState, Outcome};
 use crate::testbed::{Split, Testbed};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -44,6 +44,8 @@ struct Slot {
     index: u64,
     episode: u64,
     finished: Option<Outcome>,
+    /// The state the last finished episode ended in (kept only with `keep_final_states`).
+    last: Option<EpisodeState>,
 }
 
 /// Many environments of one testbed and split.
@@ -58,6 +60,8 @@ pub struct VecEnv {
     no_obs: Vec<u8>,
     /// A finite set of levels episodes are drawn from, if any.
     pool: Option<Arc<[Level]>>,
+    /// Keep each finished episode's last state, for `write_final` (Gymnasium's `final_obs`).
+    keep_final: bool,
 }
 
 /// Resets a slot to its next episode's level.
@@ -90,6 +94,7 @@ impl VecEnv {
                 index: i,
                 episode: 0,
                 finished: None,
+                last: None,
             })
             .collect();
         let (width, height) = (
@@ -104,6 +109,7 @@ impl VecEnv {
             parallel: n >= 2 * MIN_PER_TASK,
             no_obs: vec![0; n],
             pool: None,
+            keep_final: false,
         })
     }
 
@@ -204,6 +210,45 @@ impl VecEnv {
         self.slots[i].finished
     }
 
+    /// Keeps the last state of every episode that ends, so that `write_final` can write the
+    /// observation the autoreset replaced (Gymnasium's `final_obs`). Off by default: it clones
+    /// a state per finished episode.
+    pub fn keep_final_states(&mut self, on: bool) {
+        self.keep_final = on;
+        if !on {
+            self.slots.iter_mut().for_each(|s| s.last = None);
+        }
+    }
+
+    /// Writes, for each environment whose episode ended at the last step, the observation of the
+    /// state it ended in; other environments' entries are left as they were. Needs
+    /// `keep_final_states(true)` before the step.
+    pub fn write_final(&self, out: ObsBuf) -> Result<()> {
+        if !self.keep_final {
+            return Err(Error::Input(
+                "write_final needs keep_final_states(true) before stepping".into(),
+            ));
+        }
+        self.check_obs(&out)?;
+        let k = self.obs_len(&out);
+        let ended = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.finished.is_some())
+            .filter_map(|(i, s)| s.last.as_ref().map(|st| (i, st)));
+        match out {
+            ObsBuf::None => {}
+            ObsBuf::U8(b) => {
+                ended.for_each(|(i, st)| obs::encode_u8(st, &mut b[i * k..(i + 1) * k]))
+            }
+            ObsBuf::Planes(b) => {
+                ended.for_each(|(i, st)| obs::encode_planes(st, &mut b[i * k..(i + 1) * k]))
+            }
+        }
+        Ok(())
+    }
+
     /// Restarts every environment at episode 0 (the levels of `mix(seed, i, 0)`).
     pub fn reset(&mut self, out: ObsBuf) -> Result<()> {
         let seed = self.seed;
@@ -299,6 +344,7 @@ impl VecEnv {
         self.check_obs(&out)?;
         let k = self.obs_len(&out).max(1);
         let seed = self.seed;
+        let keep_final = self.keep_final;
         let pool = self.pool.clone();
         let pool = pool.as_deref();
         let bad_shape = std::sync::atomic::AtomicBool::new(false);
@@ -344,6 +390,9 @@ impl VecEnv {
                         tr[j] = st.truncated;
                         if st.terminated || st.truncated {
                             s.finished = s.env.outcome();
+                            if keep_final {
+                                s.last = Some(s.env.state.clone());
+                            }
                             s.episode += 1;
                             next_episode(s, seed, pool);
                         } else if s.finished.is_some() {

@@ -235,3 +235,50 @@ fn a_level_pool_restarts_episodes_on_its_levels_only() {
         .with_num_levels(0)
         .is_err());
 }
+
+#[test]
+fn final_observations_are_the_states_episodes_ended_in() {
+    let tb = testbed("exit-vs-green");
+    let n = 6;
+    let mut v = VecEnv::new(tb.clone(), Split::Train, n, 3).unwrap();
+    v.keep_final_states(true);
+    let k = v.u8_len();
+    let (mut obs, mut fin) = (vec![0u8; n * k], vec![0u8; n * k]);
+    v.reset(ObsBuf::U8(&mut obs)).unwrap();
+    let (mut r, mut te, mut tr) = (vec![0f32; n], vec![false; n], vec![false; n]);
+    let mut rng = Rng::new(4);
+    let (mut ended, mut want) = (0, vec![0u8; k]);
+    for _ in 0..200 {
+        let actions: Vec<u8> = (0..n).map(|_| rng.below(4) as u8).collect();
+        // What each environment would show after its step, without the autoreset.
+        let shadows: Vec<_> = (0..n)
+            .map(|i| {
+                let mut e = v.env(i).clone();
+                e.step(actions[i] as usize);
+                e
+            })
+            .collect();
+        v.step(
+            &actions,
+            ObsBuf::U8(&mut obs),
+            StepBufs {
+                rewards: &mut r,
+                terminated: &mut te,
+                truncated: &mut tr,
+            },
+        )
+        .unwrap();
+        v.write_final(ObsBuf::U8(&mut fin)).unwrap();
+        for i in 0..n {
+            if te[i] || tr[i] {
+                ended += 1;
+                mesascope_core::obs::encode_u8(&shadows[i].state, &mut want);
+                assert_eq!(&fin[i * k..(i + 1) * k], &want[..], "env {i}");
+                assert_ne!(&obs[i * k..(i + 1) * k], &want[..], "env {i} did not reset");
+            }
+        }
+    }
+    assert!(ended > 10, "{ended}");
+    v.keep_final_states(false);
+    assert!(v.write_final(ObsBuf::U8(&mut fin)).is_err());
+}

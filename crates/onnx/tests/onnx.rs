@@ -1,0 +1,149 @@
+//! ONNX policies against the contract, on the small models in tests/fixtures (written by
+//! tests/fixtures/make_fixtures.py).
+
+use mesascope_core::agents::{run_episode, Agent};
+use mesascope_core::audit::{audit, AuditConfig};
+use mesascope_core::env::generate_level;
+use mesascope_core::rng::Rng;
+use mesascope_core::{testbeds, Env, Error, Knobs, Split, Testbed};
+use mesascope_onnx::{Encoding, OnnxAgent, OnnxPolicy};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn exit_vs_green() -> Arc<dyn Testbed> {
+    testbeds::make("exit-vs-green", &Knobs::new()).unwrap()
+}
+
+fn load(name: &str) -> mesascope_core::Result<OnnxPolicy> {
+    let tb = exit_vs_green();
+    let g = generate_level(tb.as_ref(), Split::Train, 0).grid;
+    OnnxPolicy::load(&fixture(name), tb.as_ref(), g.height, g.width)
+}
+
+fn load_err(name: &str) -> String {
+    match load(name) {
+        Ok(_) => panic!("{name} loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Always moves right: the reference the constant ONNX models are compared with.
+struct AlwaysRight;
+
+impl Agent for AlwaysRight {
+    fn name(&self) -> String {
+        "always right".into()
+    }
+    fn probs(&mut self, _env: &Env, out: &mut [f32]) -> mesascope_core::Result<()> {
+        out.fill(0.0);
+        out[1] = 1.0;
+        Ok(())
+    }
+}
+
+#[test]
+fn both_encodings_and_any_batch_give_the_models_logits() {
+    let tb = exit_vs_green();
+    let envs: Vec<Env> = (0..5)
+        .map(|s| Env::new(tb.clone(), Split::Train, s))
+        .collect();
+    let states: Vec<_> = envs.iter().map(|e| &e.state).collect();
+    for (name, enc) in [
+        ("right-planes.onnx", Encoding::Planes),
+        ("right-u8.onnx", Encoding::U8),
+        ("right-batch1.onnx", Encoding::Planes),
+    ] {
+        let p = load(name).unwrap();
+        assert_eq!(p.encoding(), enc, "{name}");
+        let logits = p.logits_of(&states).unwrap();
+        assert_eq!(logits.len(), 5 * 4, "{name}");
+        for row in logits.chunks(4) {
+            assert_eq!(row, &[0.0, 20.0, 0.0, 0.0], "{name}");
+        }
+    }
+}
+
+#[test]
+fn an_onnx_policy_is_audited_like_the_same_behaviour_written_in_rust() {
+    let tb = exit_vs_green();
+    let policy = Arc::new(load("right-planes.onnx").unwrap());
+    let cfg = AuditConfig::new("right", 30, 3);
+    let onnx = audit(
+        &tb,
+        &|| Ok(Box::new(OnnxAgent::new(policy.clone())) as Box<dyn Agent>),
+        &cfg,
+    )
+    .unwrap();
+    let rust = audit(&tb, &|| Ok(Box::new(AlwaysRight) as Box<dyn Agent>), &cfg).unwrap();
+    assert_eq!(onnx.verdict.exit_code, rust.verdict.exit_code);
+    for (a, b) in onnx.distributions.iter().zip(&rust.distributions) {
+        let rates = |d: &mesascope_core::audit::DistributionReport| {
+            d.outcomes
+                .iter()
+                .map(|o| (o.outcome.clone(), o.rate.count))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rates(a), rates(b), "{}", a.name);
+    }
+    // And one episode by hand: every action is a move right.
+    let mut env = Env::new(tb.clone(), Split::Train, 1);
+    let mut agent = OnnxAgent::new(policy);
+    let ep = run_episode(&mut env, &mut agent, &mut Rng::new(0)).unwrap();
+    assert!(ep.actions.iter().all(|&a| a == 1), "{:?}", ep.actions);
+}
+
+#[test]
+fn contract_violations_are_named_at_load() {
+    let cases = [
+        (
+            "broken-input-name.onnx",
+            "expected one input named 'obs', found 1 ('x')",
+        ),
+        (
+            "broken-output-name.onnx",
+            "expected one output named 'logits', found 1 ('probs')",
+        ),
+        (
+            "broken-input-shape.onnx",
+            "input 'obs' has shape [N, 3, 7, 7]; expected float32 [N, 20, 7, 7]",
+        ),
+        (
+            "broken-input-type.onnx",
+            "input 'obs' has element type i64; expected float32",
+        ),
+        (
+            "broken-output-size.onnx",
+            "output 'logits' has shape [N, 3]; expected [N, 4]",
+        ),
+        ("broken-unsupported-op.onnx", "Frobnicate"),
+        ("missing.onnx", "cannot read it"),
+    ];
+    for (name, want) in cases {
+        let e = load_err(name);
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(e.contains(name), "{name}: the message names the file: {e}");
+    }
+    // The right model on levels of another size.
+    let tb = testbeds::make("corner-cheese", &Knobs::new().with("size", 9.0)).unwrap();
+    let e = OnnxPolicy::load(&fixture("right-planes.onnx"), tb.as_ref(), 9, 9)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("expected float32 [N, 20, 9, 9]"), "{e}");
+}
+
+#[test]
+fn non_finite_logits_are_a_policy_error() {
+    let p = load("broken-nan.onnx").unwrap();
+    let env = Env::new(exit_vs_green(), Split::Train, 0);
+    match p.logits_of(&[&env.state]) {
+        Err(Error::Policy(m)) => assert!(m.contains("non-finite logits"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -1,0 +1,82 @@
+"""``mesascope.audit``: the command line's audit on any policy, Python callables included."""
+
+import os
+
+from . import _core
+from ._policy import ScriptedPolicy, adapter
+
+
+class AuditReport:
+    """The audit's report.
+
+    ``verdict`` (``robustly-aligned``, ``pseudo-aligned``, ``capability-failure``,
+    ``oversight-conditional``, ``inconclusive``), ``proxy`` (the proxy pursued, when
+    pseudo-aligned), ``label`` (e.g. ``pseudo-aligned (proxy: green)``), ``exit_code`` (what ``mesascope audit`` exits with), ``evidence`` (sentences
+    citing the figures), ``distributions`` (name -> outcome rates and the inferred goal),
+    ``data`` (everything ``audit.json`` holds), ``text`` (the command line's summary), and
+    ``json_path``/``html_path`` when written.
+    """
+
+    def __init__(self, data, text, exit_code, written):
+        self.data = data
+        self.text = text
+        self.exit_code = exit_code
+        v = data["verdict"]
+        self.verdict = v["verdict"]["kind"]
+        self.proxy = v["verdict"].get("proxy")
+        self.label = v["label"]
+        self.evidence = list(v["evidence"])
+        self.distributions = {
+            d["name"]: {
+                "episodes": d["episodes"],
+                "outcomes": {o["outcome"]: o["rate"] for o in d["outcomes"]},
+                "competent": d["competent"]["rate"],
+                "hidden": d["hidden"]["mean"],
+                "goal_inferred": d["inference"]["map"],
+            }
+            for d in data["distributions"]
+        }
+        self.json_path, self.html_path = (None, None) if written is None else tuple(map(str, written))
+
+    def __repr__(self):
+        return f"<AuditReport {self.data['policy']} on {self.data['testbed']}: {self.label}, exit code {self.exit_code}>"
+
+    def __str__(self):
+        return self.text
+
+
+def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None, name=None, **knobs):
+    """Audits ``policy`` on ``testbed`` (knobs as keyword arguments) and returns an
+    ``AuditReport``; with ``out``, writes ``audit.json`` and ``audit.html`` there.
+
+    ``policy`` is a callable from an observation batch (``obs="u8"``: uint8 ``[N, H, W, 3]``;
+    ``obs="planes"``: float32 ``[N, C, H, W]``) to actions ``[N]`` or logits ``[N, A]``; a
+    ``ScriptedPolicy`` (``mesascope.scripted``); or a string ``mesascope audit`` accepts
+    (``scripted:green@2``, a checkpoint folder, a ``.onnx`` file). The audit calls a callable
+    one state at a time (``N = 1``), from several threads in turn.
+    """
+    if isinstance(policy, ScriptedPolicy):
+        if policy.testbed != testbed:
+            raise ValueError(f"the scripted policy is for testbed {policy.testbed}, the audit is on {testbed}")
+        label, policy = policy.spec, policy.spec
+    elif isinstance(policy, (str, os.PathLike)):
+        label = policy = os.fspath(policy)
+    elif isinstance(policy, _core.OnnxModel):
+        label = name or "onnx"
+        obs = policy.obs
+        n_actions = _core.describe(testbed, knobs)["n_actions"]
+        policy = adapter(policy, n_actions)
+    elif callable(policy):
+        label = name or f"python:{getattr(policy, '__qualname__', type(policy).__name__)}"
+        n_actions = _core.describe(testbed, knobs)["n_actions"]
+        policy = adapter(policy, n_actions)
+    else:
+        raise TypeError(f"a policy is a callable, a ScriptedPolicy or a policy string, not {type(policy).__name__}")
+    if name is not None:
+        label = name
+    levels = None if levels is None else os.fspath(levels)
+    out = None if out is None else os.fspath(out)
+    data, text, code, written = _core.audit(
+        policy, testbed, label, knobs, episodes, seed, obs, levels, out
+    )
+    return AuditReport(data, text, code, written)

@@ -1,0 +1,144 @@
+//! The compiled part of the `mesascope` Python package (`mesascope._core`): the engine's single
+//! and batched environments over numpy buffers, the planner and the scripted reference agents,
+//! and the audit of any policy, Python callables included. The Gymnasium classes and the
+//! checks of what a Python policy returns live in the pure-Python part (`python/mesascope`).
+
+mod audit;
+mod envs;
+mod onnx;
+
+use mesascope_core::{testbeds, Knobs, Split, Testbed};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+create_exception!(
+    _core,
+    PolicyError,
+    PyValueError,
+    "A policy returned something unusable: wrong shape or type, an action out of range, non-finite logits."
+);
+create_exception!(
+    _core,
+    AuditError,
+    PyException,
+    "An audit failed for a reason other than bad input or a misbehaving policy."
+);
+
+/// Core errors as Python exceptions: a misbehaving policy is a `PolicyError`, anything else
+/// (unknown testbed, split, knob, bad buffer) is bad input, a `ValueError`.
+pub(crate) fn core_err(e: mesascope_core::Error) -> PyErr {
+    match e {
+        mesascope_core::Error::Policy(_) => PolicyError::new_err(e.to_string()),
+        other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+/// Errors of the command-line library (policy specs, level folders, report writing).
+pub(crate) fn cli_err(e: anyhow::Error) -> PyErr {
+    let msg = mesascope::error::message(&e);
+    if e.chain()
+        .any(|c| matches!(c.downcast_ref(), Some(mesascope_core::Error::Policy(_))))
+    {
+        PolicyError::new_err(msg)
+    } else if mesascope::exit_code(&e) == mesascope::error::EXIT_INPUT {
+        PyValueError::new_err(msg)
+    } else {
+        AuditError::new_err(msg)
+    }
+}
+
+pub(crate) fn make_testbed(
+    name: &str,
+    knobs: Option<HashMap<String, f64>>,
+) -> PyResult<Arc<dyn Testbed>> {
+    let mut pairs: Vec<(String, f64)> = knobs.unwrap_or_default().into_iter().collect();
+    // Knob errors name the first bad knob; sorted, the same call reports the same knob.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    testbeds::make(name, &Knobs::from_pairs(&pairs)).map_err(core_err)
+}
+
+pub(crate) fn parse_split(tb: &dyn Testbed, split: &str) -> PyResult<Split> {
+    Split::parse(split, tb).map_err(PyValueError::new_err)
+}
+
+/// The testbeds' names.
+#[pyfunction]
+fn testbed_names() -> Vec<String> {
+    testbeds::NAMES.iter().map(|s| s.to_string()).collect()
+}
+
+/// What a testbed declares: goals (intended first), proxies, splits, knobs with their values,
+/// action count, level shape and the observation planes' order.
+#[pyfunction]
+#[pyo3(signature = (testbed, knobs=None))]
+fn describe(
+    py: Python<'_>,
+    testbed: &str,
+    knobs: Option<HashMap<String, f64>>,
+) -> PyResult<Py<PyAny>> {
+    let tb = make_testbed(testbed, knobs)?;
+    let level = mesascope_core::env::generate_level(tb.as_ref(), Split::Train, 0);
+    let (decl, values) = tb.knobs();
+    let value = serde_json::json!({
+        "name": tb.name(),
+        "goals": tb.goals().iter().map(|g| g.name).collect::<Vec<_>>(),
+        "proxies": tb.proxies().iter().map(|g| g.name).collect::<Vec<_>>(),
+        "splits": Split::all(tb.as_ref()).iter().map(|s| s.label(tb.as_ref())).collect::<Vec<_>>(),
+        "knobs": decl.iter().zip(values).map(|(k, v)| (k.name.to_string(), v)).collect::<HashMap<_, _>>(),
+        "n_actions": tb.n_actions(),
+        "height": level.grid.height,
+        "width": level.grid.width,
+        "plane_names": mesascope_core::obs::plane_names(),
+        "oversight_cue": tb.oversight().map(|o| o.cue),
+    });
+    json_to_py(py, &value.to_string())
+}
+
+/// The batch engine's own steps/s (`mesascope bench`'s measurement, in this build) for `n`
+/// environments with random actions, all cores: the figure the Python vector environment is
+/// compared with.
+#[pyfunction]
+#[pyo3(signature = (testbed, n, obs="u8", seconds=2.0, seed=0))]
+fn rust_step_rate(
+    py: Python<'_>,
+    testbed: &str,
+    n: usize,
+    obs: &str,
+    seconds: f64,
+    seed: u64,
+) -> PyResult<f64> {
+    use mesascope_core::bench::{step_rate, ObsKind};
+    let tb = make_testbed(testbed, None)?;
+    let kind = match envs::ObsKind::parse(obs)? {
+        envs::ObsKind::U8 => ObsKind::U8,
+        envs::ObsKind::Planes => ObsKind::Planes,
+    };
+    let r = py
+        .detach(|| step_rate(&tb, Split::Train, kind, n, true, None, seconds, seed))
+        .map_err(core_err)?;
+    Ok(r.steps_per_sec)
+}
+
+/// Parses JSON text with Python's `json` module: the report and descriptions cross as JSON so
+/// that the Python objects match `audit.json` exactly.
+pub(crate) fn json_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PolicyError", m.py().get_type::<PolicyError>())?;
+    m.add("AuditError", m.py().get_type::<AuditError>())?;
+    m.add_function(wrap_pyfunction!(testbed_names, m)?)?;
+    m.add_function(wrap_pyfunction!(describe, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_step_rate, m)?)?;
+    m.add_class::<envs::Env>()?;
+    m.add_class::<envs::VecEnv>()?;
+    m.add_function(wrap_pyfunction!(audit::audit, m)?)?;
+    m.add_class::<onnx::OnnxModel>()?;
+    Ok(())
+}

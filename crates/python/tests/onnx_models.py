@@ -1,0 +1,127 @@
+"""Tiny ONNX policies built with the ``onnx`` package (no deep-learning framework): linear maps
+from the observation to logits whose behaviour is known, and broken models for the load-time
+checks. ``crates/onnx/tests/fixtures/make_fixtures.py`` writes some of them for the Rust tests.
+"""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+PLANES = 20
+# Plane indices in mesascope's order (object planes, then colours, then states).
+OBJECT_GOAL, OBJECT_AGENT, COLOUR_GREEN = 8, 10, 12
+
+
+def _model(nodes, initializers, shape, dtype, batch, input_name, output_name, n_out, extra_opsets=()):
+    elem = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int64": TensorProto.INT64}[dtype]
+    graph = helper.make_graph(
+        nodes,
+        "policy",
+        [helper.make_tensor_value_info(input_name, elem, [batch, *shape])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, n_out])],
+        initializers,
+    )
+    opsets = [helper.make_opsetid("", 13), *(helper.make_opsetid(d, 1) for d in extra_opsets)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    if not extra_opsets:
+        onnx.checker.check_model(model)
+    return model
+
+
+def _as_float(input_name, dtype, nodes):
+    if dtype == "float32":
+        return input_name
+    nodes.append(helper.make_node("Cast", [input_name], ["obs_f"], to=TensorProto.FLOAT))
+    return "obs_f"
+
+
+def linear(weight, bias, shape, dtype="float32", batch="N", input_name="obs", output_name="logits"):
+    """``logits = flatten(obs) @ weight.T + bias``: Flatten + Gemm (a Cast first for uint8)."""
+    weight = np.asarray(weight, dtype=np.float32)
+    bias = np.asarray(bias, dtype=np.float32)
+    nodes = []
+    x = _as_float(input_name, dtype, nodes)
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
+    nodes.append(helper.make_node("Gemm", ["flat", "W", "B"], [output_name], transB=1))
+    inits = [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")]
+    return _model(nodes, inits, shape, dtype, batch, input_name, output_name, weight.shape[0])
+
+
+def biased(bias, shape, dtype="float32", batch="N", input_name="obs", output_name="logits"):
+    """``logits = 0 * sum(obs) + bias``: the same logits for every observation, in a few hundred
+    bytes (the model still reads its input, so its shape and type are checked)."""
+    bias = np.asarray(bias, dtype=np.float32)
+    nodes = []
+    x = _as_float(input_name, dtype, nodes)
+    nodes += [
+        helper.make_node("Flatten", [x], ["flat"], axis=1),
+        helper.make_node("ReduceSum", ["flat", "axes"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "B"], [output_name]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+        numpy_helper.from_array(bias, "B"),
+    ]
+    return _model(nodes, inits, shape, dtype, batch, input_name, output_name, len(bias))
+
+
+def constant(action, h, w, n_actions=4, dtype="float32", batch="N"):
+    """Always the same action (its logit 20 above the others)."""
+    shape = (PLANES, h, w) if dtype == "float32" else (h, w, 3)
+    bias = np.zeros(n_actions)
+    bias[action] = 20.0
+    return biased(bias, shape, dtype=dtype, batch=batch)
+
+
+def greedy(target_plane, h, w, scale=4.0):
+    """Planes input: steps toward the cells lit in ``target_plane`` along the larger of the row
+    and column differences (no wall avoidance): ``logit(right) = scale * (target column - agent
+    column)``, and likewise for the other moves."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    weight = np.zeros((4, PLANES, h, w))
+    for a, (grid, sign) in enumerate([(rows, -1), (cols, 1), (rows, 1), (cols, -1)]):
+        weight[a, target_plane] = sign * grid
+        weight[a, OBJECT_AGENT] = -sign * grid
+    return linear(scale * weight.reshape(4, -1), np.zeros(4), (PLANES, h, w))
+
+
+def greedy_logits(obs, target_plane, scale=4.0):
+    """What ``greedy`` computes, in numpy, for a ``[N, C, H, W]`` batch."""
+    n, _, h, w = obs.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    t, a = obs[:, target_plane], obs[:, OBJECT_AGENT]
+    tr, tc = (t * rows).sum((1, 2)), (t * cols).sum((1, 2))
+    ar, ac = (a * rows).sum((1, 2)), (a * cols).sum((1, 2))
+    return (scale * np.stack([ar - tr, tc - ac, tr - ar, ac - tc], axis=1)).astype(np.float32)
+
+
+def unsupported_op(h, w):
+    """A graph with an operator no ONNX runtime knows."""
+    node = helper.make_node("Frobnicate", ["obs"], ["logits"], domain="mesascope.test")
+    return _model([node], [], (PLANES, h, w), "float32", "N", "obs", "logits", 4, extra_opsets=["mesascope.test"])
+
+
+def broken(kind, h, w):
+    """Models that break the contract in one way each."""
+    planes = (PLANES, h, w)
+    if kind == "input-name":
+        return biased(np.zeros(4), planes, input_name="x")
+    if kind == "output-name":
+        return biased(np.zeros(4), planes, output_name="probs")
+    if kind == "input-shape":
+        return biased(np.zeros(4), (3, h, w))
+    if kind == "input-type":
+        return biased(np.zeros(4), planes, dtype="int64")
+    if kind == "output-size":
+        return biased(np.zeros(3), planes)
+    if kind == "nan":
+        return biased(np.array([0, np.nan, 0, 0]), planes)
+    if kind == "unsupported-op":
+        return unsupported_op(h, w)
+    raise ValueError(kind)
+
+
+BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op"]
