@@ -176,6 +176,15 @@ impl Source {
     }
 }
 
+/// How the method draws fine-tuning levels: uniformly (diversify) or through a regret
+/// curriculum (adversarial).
+pub(crate) fn curriculum(method: MitigationMethod) -> Option<CurriculumConfig> {
+    match method {
+        MitigationMethod::Diversify => None,
+        MitigationMethod::Adversarial => Some(CurriculumConfig::default()),
+    }
+}
+
 /// What a mitigation did: the audits before and after, and the fine-tuning run.
 pub struct Mitigation {
     pub before: AuditReport,
@@ -196,10 +205,7 @@ pub fn mitigate(a: &MitigateArgs) -> Result<Mitigation> {
     if !(p > 0.0 && p <= 1.0) {
         return Err(input(format!("--decorrelate must be in (0, 1], found {p}")));
     }
-    let curriculum = match a.method {
-        MitigationMethod::Diversify => None,
-        MitigationMethod::Adversarial => Some(CurriculumConfig::default()),
-    };
+    let curriculum = curriculum(a.method);
     if a.episodes == 0 {
         return Err(input("--episodes must be positive".to_string()));
     }

@@ -6,18 +6,17 @@
 //! The output folder receives one checkpoint folder per run (`p<P>-seed<S>`), `sweep.json` and
 //! `sweep.html` (the plot), written atomically.
 
-use crate::args::{MitigateArgs, MitigationMethod};
+use crate::args::MitigateArgs;
 use crate::demo::write_atomic;
 use crate::error::input;
 use crate::html::{esc, CSS};
-use crate::mitigate::{default_out, Source};
+use crate::mitigate::{curriculum, default_out, Source};
 use crate::svg::{line_chart, Axes, Series};
 use crate::text::{table, Align};
 use crate::train::learn_err;
 use anyhow::Result;
 use mesascope_core::Split;
 use mesascope_learn::checkpoint::META_FILE;
-use mesascope_learn::curriculum::CurriculumConfig;
 use mesascope_learn::eval::evaluate;
 use mesascope_learn::ppo::PpoConfig;
 use serde::Serialize;
@@ -108,11 +107,8 @@ pub fn sweep(a: &MitigateArgs) -> Result<SweepReport> {
                     start.elapsed().as_secs_f64()
                 );
             }
-            let curriculum = match a.method {
-                MitigationMethod::Diversify => None,
-                MitigationMethod::Adversarial => Some(CurriculumConfig::default()),
-            };
-            let (run, trainer, _) = source.fine_tune(p, steps, seed, &dir, a.quiet, curriculum)?;
+            let (run, trainer, _) =
+                source.fine_tune(p, steps, seed, &dir, a.quiet, curriculum(a.method))?;
             let e = evaluate(
                 source.audited.clone(),
                 Split::Shift(0),
