@@ -146,7 +146,11 @@ impl OnnxPolicy {
                 .dims()
                 .skip(1)
                 .zip(want)
-                .all(|(d, w)| d.concretize().is_none_or(|t| t.to_usize().ok() == Some(w)));
+                // A symbolic height or width (an exporter's dynamic axis) is fixed below from the level size.
+                .all(|(d, w)| {
+                    d.concretize()
+                        .is_none_or(|t| t.to_usize().map_or(true, |v| v == w))
+                });
         if !dims_ok {
             return Err(bad(
                 path,
@@ -201,6 +205,23 @@ impl OnnxPolicy {
                 format!(
                     "output '{OUTPUT_NAME}' has element type {:?}; expected float32 logits [N, {n_actions}]",
                     out.datum_type
+                ),
+            ));
+        }
+        // Symbols other than the batch's come from the data (NonZero, data-driven shapes): no
+        // batch of observations fixes them, so say that rather than only "wrong shape".
+        let batch_symbols = batch.symbols();
+        let unresolved: Vec<String> = out_dims
+            .iter()
+            .filter(|d| d.symbols().iter().any(|s| !batch_symbols.contains(s)))
+            .map(|d| d.to_string())
+            .collect();
+        if !unresolved.is_empty() {
+            return Err(bad(
+                path,
+                format!(
+                    "output '{OUTPUT_NAME}' has shape {out_text}, whose dimension(s) {} cannot be resolved from the input's shape (they depend on the data); expected [{batch}, {n_actions}]",
+                    unresolved.join(", ")
                 ),
             ));
         }

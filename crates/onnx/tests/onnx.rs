@@ -58,6 +58,8 @@ fn both_encodings_and_any_batch_give_the_models_logits() {
         ("right-planes.onnx", Encoding::Planes),
         ("right-u8.onnx", Encoding::U8),
         ("right-batch1.onnx", Encoding::Planes),
+        // Height and width left symbolic: the testbed's level size resolves them.
+        ("right-spatial-symbols.onnx", Encoding::Planes),
     ] {
         let p = load(name).unwrap();
         assert_eq!(p.encoding(), enc, "{name}");
@@ -122,6 +124,10 @@ fn contract_violations_are_named_at_load() {
             "output 'logits' has shape [N, 3]; expected [N, 4]",
         ),
         ("broken-unsupported-op.onnx", "Frobnicate"),
+        (
+            "broken-unresolved-dims.onnx",
+            "cannot be resolved from the input's shape (they depend on the data); expected [N, 4]",
+        ),
         ("missing.onnx", "cannot read it"),
     ];
     for (name, want) in cases {

@@ -303,26 +303,35 @@ fn outcome_info(
     Ok(())
 }
 
-/// An observation buffer from Python, of either kind.
-#[derive(FromPyObject)]
+/// An observation buffer from Python, of the environment's kind.
 pub(crate) enum ObsArray<'py> {
     U8(PyReadwriteArrayDyn<'py, u8>),
     Planes(PyReadwriteArrayDyn<'py, f32>),
 }
 
-impl ObsArray<'_> {
-    fn buf(&mut self, kind: ObsKind) -> PyResult<ObsBuf<'_>> {
+impl<'py> ObsArray<'py> {
+    /// Extracts by the kind the environment writes, so a buffer of the other kind is one clear
+    /// error rather than a failed guess per call (a failed extraction costs as much as a step of
+    /// a small batch).
+    fn extract(obj: &Bound<'py, PyAny>, kind: ObsKind) -> PyResult<ObsArray<'py>> {
+        let wrong = |_| {
+            PyValueError::new_err(format!(
+                "the observation buffer must be a writable C-contiguous {} array for {} observations",
+                if kind == ObsKind::U8 { "uint8" } else { "float32" },
+                if kind == ObsKind::U8 { "u8" } else { "planes" },
+            ))
+        };
+        match kind {
+            ObsKind::U8 => obj.extract().map(ObsArray::U8).map_err(wrong),
+            ObsKind::Planes => obj.extract().map(ObsArray::Planes).map_err(wrong),
+        }
+    }
+
+    fn buf(&mut self) -> PyResult<ObsBuf<'_>> {
         let contiguous = |_| PyValueError::new_err("the observation buffer must be C-contiguous");
-        match (self, kind) {
-            (ObsArray::U8(a), ObsKind::U8) => Ok(ObsBuf::U8(a.as_slice_mut().map_err(contiguous)?)),
-            (ObsArray::Planes(a), ObsKind::Planes) => {
-                Ok(ObsBuf::Planes(a.as_slice_mut().map_err(contiguous)?))
-            }
-            (_, k) => Err(PyValueError::new_err(format!(
-                "the observation buffer's dtype does not fit {} observations ({})",
-                if k == ObsKind::U8 { "u8" } else { "planes" },
-                if k == ObsKind::U8 { "uint8" } else { "float32" }
-            ))),
+        match self {
+            ObsArray::U8(a) => Ok(ObsBuf::U8(a.as_slice_mut().map_err(contiguous)?)),
+            ObsArray::Planes(a) => Ok(ObsBuf::Planes(a.as_slice_mut().map_err(contiguous)?)),
         }
     }
 }
@@ -377,8 +386,9 @@ impl VecEnv {
     }
 
     /// Restarts every environment at episode 0 and writes the first observations into `obs`.
-    fn reset(&mut self, py: Python<'_>, mut obs: ObsArray<'_>) -> PyResult<()> {
-        let buf = obs.buf(self.kind)?;
+    fn reset(&mut self, py: Python<'_>, obs: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut obs = ObsArray::extract(obs, self.kind)?;
+        let buf = obs.buf()?;
         let v = &mut self.v;
         py.detach(move || v.reset(buf)).map_err(core_err)
     }
@@ -398,29 +408,34 @@ impl VecEnv {
 
     /// Steps every environment with `actions` (uint8), writing observations, rewards and flags
     /// into the given buffers and, for environments whose episode ended, the observation it ended
-    /// on into `final_obs`. Returns the ended episodes as arrays: environment index, outcome code
-    /// (an index into `outcome_labels`), base return, hidden performance, steps.
+    /// on into `final_obs`. Returns `None` when no episode ended, else the ended episodes'
+    /// outcome code (an index into `outcome_labels`), base return, hidden performance and steps
+    /// as arrays over all environments (zero where none ended; `terminated | truncated` is the
+    /// mask), the layout Gymnasium's `final_info` takes, so Python adds no per-step work.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn step<'py>(
         &mut self,
         py: Python<'py>,
         actions: PyReadonlyArray1<'_, u8>,
-        mut obs: ObsArray<'_>,
+        obs: &Bound<'py, PyAny>,
         mut rewards: PyReadwriteArray1<'_, f32>,
         mut terminated: PyReadwriteArray1<'_, bool>,
         mut truncated: PyReadwriteArray1<'_, bool>,
-        mut final_obs: ObsArray<'_>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<u8>>,
-        Bound<'py, PyArray1<f32>>,
-        Bound<'py, PyArray1<f32>>,
-        Bound<'py, PyArray1<u32>>,
-    )> {
+        final_obs: &Bound<'py, PyAny>,
+    ) -> PyResult<
+        Option<(
+            Bound<'py, PyArray1<u8>>,
+            Bound<'py, PyArray1<f32>>,
+            Bound<'py, PyArray1<f32>>,
+            Bound<'py, PyArray1<i64>>,
+        )>,
+    > {
         let contiguous = |_| PyValueError::new_err("step buffers must be C-contiguous");
         let actions = actions.as_slice().map_err(contiguous)?;
-        let buf = obs.buf(self.kind)?;
-        let fin = final_obs.buf(self.kind)?;
+        let mut obs = ObsArray::extract(obs, self.kind)?;
+        let mut final_obs = ObsArray::extract(final_obs, self.kind)?;
+        let buf = obs.buf()?;
+        let fin = final_obs.buf()?;
         let bufs = StepBufs {
             rewards: rewards.as_slice_mut().map_err(contiguous)?,
             terminated: terminated.as_slice_mut().map_err(contiguous)?,
@@ -432,30 +447,32 @@ impl VecEnv {
             v.write_final(fin)
         })
         .map_err(core_err)?;
+        let n = self.v.len();
+        if (0..n).all(|i| self.v.finished(i).is_none()) {
+            return Ok(None);
+        }
         let k = self.v.env(0).testbed().proxies().len() as u8;
-        let (mut idx, mut code, mut ret, mut hidden, mut steps) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for i in 0..self.v.len() {
+        let (mut code, mut ret, mut hidden, mut steps) =
+            (vec![0u8; n], vec![0f32; n], vec![0f32; n], vec![0i64; n]);
+        for i in 0..n {
             if let Some(o) = self.v.finished(i) {
-                idx.push(i as i64);
-                code.push(match o.kind {
+                code[i] = match o.kind {
                     OutcomeKind::Intended => 0,
                     OutcomeKind::Proxy(p) => 1 + p,
                     OutcomeKind::Died => 1 + k,
                     OutcomeKind::TimedOut => 2 + k,
-                });
-                ret.push(o.base_return);
-                hidden.push(o.hidden);
-                steps.push(o.steps);
+                };
+                ret[i] = o.base_return;
+                hidden[i] = o.hidden;
+                steps[i] = o.steps as i64;
             }
         }
-        Ok((
-            PyArray1::from_vec(py, idx),
+        Ok(Some((
             PyArray1::from_vec(py, code),
             PyArray1::from_vec(py, ret),
             PyArray1::from_vec(py, hidden),
             PyArray1::from_vec(py, steps),
-        ))
+        )))
     }
 
     /// `[N, A]` action distributions of scripted reference agent `name` in every environment's

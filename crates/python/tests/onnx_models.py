@@ -121,7 +121,32 @@ def broken(kind, h, w):
         return biased(np.array([0, np.nan, 0, 0]), planes)
     if kind == "unsupported-op":
         return unsupported_op(h, w)
+    if kind == "unresolved-dims":
+        return data_dependent_rows(h, w)
     raise ValueError(kind)
 
 
-BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op"]
+BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op", "unresolved-dims"]
+
+
+def data_dependent_rows(h, w):
+    """Logits with one row per lit cell of the batch (NonZero) rather than one per observation:
+    the rows' count depends on the data, a dimension no shape analysis can resolve at load."""
+    nodes = [
+        helper.make_node("Flatten", ["obs"], ["flat"], axis=1),
+        helper.make_node("NonZero", ["flat"], ["lit"]),
+        helper.make_node("Cast", ["lit"], ["lit_f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["lit_f"], ["rows"], perm=[1, 0]),
+        helper.make_node("MatMul", ["rows", "W"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(np.zeros((2, 4), dtype=np.float32), "W")]
+    return _model(nodes, inits, (PLANES, h, w), "float32", "N", "obs", "logits", 4)
+
+
+def spatial_symbols(h, w):
+    """``constant`` with the level's height and width left symbolic, as exporters write models
+    meant for any size: loading fixes them from the testbed."""
+    model = constant(1, h, w)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    return model

@@ -71,6 +71,7 @@ def test_a_fixed_batch_model_runs_any_batch(save):
         ("input-type", "element type i64; expected float32"),
         ("output-size", r"output 'logits' has shape \[N, 3\]; expected \[N, 4\]"),
         ("unsupported-op", "Frobnicate"),
+        ("unresolved-dims", r"cannot be resolved from the input's shape \(they depend on the data\)"),
     ],
 )
 def test_models_breaking_the_contract_are_refused_at_load(save, kind, message):

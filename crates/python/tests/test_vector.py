@@ -82,3 +82,33 @@ def test_bad_actions_name_the_problem():
         v.step(np.array([0, 1, 7, 0]))
     with pytest.raises(ValueError, match="at least one environment"):
         mesascope.make_vec("exit-vs-green", 0)
+
+
+def test_final_info_holds_values_only_where_episodes_ended():
+    n = 64
+    v = mesascope.make_vec("exit-vs-green", n, seed=3)
+    v.reset()
+    rng = np.random.default_rng(1)
+    seen = 0
+    for _ in range(200):
+        _, _, te, tr, infos = v.step(rng.integers(0, 4, size=n))
+        ended = te | tr
+        if not ended.any():
+            assert "final_info" not in infos
+            continue
+        fi = infos["final_info"]
+        assert np.array_equal(infos["_final_info"], ended)
+        for key in ["outcome", "base_return", "hidden", "steps"]:
+            assert np.array_equal(fi["_" + key], ended)
+        assert all(o is None for o in fi["outcome"][~ended])
+        assert set(fi["outcome"][ended]) <= set(v.core.outcome_labels)
+        assert fi["steps"].dtype == np.int64 and fi["base_return"].dtype == np.float32
+        assert (fi["steps"][ended] > 0).all() and (fi["steps"][~ended] == 0).all()
+        seen += int(ended.sum())
+    assert seen > 10
+
+
+def test_engine_refuses_an_observation_buffer_of_the_other_kind():
+    v = mesascope.make_vec("exit-vs-green", 2, obs="planes")
+    with pytest.raises(ValueError, match="float32 array for planes observations"):
+        v.core.reset(np.zeros((2, 7, 7, 3), dtype=np.uint8))

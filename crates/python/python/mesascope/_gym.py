@@ -93,7 +93,9 @@ class MesascopeVectorEnv(VectorEnv):
     Autoreset is SAME_STEP: when an episode ends, that step's reward and flags are the ended
     episode's, the observation is the next episode's first, and ``infos["final_obs"]`` (with mask
     ``infos["_final_obs"]``) holds the observation it ended on; ``infos["final_info"]`` holds
-    its outcome (``outcome``, ``base_return``, ``hidden``, ``steps``).
+    its outcome (``outcome``, ``base_return``, ``hidden``, ``steps``): arrays over all environments,
+    valid where the mask ``infos["final_info"]["_outcome"]`` (= ``terminated | truncated``) is set
+    (``None`` or 0 elsewhere), as Gymnasium's vector infos are laid out.
 
     With ``copy=False`` (the default) the observation arrays returned are the engine's buffers,
     overwritten by the next step (no copy per step); pass ``copy=True`` to get fresh arrays.
@@ -148,30 +150,23 @@ class MesascopeVectorEnv(VectorEnv):
                 raise ValueError(f"action {int(a[i])} for environment {i} is out of range (the testbed has {n} actions)")
             a = a.astype(np.uint8)
         a = np.ascontiguousarray(a)
-        idx, code, base_return, hidden, steps = self.core.step(
-            a, self._obs, self._rewards, self._terminated, self._truncated, self._final_obs
-        )
+        ended = self.core.step(a, self._obs, self._rewards, self._terminated, self._truncated, self._final_obs)
         infos = {}
-        if len(idx):
-            n = self.num_envs
-            mask = np.zeros(n, dtype=bool)
-            mask[idx] = True
-
-            def spread(values, dtype, fill=0):
-                out = np.full(n, fill, dtype=dtype)
-                out[idx] = values
-                return out
-
+        if ended is not None:
+            code, base_return, hidden, steps = ended
+            mask = self._terminated | self._truncated
+            outcome = np.empty(self.num_envs, dtype=object)
+            outcome[mask] = self._labels[code[mask]]
             infos["final_obs"] = self._out(self._final_obs)
             infos["_final_obs"] = mask
             infos["final_info"] = {
-                "outcome": spread(self._labels[code], object, None),
+                "outcome": outcome,
                 "_outcome": mask,
-                "base_return": spread(base_return, np.float32),
+                "base_return": base_return,
                 "_base_return": mask,
-                "hidden": spread(hidden, np.float32),
+                "hidden": hidden,
                 "_hidden": mask,
-                "steps": spread(steps, np.int64),
+                "steps": steps,
                 "_steps": mask,
             }
             infos["_final_info"] = mask
