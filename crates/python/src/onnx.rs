@@ -77,38 +77,39 @@ impl OnnxModel {
                 ),
             }
         };
-        let n;
-        let logits = match enc {
+        let wrong = || shape_err(describe(obs));
+        let contiguous = |_| PyValueError::new_err("observations must be C-contiguous");
+        let p = &self.policy;
+        let (n, logits) = match enc {
             Encoding::Planes => {
-                let a: PyReadonlyArrayDyn<f32> =
-                    obs.extract().map_err(|_| shape_err(describe(obs)))?;
-                if a.shape().len() != 4 || a.shape()[1..] != self.obs_shape[..] {
-                    return Err(shape_err(describe(obs)));
-                }
-                n = a.shape()[0];
-                let s = a
-                    .as_slice()
-                    .map_err(|_| PyValueError::new_err("observations must be C-contiguous"))?;
-                let p = &self.policy;
-                py.detach(|| p.logits(n, &[], s))
+                let a = batch::<f32>(obs, &self.obs_shape, wrong)?;
+                let n = a.shape()[0];
+                let s = a.as_slice().map_err(contiguous)?;
+                (n, py.detach(|| p.logits(n, &[], s)))
             }
             Encoding::U8 => {
-                let a: PyReadonlyArrayDyn<u8> =
-                    obs.extract().map_err(|_| shape_err(describe(obs)))?;
-                if a.shape().len() != 4 || a.shape()[1..] != self.obs_shape[..] {
-                    return Err(shape_err(describe(obs)));
-                }
-                n = a.shape()[0];
-                let s = a
-                    .as_slice()
-                    .map_err(|_| PyValueError::new_err("observations must be C-contiguous"))?;
-                let p = &self.policy;
-                py.detach(|| p.logits(n, s, &[]))
+                let a = batch::<u8>(obs, &self.obs_shape, wrong)?;
+                let n = a.shape()[0];
+                let s = a.as_slice().map_err(contiguous)?;
+                (n, py.detach(|| p.logits(n, s, &[])))
             }
-        }
-        .map_err(core_err)?;
+        };
+        let logits = logits.map_err(core_err)?;
         Ok(PyArray1::from_vec(py, logits)
             .reshape([n, self.policy.n_actions()])?
             .into_any())
     }
+}
+
+/// A `[N, *obs_shape]` batch of either element type, or the caller's error.
+fn batch<'py, T: numpy::Element>(
+    obs: &Bound<'py, PyAny>,
+    obs_shape: &[usize],
+    wrong: impl Fn() -> PyErr,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let a: PyReadonlyArrayDyn<T> = obs.extract().map_err(|_| wrong())?;
+    if a.shape().len() != 4 || a.shape()[1..] != obs_shape[..] {
+        return Err(wrong());
+    }
+    Ok(a)
 }
