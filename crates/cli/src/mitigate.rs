@@ -273,10 +273,7 @@ pub fn run(a: &MitigateArgs) -> Result<(String, i32)> {
     if a.sweep {
         let r = crate::sweep::sweep(a)?;
         let mut s = crate::sweep::render(&r);
-        let out = a
-            .out
-            .clone()
-            .unwrap_or_else(|| default_out(&a.policy, "sweep"));
+        let out = crate::sweep::out_dir(a);
         let _ = writeln!(
             s,
             "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)",

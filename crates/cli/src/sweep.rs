@@ -80,10 +80,7 @@ pub fn sweep(a: &MitigateArgs) -> Result<SweepReport> {
         return Err(input("--episodes must be positive".to_string()));
     }
     let source = Source::load(&a.policy, &a.env)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&a.policy, "sweep"));
+    let out = out_dir(a);
     let steps = a
         .steps
         .unwrap_or(PpoConfig::for_testbed(&a.env).total_steps);
@@ -236,4 +233,11 @@ pub fn page(r: &SweepReport) -> String {
         esc(&r.shift),
         esc(&render(r))
     )
+}
+
+/// Where a sweep writes: `--out`, else a folder beside the policy.
+pub fn out_dir(a: &MitigateArgs) -> std::path::PathBuf {
+    a.out
+        .clone()
+        .unwrap_or_else(|| default_out(&a.policy, "sweep"))
 }
