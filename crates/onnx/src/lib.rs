@@ -427,7 +427,12 @@ fn check_layer(
             path,
             format!(
                 "activation output '{name}' has element type {}; expected float32 [{batch}, ...] (outputs besides '{OUTPUT_NAME}' are read as activations)",
-                format!("{:?}", fact.datum_type).to_lowercase()
+                // tract may carry integer outputs as symbolic dimensions (TDim): i64 in ONNX.
+                if fact.datum_type == DatumType::TDim {
+                    "i64".to_string()
+                } else {
+                    format!("{:?}", fact.datum_type).to_lowercase()
+                }
             ),
         ));
     }
