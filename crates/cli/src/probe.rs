@@ -15,8 +15,8 @@ use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::agent::PolicyAgent;
 use mesascope_learn::probe::{probe, probe_readout, ProbeConfig, ProbeReport, SteerOutcome};
 use mesascope_onnx::OnnxAgent;
-use std::sync::Arc;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Runs the probes the arguments describe.

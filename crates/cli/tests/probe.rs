@@ -120,7 +120,10 @@ const ONNX_AGENT: &str = concat!(
 );
 
 fn onnx_fixture(name: &str) -> String {
-    format!("{}/../onnx/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../onnx/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 #[test]
@@ -163,7 +166,11 @@ fn the_onnx_export_gives_the_agents_logits_and_activations() {
     for (la, lb) in a.iter().zip(&b) {
         for (ra, rb) in la.iter().zip(lb) {
             assert_eq!(ra.len(), rb.len());
-            let d = ra.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let d = ra
+                .iter()
+                .zip(rb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
             assert!(d < 1e-4, "largest activation difference {d}");
         }
     }
@@ -210,7 +217,12 @@ fn probe_on_the_onnx_export_reads_what_the_checkpoint_shows_and_says_it_did_not_
         assert_eq!((&a["layer"], &a["goal"]), (&b["layer"], &b["goal"]));
         for k in ["accuracy", "accuracy_shuffled"] {
             let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
-            assert!((x - y).abs() < 0.02, "{} {}: {k} {x} vs {y}", a["layer"], a["goal"]);
+            assert!(
+                (x - y).abs() < 0.02,
+                "{} {}: {k} {x} vs {y}",
+                a["layer"],
+                a["goal"]
+            );
         }
     }
     assert_eq!(onnx["strongest_goal"], native["strongest_goal"]);
@@ -227,12 +239,33 @@ fn probe_on_the_onnx_export_reads_what_the_checkpoint_shows_and_says_it_did_not_
 
 #[test]
 fn onnx_probe_bad_input() {
-    let e = fails(&["probe", &onnx_fixture("right-planes.onnx"), "--env", "exit-vs-green"]);
-    assert!(e.contains("exposes no activations: add extra outputs"), "{e}");
-    let e = fails(&["probe", &onnx_fixture("activation-batch.onnx"), "--env", "exit-vs-green"]);
+    let e = fails(&[
+        "probe",
+        &onnx_fixture("right-planes.onnx"),
+        "--env",
+        "exit-vs-green",
+    ]);
+    assert!(
+        e.contains("exposes no activations: add extra outputs"),
+        "{e}"
+    );
+    let e = fails(&[
+        "probe",
+        &onnx_fixture("activation-batch.onnx"),
+        "--env",
+        "exit-vs-green",
+    ]);
     assert!(e.contains("activation output 'layer' has shape"), "{e}");
-    let e = fails(&["probe", &onnx_fixture("activation-type.onnx"), "--env", "exit-vs-green"]);
-    assert!(e.contains("activation output 'layer' has element type"), "{e}");
+    let e = fails(&[
+        "probe",
+        &onnx_fixture("activation-type.onnx"),
+        "--env",
+        "exit-vs-green",
+    ]);
+    assert!(
+        e.contains("activation output 'layer' has element type"),
+        "{e}"
+    );
     // Non-finite activations stop the probe with a policy error (not a silent NaN probe).
     let o = common::mesascope(&[
         "probe",
@@ -243,7 +276,10 @@ fn onnx_probe_bad_input() {
         "4",
     ]);
     let err = common::text(&o.stderr);
-    assert!(!o.status.success() && err.contains("non-finite activation"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("non-finite activation"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 

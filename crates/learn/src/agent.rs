@@ -4,8 +4,8 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
-use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer, ACTIVATION_NAMES};
 use crate::policy::STEERABLE_LAYERS;
+use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer, ACTIVATION_NAMES};
 use mesascope_core::activations::Activations;
 use mesascope_core::agents::Agent;
 use mesascope_core::state::EpisodeState;

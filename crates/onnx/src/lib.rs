@@ -207,7 +207,10 @@ impl OnnxPolicy {
         let typed = model.into_typed().map_err(|e| {
             bad(path, format!("tract cannot analyse it (unsupported operator or shapes that do not fit {}): {e:#}", encoding.describe(height, width)))
         })?;
-        let out = typed.output_fact(logits_at).map_err(|e| bad(path, e))?.clone();
+        let out = typed
+            .output_fact(logits_at)
+            .map_err(|e| bad(path, e))?
+            .clone();
         let out_dims: Vec<TDim> = out.shape.iter().cloned().collect();
         let out_text = format!(
             "[{}]",
@@ -436,11 +439,7 @@ fn check_layer(
             ),
         ));
     }
-    let rest: Option<Vec<usize>> = dims
-        .iter()
-        .skip(1)
-        .map(|d| d.to_usize().ok())
-        .collect();
+    let rest: Option<Vec<usize>> = dims.iter().skip(1).map(|d| d.to_usize().ok()).collect();
     match rest {
         Some(rest) if dims.len() >= 2 && dims[0] == *batch && rest.iter().all(|&d| d > 0) => {
             Ok(Layer {
