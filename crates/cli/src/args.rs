@@ -331,8 +331,9 @@ pub struct AuditArgs {
     /// Also audit on the hand-made levels (*.level files) of DIR.
     #[arg(long, value_name = "DIR")]
     pub levels: Option<PathBuf>,
-    /// Also look inside the network (checkpoints only): probes and steering, as `mesascope
-    /// probe` with its defaults; a section of the report and a `probe` key in its JSON.
+    /// Also look inside the network (a checkpoint, or an ONNX model that exposes activations as
+    /// extra outputs: probed, not steered): probes and steering, as `mesascope probe` with its
+    /// defaults; a section of the report and a `probe` key in its JSON.
     #[arg(long)]
     pub probe: bool,
     #[command(flatten)]
@@ -649,14 +650,19 @@ minus without it, in each state, or averaged over states with --mean-vector) at 
 intended goal's vector where the proxy is a place rather than an object, and compares with
 --controls random vectors of the same norm. --out DIR receives probe.json and probe.html.
 
+An ONNX model is probed on the layers it exposes as extra outputs besides 'logits' (docs/onnx.md);
+its activations cannot be written, so it is not steered (the report says so).
+
 Examples:
   mesascope probe agents/exit-vs-green --env exit-vs-green
+  mesascope probe policy.onnx --env exit-vs-green
   mesascope probe agents/corner-cheese --env corner-cheese --scale 2 --out reports/cc-probe";
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
-    /// The policy to probe: a checkpoint folder written by `mesascope train`.
-    #[arg(value_name = "CHECKPOINT_DIR")]
+    /// The policy to probe: a checkpoint folder written by `mesascope train`, or an ONNX model
+    /// (*.onnx) that exposes activations as extra outputs.
+    #[arg(value_name = "POLICY")]
     pub policy: String,
     /// The testbed it was trained on.
     #[arg(long = "env", value_name = "TESTBED")]

@@ -1,9 +1,10 @@
-//! `mesascope probe CHECKPOINT --env TESTBED`: linear probes from the network's activations to
+//! `mesascope probe POLICY --env TESTBED`: linear probes from the network's activations to
 //! each declared goal's position and to the oversight cue, and a steering experiment against the
-//! proxy with random vectors as the control (`mesascope_learn::probe`).
+//! proxy with random vectors as the control (`mesascope_learn::probe`). POLICY is a checkpoint,
+//! or an ONNX model whose extra outputs are its activations (probed, not steered).
 
 use crate::args::ProbeArgs;
-use crate::audit::PolicySpec;
+use crate::audit::{load_onnx, PolicySpec};
 use crate::demo::write_atomic;
 use crate::error::input;
 use crate::html::{esc, CSS};
@@ -12,32 +13,22 @@ use crate::train::learn_err;
 use anyhow::Result;
 use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::agent::PolicyAgent;
-use mesascope_learn::probe::{probe, ProbeConfig, ProbeReport, SteerOutcome};
+use mesascope_learn::probe::{probe, probe_readout, ProbeConfig, ProbeReport, SteerOutcome};
+use mesascope_onnx::OnnxAgent;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Runs the probes the arguments describe.
 pub fn run_probe(a: &ProbeArgs) -> Result<ProbeReport> {
     let spec = PolicySpec::parse(&a.policy)?;
-    let dir = match &spec {
-        PolicySpec::Checkpoint(dir) => dir,
-        PolicySpec::Onnx(_) => {
-            return Err(input(format!(
-                "probes read a mesascope network's trunk layers: '{}' is an ONNX model, whose activations are not read yet; give a checkpoint folder",
-                a.policy
-            )))
-        }
-        PolicySpec::Scripted { .. } => {
-            return Err(input(format!(
-                "probes read a network's activations: '{}' is a scripted agent, give a checkpoint folder",
-                a.policy
-            )))
-        }
-    };
+    if let PolicySpec::Scripted { .. } = spec {
+        return Err(input(format!(
+            "probes read a network's activations: '{}' is a scripted agent, give a checkpoint folder or an ONNX model that exposes activations",
+            a.policy
+        )));
+    }
     let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
-    // The factory checks the checkpoint against the testbed (name, grid, actions) first.
-    let _checked = spec.factory(&tb)?;
-    let agent = PolicyAgent::load(dir).map_err(learn_err)?;
     let cfg = ProbeConfig {
         levels: a.levels as usize,
         layer: a.layer,
@@ -49,7 +40,28 @@ pub fn run_probe(a: &ProbeArgs) -> Result<ProbeReport> {
         ..ProbeConfig::default()
     };
     cfg.validate().map_err(|e| input(e.to_string()))?;
-    probe(&tb, &agent, &spec.label(), &cfg).map_err(learn_err)
+    match &spec {
+        PolicySpec::Onnx(path) => {
+            let model = load_onnx(tb.as_ref(), path)?;
+            if model.layer_names().is_empty() {
+                return Err(input(format!(
+                    "ONNX model {} exposes no activations: add extra outputs besides 'logits', float32 [N, ...] each named after its layer (docs/onnx.md, \"Activations for probes\")",
+                    path.display()
+                )));
+            }
+            let agent = OnnxAgent::new(Arc::new(model));
+            probe_readout(&tb, &agent, &spec.label(), &cfg).map_err(learn_err)
+        }
+        _ => {
+            // The factory checks the checkpoint against the testbed (name, grid, actions) first.
+            let _checked = spec.factory(&tb)?;
+            let PolicySpec::Checkpoint(dir) = &spec else {
+                unreachable!("scripted policies are refused above")
+            };
+            let agent = PolicyAgent::load(dir).map_err(learn_err)?;
+            probe(&tb, &agent, &spec.label(), &cfg).map_err(learn_err)
+        }
+    }
 }
 
 fn pct(x: f64) -> String {

@@ -5,6 +5,7 @@
 //! and [`vec_env::VecEnv`] step them; [`planner::Planner`] solves them exactly; the
 //! [`agents`] built on it are the ground truth audits are checked against.
 
+pub mod activations;
 pub mod agents;
 pub mod audit;
 pub mod bench;

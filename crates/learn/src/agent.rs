@@ -4,8 +4,11 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
-use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer};
+use crate::policy::STEERABLE_LAYERS;
+use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer, ACTIVATION_NAMES};
+use mesascope_core::activations::Activations;
 use mesascope_core::agents::Agent;
+use mesascope_core::state::EpisodeState;
 use mesascope_core::{obs, Env, Error, Testbed};
 use std::path::Path;
 
@@ -139,6 +142,51 @@ impl PolicyAgent {
             return Err(Error::Policy(format!("non-finite logits {logits:?}")));
         }
         Ok(logits)
+    }
+}
+
+impl PolicyAgent {
+    /// Activations of both trunk layers for a batch of states, `[layer][state][unit]`.
+    pub fn trunk_activations(&self, states: &[&EpisodeState]) -> Vec<Vec<Vec<f32>>> {
+        let model = &self.model;
+        let mut layers: Vec<Vec<Vec<f32>>> = (0..STEERABLE_LAYERS)
+            .map(|_| Vec::with_capacity(states.len()))
+            .collect();
+        for chunk in states.chunks(1024) {
+            let mut buf = Vec::new();
+            for s in chunk {
+                let start = buf.len();
+                buf.resize(start + obs::u8_len(&s.grid), 0);
+                obs::encode_u8(s, &mut buf[start..]);
+            }
+            let input = model.encode(&mut Encoder::default(), &buf);
+            let acts = model.forward_with_activations(input);
+            for (l, layer) in layers.iter_mut().enumerate() {
+                let t = acts[l].1.clone();
+                let width = t.dims()[1];
+                let flat = to_vec2(t);
+                layer.extend(flat.chunks(width).map(|r| r.to_vec()));
+            }
+        }
+        layers
+    }
+}
+
+/// The trunk layers: the ones a steering vector can also be written into.
+impl Activations for PolicyAgent {
+    fn layer_names(&self) -> Vec<String> {
+        ACTIVATION_NAMES[..STEERABLE_LAYERS]
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    fn activations(&self, states: &[&EpisodeState]) -> mesascope_core::Result<Vec<Vec<Vec<f32>>>> {
+        Ok(self.trunk_activations(states))
+    }
+
+    fn player(&self) -> Box<dyn Agent> {
+        Box::new(self.clone())
     }
 }
 

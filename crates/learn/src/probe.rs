@@ -20,13 +20,14 @@
 
 use crate::agent::PolicyAgent;
 use crate::error::{LearnError, Result};
-use crate::policy::{to_vec2, Encoder, Steer, ACTIVATION_NAMES, STEERABLE_LAYERS};
+use crate::policy::{Steer, ACTIVATION_NAMES, STEERABLE_LAYERS};
+use mesascope_core::activations::Activations;
 use mesascope_core::agents::{run_episode, run_episode_with, Agent, SeekGoal};
 use mesascope_core::grid::{Cell, Pos};
 use mesascope_core::planner::GoalSpec;
 use mesascope_core::rng::{mix, Rng};
-use mesascope_core::state::OutcomeKind;
-use mesascope_core::{obs, Env, Split, Testbed};
+use mesascope_core::state::{EpisodeState, OutcomeKind};
+use mesascope_core::{Env, Split, Testbed};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
@@ -210,7 +211,7 @@ fn best_moves(env: &Env, goal: usize) -> Option<Vec<bool>> {
 
 fn collect_states(
     tb: &Arc<dyn Testbed>,
-    agent: &PolicyAgent,
+    policy: &dyn Activations,
     cfg: &ProbeConfig,
 ) -> Result<Vec<Visited>> {
     let goals = tb.goals().len();
@@ -219,7 +220,7 @@ fn collect_states(
         let per_level: Vec<Result<Vec<Visited>>> = (0..cfg.levels)
             .into_par_iter()
             .map(|k| {
-                let mut agent = agent.clone();
+                let mut agent = policy.player();
                 let mut env = Env::new(
                     tb.clone(),
                     split,
@@ -227,7 +228,7 @@ fn collect_states(
                 );
                 let mut rng = Rng::new(mix(&[cfg.seed, PROBE_STREAM, 1, split.code(), k as u64]));
                 let mut states = Vec::new();
-                run_episode_with(&mut env, &mut agent, &mut rng, &mut |e, _, _| {
+                run_episode_with(&mut env, agent.as_mut(), &mut rng, &mut |e, _, _| {
                     states.push(Visited {
                         env: e.clone(),
                         split,
@@ -249,27 +250,8 @@ fn collect_states(
 
 /// Activations of both trunk layers for a batch of states, `[layer][state][unit]`.
 fn activations(agent: &PolicyAgent, envs: &[&Env]) -> Vec<Vec<Vec<f32>>> {
-    let model = agent.model();
-    let mut layers: Vec<Vec<Vec<f32>>> = (0..STEERABLE_LAYERS)
-        .map(|_| Vec::with_capacity(envs.len()))
-        .collect();
-    for chunk in envs.chunks(1024) {
-        let mut buf = Vec::new();
-        for e in chunk {
-            let start = buf.len();
-            buf.resize(start + obs::u8_len(&e.state.grid), 0);
-            obs::encode_u8(&e.state, &mut buf[start..]);
-        }
-        let input = model.encode(&mut Encoder::default(), &buf);
-        let acts = model.forward_with_activations(input);
-        for (l, layer) in layers.iter_mut().enumerate() {
-            let t = acts[l].1.clone();
-            let width = t.dims()[1];
-            let flat = to_vec2(t);
-            layer.extend(flat.chunks(width).map(|r| r.to_vec()));
-        }
-    }
-    layers
+    let states: Vec<&EpisodeState> = envs.iter().map(|e| &e.state).collect();
+    agent.trunk_activations(&states)
 }
 
 /// Solves the symmetric positive definite system `a x = b` (Cholesky), `a` row-major `d x d`,
@@ -713,6 +695,9 @@ fn steer_outcome(
     })
 }
 
+/// Why a policy whose activations are only read gets no steering experiment.
+pub const NOT_STEERABLE: &str = "steering adds a vector to a layer while the policy plays, and this policy's activations can only be read (as outputs of its graph), not written, so steering was not run for it; the probes above read the same activations";
+
 /// Probes and steers `agent` on `tb` (see the module docs).
 pub fn probe(
     tb: &Arc<dyn Testbed>,
@@ -720,10 +705,42 @@ pub fn probe(
     policy: &str,
     cfg: &ProbeConfig,
 ) -> Result<ProbeReport> {
+    probe_with(tb, agent, Some(agent), policy, cfg)
+}
+
+/// Probes a policy whose activations can be read but not written (an ONNX model's extra
+/// outputs): the goal and cue probes on every layer it reports; steering is reported as not
+/// run, with [`NOT_STEERABLE`] as the reason.
+pub fn probe_readout(
+    tb: &Arc<dyn Testbed>,
+    policy: &dyn Activations,
+    label: &str,
+    cfg: &ProbeConfig,
+) -> Result<ProbeReport> {
+    probe_with(tb, policy, None, label, cfg)
+}
+
+fn probe_with(
+    tb: &Arc<dyn Testbed>,
+    source: &dyn Activations,
+    steerable: Option<&PolicyAgent>,
+    policy: &str,
+    cfg: &ProbeConfig,
+) -> Result<ProbeReport> {
     cfg.validate()?;
-    let states = collect_states(tb, agent, cfg)?;
-    let envs: Vec<&Env> = states.iter().map(|s| &s.env).collect();
-    let acts = activations(agent, &envs);
+    let states = collect_states(tb, source, cfg)?;
+    let names = source.layer_names();
+    let acts = {
+        let batch: Vec<&EpisodeState> = states.iter().map(|s| &s.env.state).collect();
+        source.activations(&batch)?
+    };
+    if acts.len() != names.len() {
+        return Err(LearnError::Config(format!(
+            "the policy names {} layers and returned {}",
+            names.len(),
+            acts.len()
+        )));
+    }
     let mut rng = Rng::new(mix(&[cfg.seed, PROBE_STREAM, 2]));
     let goals = tb.goals();
 
@@ -745,7 +762,7 @@ pub fn probe(
                 score(layer_acts, &rows, cfg.ridge, &mut rng, &move_accuracy)
             {
                 goal_probes.push(GoalProbe {
-                    layer: ACTIVATION_NAMES[l].into(),
+                    layer: names[l].clone(),
                     goal: decl.name.into(),
                     intended: g == 0,
                     accuracy: acc,
@@ -776,7 +793,7 @@ pub fn probe(
         {
             let yes = test.iter().filter(|&&w| w).count() as f64 / test.len().max(1) as f64;
             cue.push(CueProbe {
-                layer: ACTIVATION_NAMES[l].into(),
+                layer: names[l].clone(),
                 accuracy: acc,
                 majority: yes.max(1.0 - yes),
                 accuracy_shuffled: acc_s,
@@ -789,6 +806,21 @@ pub fn probe(
         .filter(|p| p.accuracy > p.accuracy_shuffled)
         .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy))
         .map(|p| (p.goal.clone(), p.layer.clone()));
+
+    let Some(agent) = steerable else {
+        return Ok(ProbeReport {
+            testbed: tb.name().into(),
+            policy: policy.into(),
+            seed: cfg.seed,
+            levels: cfg.levels,
+            states: states.len(),
+            goals: goal_probes,
+            cue,
+            strongest_goal,
+            steering: None,
+            steering_skipped: Some(NOT_STEERABLE.into()),
+        });
+    };
 
     // Steering on the first proxy's shift.
     let split = Split::Shift(0);

@@ -5,10 +5,12 @@
 //! (MiniGrid's encoding); the model's declared input element type says which. One output named
 //! `logits`, float32 `[N, A]` with `A` the testbed's action count. The batch dimension may be
 //! symbolic (any `N`) or fixed; the other input dimensions may be symbolic too, and are set
-//! from the testbed's level shape. Everything is checked when the model is loaded, with a
-//! message that says what was expected and what was found; non-finite logits are an error
-//! when they occur.
+//! from the testbed's level shape. Any other output is an activation for probes: float32
+//! `[N, ...]`, named after its layer, read flattened per observation. Everything is checked when
+//! the model is loaded, with a message that says what was expected and what was found;
+//! non-finite logits or activations are an error when they occur.
 
+use mesascope_core::activations::Activations;
 use mesascope_core::agents::Agent;
 use mesascope_core::state::EpisodeState;
 use mesascope_core::{obs, Env, Error, Result, Testbed};
@@ -49,9 +51,26 @@ impl Encoding {
     }
 }
 
+/// Observations per inference call when the batch dimension is free: bounds the memory of the
+/// intermediate tensors when probes read activations for thousands of states.
+const MAX_BATCH: usize = 1024;
+
+/// An extra output of the model: a layer's activations.
+#[derive(Clone, Debug)]
+struct Layer {
+    name: String,
+    /// Index among the model's outputs.
+    output: usize,
+    /// Values per observation (the product of the dimensions after the batch).
+    width: usize,
+}
+
 /// A loaded, checked and optimized ONNX policy for one testbed and level shape.
 pub struct OnnxPolicy {
     plan: Arc<TypedRunnableModel>,
+    /// Index of `logits` among the outputs.
+    logits_at: usize,
+    layers: Vec<Layer>,
     encoding: Encoding,
     height: usize,
     width: usize,
@@ -110,16 +129,19 @@ impl OnnxPolicy {
                     .unwrap_or_else(|| model.node(o.node).name.clone())
             })
             .collect();
-        if output_names != [OUTPUT_NAME] {
-            return Err(bad(
-                path,
-                format!(
-                    "expected one output named '{OUTPUT_NAME}', found {} ({})",
-                    outputs.len(),
-                    quoted(&output_names)
-                ),
-            ));
-        }
+        let logits_at = match output_names.iter().position(|n| n == OUTPUT_NAME) {
+            Some(i) if output_names.iter().filter(|n| *n == OUTPUT_NAME).count() == 1 => i,
+            _ => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "expected one output named '{OUTPUT_NAME}', found {} ({}); outputs besides '{OUTPUT_NAME}' are read as activations",
+                        outputs.len(),
+                        quoted(&output_names)
+                    ),
+                ))
+            }
+        };
 
         let declared = model.input_fact(0).map_err(|e| bad(path, e))?.clone();
         let encoding = match declared.datum_type.concretize() {
@@ -189,7 +211,10 @@ impl OnnxPolicy {
         let typed = model.into_typed().map_err(|e| {
             bad(path, format!("tract cannot analyse it (unsupported operator or shapes that do not fit {}): {e:#}", encoding.describe(height, width)))
         })?;
-        let out = typed.output_fact(0).map_err(|e| bad(path, e))?.clone();
+        let out = typed
+            .output_fact(logits_at)
+            .map_err(|e| bad(path, e))?
+            .clone();
         let out_dims: Vec<TDim> = out.shape.iter().cloned().collect();
         let out_text = format!(
             "[{}]",
@@ -234,12 +259,20 @@ impl OnnxPolicy {
                 ),
             ));
         }
+        let mut layers = Vec::new();
+        for (i, name) in output_names.iter().enumerate() {
+            if i != logits_at {
+                layers.push(check_layer(path, &typed, i, name, &batch)?);
+            }
+        }
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| bad(path, format!("tract cannot prepare it: {e:#}")))?;
         Ok(OnnxPolicy {
             plan,
+            logits_at,
+            layers,
             encoding,
             height,
             width,
@@ -262,12 +295,27 @@ impl OnnxPolicy {
         self.height * self.width * self.encoding.dims(1, 1).iter().product::<usize>()
     }
 
-    /// Logits `[n, A]` of `n` encoded observations (`obs_u8` for the u8 encoding, `obs_f32` for
-    /// planes; the other is ignored).
-    pub fn logits(&self, n: usize, obs_u8: &[u8], obs_f32: &[f32]) -> Result<Vec<f32>> {
+    /// The layers the model exposes as extra outputs, in output order.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers.iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// Runs `n` encoded observations (`obs_u8` for the u8 encoding, `obs_f32` for planes; the
+    /// other is ignored) and returns outputs `wanted` (indices among the model's outputs), each
+    /// flattened, `width` values per observation.
+    fn run(
+        &self,
+        n: usize,
+        obs_u8: &[u8],
+        obs_f32: &[f32],
+        wanted: &[(usize, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
         let k = self.obs_len();
-        let chunk = self.fixed_batch.unwrap_or(n.max(1));
-        let mut out = Vec::with_capacity(n * self.n_actions);
+        let chunk = self.fixed_batch.unwrap_or(n.clamp(1, MAX_BATCH));
+        let mut out: Vec<Vec<f32>> = wanted
+            .iter()
+            .map(|&(_, w)| Vec::with_capacity(n * w))
+            .collect();
         let mut start = 0;
         while start < n {
             let m = chunk.min(n - start);
@@ -283,24 +331,35 @@ impl OnnxPolicy {
                 .plan
                 .run(tvec!(tensor.into()))
                 .map_err(|e| Error::Policy(format!("{}: inference failed: {e:#}", self.label)))?;
-            let view = result[0]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| Error::Policy(format!("{}: {e:#}", self.label)))?;
-            let vals: Vec<f32> = view.iter().copied().collect();
-            if vals.len() != chunk * self.n_actions {
-                return Err(Error::Policy(format!(
-                    "{}: returned {} logits for a batch of {chunk}, expected {}",
-                    self.label,
-                    vals.len(),
-                    chunk * self.n_actions
-                )));
+            for (o, &(at, width)) in out.iter_mut().zip(wanted) {
+                let view = result[at]
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Policy(format!("{}: {e:#}", self.label)))?;
+                let vals: Vec<f32> = view.iter().copied().collect();
+                if vals.len() != chunk * width {
+                    return Err(Error::Policy(format!(
+                        "{}: output {at} returned {} values for a batch of {chunk}, expected {}",
+                        self.label,
+                        vals.len(),
+                        chunk * width
+                    )));
+                }
+                o.extend_from_slice(&vals[..m * width]);
             }
-            out.extend_from_slice(&vals[..m * self.n_actions]);
             start += m;
         }
+        Ok(out)
+    }
+
+    /// Logits `[n, A]` of `n` encoded observations (`obs_u8` for the u8 encoding, `obs_f32` for
+    /// planes; the other is ignored).
+    pub fn logits(&self, n: usize, obs_u8: &[u8], obs_f32: &[f32]) -> Result<Vec<f32>> {
+        let a = self.n_actions;
+        let out = self
+            .run(n, obs_u8, obs_f32, &[(self.logits_at, a)])?
+            .remove(0);
         if let Some(i) = out.iter().position(|l| !l.is_finite()) {
-            let row = i / self.n_actions;
-            let a = self.n_actions;
+            let row = i / a;
             return Err(Error::Policy(format!(
                 "{}: non-finite logits {:?} for observation {row}",
                 self.label,
@@ -310,8 +369,37 @@ impl OnnxPolicy {
         Ok(out)
     }
 
+    /// The exposed layers' activations of episode states, `[layer][state][unit]`.
+    pub fn activations_of(&self, states: &[&EpisodeState]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let wanted: Vec<(usize, usize)> = self.layers.iter().map(|l| (l.output, l.width)).collect();
+        let flat = self.with_encoded(states, |n, u8s, f32s| self.run(n, u8s, f32s, &wanted))?;
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (layer, vals) in self.layers.iter().zip(flat) {
+            if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Policy(format!(
+                    "{}: non-finite activation {} in output '{}' for observation {}",
+                    self.label,
+                    vals[i],
+                    layer.name,
+                    i / layer.width
+                )));
+            }
+            out.push(vals.chunks(layer.width).map(|r| r.to_vec()).collect());
+        }
+        Ok(out)
+    }
+
     /// Logits `[n, A]` of episode states, encoded as the model declares.
     pub fn logits_of(&self, states: &[&EpisodeState]) -> Result<Vec<f32>> {
+        self.with_encoded(states, |n, u8s, f32s| self.logits(n, u8s, f32s))
+    }
+
+    /// Encodes `states` as the model declares and hands them to `f` (count, u8, planes).
+    fn with_encoded<T>(
+        &self,
+        states: &[&EpisodeState],
+        f: impl FnOnce(usize, &[u8], &[f32]) -> Result<T>,
+    ) -> Result<T> {
         let k = self.obs_len();
         for s in states {
             if (s.grid.height, s.grid.width) != (self.height, self.width) {
@@ -327,16 +415,66 @@ impl OnnxPolicy {
                 for (s, o) in states.iter().zip(buf.chunks_mut(k)) {
                     obs::encode_u8(s, o);
                 }
-                self.logits(states.len(), &buf, &[])
+                f(states.len(), &buf, &[])
             }
             Encoding::Planes => {
                 let mut buf = vec![0f32; states.len() * k];
                 for (s, o) in states.iter().zip(buf.chunks_mut(k)) {
                     obs::encode_planes(s, o);
                 }
-                self.logits(states.len(), &[], &buf)
+                f(states.len(), &[], &buf)
             }
         }
+    }
+}
+
+/// Checks extra output `i`, named `name`, against the activation contract: float32 `[N, ...]`
+/// with the input's batch dimension first and the others known.
+fn check_layer(
+    path: &Path,
+    typed: &TypedModel,
+    i: usize,
+    name: &str,
+    batch: &TDim,
+) -> Result<Layer> {
+    let fact = typed.output_fact(i).map_err(|e| bad(path, e))?;
+    let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
+    let text = format!(
+        "[{}]",
+        dims.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if fact.datum_type != f32::datum_type() {
+        return Err(bad(
+            path,
+            format!(
+                "activation output '{name}' has element type {}; expected float32 [{batch}, ...] (outputs besides '{OUTPUT_NAME}' are read as activations)",
+                // tract may carry integer outputs as symbolic dimensions (TDim): i64 in ONNX.
+                if fact.datum_type == DatumType::TDim {
+                    "i64".to_string()
+                } else {
+                    format!("{:?}", fact.datum_type).to_lowercase()
+                }
+            ),
+        ));
+    }
+    let rest: Option<Vec<usize>> = dims.iter().skip(1).map(|d| d.to_usize().ok()).collect();
+    match rest {
+        Some(rest) if dims.len() >= 2 && dims[0] == *batch && rest.iter().all(|&d| d > 0) => {
+            Ok(Layer {
+                name: name.to_string(),
+                output: i,
+                width: rest.iter().product(),
+            })
+        }
+        _ => Err(bad(
+            path,
+            format!(
+                "activation output '{name}' has shape {text}; expected [{batch}, ...]: the input's batch dimension first, then known, non-zero dimensions"
+            ),
+        )),
     }
 }
 
@@ -371,6 +509,22 @@ pub struct OnnxAgent {
 impl OnnxAgent {
     pub fn new(policy: Arc<OnnxPolicy>) -> OnnxAgent {
         OnnxAgent { policy }
+    }
+}
+
+/// The model's extra outputs, for probes. An ONNX graph's activations can be read but not
+/// written, so these policies are probed but not steered.
+impl Activations for OnnxAgent {
+    fn layer_names(&self) -> Vec<String> {
+        self.policy.layer_names()
+    }
+
+    fn activations(&self, states: &[&EpisodeState]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.policy.activations_of(states)
+    }
+
+    fn player(&self) -> Box<dyn Agent> {
+        Box::new(self.clone())
     }
 }
 

@@ -153,3 +153,54 @@ fn non_finite_logits_are_a_policy_error() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn extra_outputs_are_activations_read_flattened_per_observation() {
+    let tb = exit_vs_green();
+    // The right-mover whose extra output `layer` is its flattened input planes.
+    let p = load("activation-right.onnx").unwrap();
+    assert_eq!(p.layer_names(), ["layer"]);
+    let envs: Vec<Env> = (0..3)
+        .map(|s| Env::new(tb.clone(), Split::Shift(0), s))
+        .collect();
+    let states: Vec<_> = envs.iter().map(|e| &e.state).collect();
+    let acts = p.activations_of(&states).unwrap();
+    assert_eq!(acts.len(), 1);
+    for (row, s) in acts[0].iter().zip(&states) {
+        let mut planes = vec![0f32; mesascope_core::obs::planes_len(&s.grid)];
+        mesascope_core::obs::encode_planes(s, &mut planes);
+        assert_eq!(row, &planes);
+    }
+    // The logits are still the model's.
+    assert_eq!(p.logits_of(&states[..1]).unwrap(), [0.0, 20.0, 0.0, 0.0]);
+    // A model without extra outputs exposes no layer.
+    assert!(load("right-planes.onnx").unwrap().layer_names().is_empty());
+}
+
+#[test]
+fn activation_outputs_that_break_the_contract_are_named() {
+    for (name, want) in [
+        (
+            "activation-type.onnx",
+            "activation output 'layer' has element type i64; expected float32 [N, ...]",
+        ),
+        (
+            "activation-batch.onnx",
+            "activation output 'layer' has shape [980, N]; expected [N, ...]",
+        ),
+    ] {
+        let e = load_err(name);
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(e.contains(name), "{name}: the message names the file: {e}");
+    }
+    // Non-finite activations are an error when they are read, naming the layer.
+    let p = load("activation-nan.onnx").unwrap();
+    let env = Env::new(exit_vs_green(), Split::Train, 0);
+    match p.activations_of(&[&env.state]) {
+        Err(Error::Policy(m)) => assert!(
+            m.contains("non-finite activation") && m.contains("'layer'"),
+            "{m}"
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -126,6 +126,37 @@ def broken(kind, h, w):
     raise ValueError(kind)
 
 
+def with_activation(kind, h, w):
+    """The constant right-mover of ``constant`` with one extra output, ``layer``, as an
+    activation: ``right`` the flattened planes (float32 ``[N, C*H*W]``), or one that breaks the
+    activation contract: ``type`` (int64), ``batch`` (``[C*H*W, N]``: no batch dimension first),
+    ``nan`` (planes / 0: NaN and infinities)."""
+    model = constant(1, h, w)
+    g = model.graph
+    node = helper.make_node
+    f = TensorProto.FLOAT
+    if kind == "right":
+        out = helper.make_tensor_value_info("layer", f, ["N", PLANES * h * w])
+        g.node.append(node("Identity", ["flat"], ["layer"]))
+    elif kind == "type":
+        out = helper.make_tensor_value_info("layer", TensorProto.INT64, ["N", PLANES * h * w])
+        g.node.append(node("Cast", ["flat"], ["layer"], to=TensorProto.INT64))
+    elif kind == "batch":
+        out = helper.make_tensor_value_info("layer", f, [PLANES * h * w, "N"])
+        g.node.append(node("Transpose", ["flat"], ["layer"], perm=[1, 0]))
+    elif kind == "nan":
+        out = helper.make_tensor_value_info("layer", f, ["N", PLANES * h * w])
+        g.node.append(node("Div", ["flat", "zero"], ["layer"]))
+    else:
+        raise ValueError(kind)
+    g.output.append(out)
+    onnx.checker.check_model(model)
+    return model
+
+
+ACTIVATION_KINDS = ["right", "type", "batch", "nan"]
+
+
 BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op", "unresolved-dims"]
 
 
