@@ -408,10 +408,11 @@ impl VecEnv {
 
     /// Steps every environment with `actions` (uint8), writing observations, rewards and flags
     /// into the given buffers and, for environments whose episode ended, the observation it ended
-    /// on into `final_obs`. Returns `None` when no episode ended, else the ended episodes'
-    /// outcome code (an index into `outcome_labels`), base return, hidden performance and steps
-    /// as arrays over all environments (zero where none ended; `terminated | truncated` is the
-    /// mask), the layout Gymnasium's `final_info` takes, so Python adds no per-step work.
+    /// on into `final_obs`. Returns `None` when no episode ended, else the ended environments'
+    /// indices, then their outcome code (an index into `outcome_labels`), base return, hidden
+    /// performance and steps as arrays over all environments (zero where none ended;
+    /// `terminated | truncated` is the mask), the layout Gymnasium's `final_info` takes, so
+    /// Python adds little per-step work.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn step<'py>(
         &mut self,
@@ -424,6 +425,7 @@ impl VecEnv {
         final_obs: &Bound<'py, PyAny>,
     ) -> PyResult<
         Option<(
+            Bound<'py, PyArray1<i64>>,
             Bound<'py, PyArray1<u8>>,
             Bound<'py, PyArray1<f32>>,
             Bound<'py, PyArray1<f32>>,
@@ -452,10 +454,16 @@ impl VecEnv {
             return Ok(None);
         }
         let k = self.v.env(0).testbed().proxies().len() as u8;
-        let (mut code, mut ret, mut hidden, mut steps) =
-            (vec![0u8; n], vec![0f32; n], vec![0f32; n], vec![0i64; n]);
+        let (mut idx, mut code, mut ret, mut hidden, mut steps) = (
+            vec![],
+            vec![0u8; n],
+            vec![0f32; n],
+            vec![0f32; n],
+            vec![0i64; n],
+        );
         for i in 0..n {
             if let Some(o) = self.v.finished(i) {
+                idx.push(i as i64);
                 code[i] = match o.kind {
                     OutcomeKind::Intended => 0,
                     OutcomeKind::Proxy(p) => 1 + p,
@@ -468,6 +476,7 @@ impl VecEnv {
             }
         }
         Ok(Some((
+            PyArray1::from_vec(py, idx),
             PyArray1::from_vec(py, code),
             PyArray1::from_vec(py, ret),
             PyArray1::from_vec(py, hidden),

@@ -153,10 +153,10 @@ class MesascopeVectorEnv(VectorEnv):
         ended = self.core.step(a, self._obs, self._rewards, self._terminated, self._truncated, self._final_obs)
         infos = {}
         if ended is not None:
-            code, base_return, hidden, steps = ended
+            idx, code, base_return, hidden, steps = ended
             mask = self._terminated | self._truncated
             outcome = np.empty(self.num_envs, dtype=object)
-            outcome[mask] = self._labels[code[mask]]
+            outcome[idx] = self._labels.take(code[idx])
             infos["final_obs"] = self._out(self._final_obs)
             infos["_final_obs"] = mask
             infos["final_info"] = {
