@@ -807,19 +807,21 @@ fn probe_with(
         .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy))
         .map(|p| (p.goal.clone(), p.layer.clone()));
 
+    let n_states = states.len();
+    let report = |steering, steering_skipped| ProbeReport {
+        testbed: tb.name().into(),
+        policy: policy.into(),
+        seed: cfg.seed,
+        levels: cfg.levels,
+        states: n_states,
+        goals: goal_probes,
+        cue,
+        strongest_goal,
+        steering,
+        steering_skipped,
+    };
     let Some(agent) = steerable else {
-        return Ok(ProbeReport {
-            testbed: tb.name().into(),
-            policy: policy.into(),
-            seed: cfg.seed,
-            levels: cfg.levels,
-            states: states.len(),
-            goals: goal_probes,
-            cue,
-            strongest_goal,
-            steering: None,
-            steering_skipped: Some(NOT_STEERABLE.into()),
-        });
+        return Ok(report(None, Some(NOT_STEERABLE.into())));
     };
 
     // Steering on the first proxy's shift.
@@ -930,18 +932,7 @@ fn probe_with(
             goals[1].name, goals[0].name
         ));
     }
-    Ok(ProbeReport {
-        testbed: tb.name().into(),
-        policy: policy.into(),
-        seed: cfg.seed,
-        levels: cfg.levels,
-        states: states.len(),
-        goals: goal_probes,
-        cue,
-        strongest_goal,
-        steering,
-        steering_skipped,
-    })
+    Ok(report(steering, steering_skipped))
 }
 
 #[cfg(test)]
