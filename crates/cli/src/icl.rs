@@ -3,50 +3,14 @@
 //! with scaled inputs), decides whether it implements GD, and writes `icl.json` and `icl.html`.
 
 use crate::args::IclArgs;
-use crate::demo::write_atomic;
-use crate::error::input;
 use crate::html::{esc, page_head};
+use crate::lab::{Lab, LabReport};
 use crate::svg::{line_chart, Axes, Series};
 use crate::text::{table, Align};
 use crate::train::learn_err;
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mesascope_learn::icl::{self, Comparison, IclConfig, IclReport, IclVerdict};
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::Instant;
-
-/// Creates the output folder before any work, so an unwritable one fails at once (exit 2).
-pub fn prepare_out(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| {
-        input(format!(
-            "cannot create output folder {}: {e}",
-            out.display()
-        ))
-    })?;
-    let probe = out.join(".mesascope-write-test");
-    std::fs::write(&probe, b"").map_err(|e| {
-        input(format!(
-            "cannot write to output folder {}: {e}",
-            out.display()
-        ))
-    })?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
-/// A progress bar over training steps on stderr (hidden with --quiet).
-pub fn step_bar(total: usize, quiet: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-    if quiet {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
 
 pub fn config(a: &IclArgs) -> IclConfig {
     IclConfig {
@@ -65,36 +29,28 @@ pub fn config(a: &IclArgs) -> IclConfig {
 }
 
 pub fn run(a: &IclArgs) -> Result<String> {
-    let start = Instant::now();
     let config = config(a);
     config.validate().map_err(learn_err)?;
-    prepare_out(&a.out)?;
-    let bar = step_bar(config.steps, a.quiet);
-    let report = icl::run(&config, &mut |step, loss| {
-        bar.set_position(step as u64);
-        if step % 20 == 0 {
-            bar.set_message(format!("loss {loss:.4}"));
-        }
-    })
-    .map_err(learn_err)?;
-    bar.finish_and_clear();
-    let json = serde_json::to_string_pretty(&report)? + "\n";
-    write_atomic(&a.out.join("icl.json"), json.as_bytes())?;
-    write_atomic(&a.out.join("icl.html"), page(&report).as_bytes())?;
-    let mut s = render(&report);
-    let _ = writeln!(
-        s,
-        "wrote {} and {}",
-        a.out.join("icl.json").display(),
-        a.out.join("icl.html").display()
-    );
-    let _ = writeln!(
-        s,
-        "icl in {:.1} s (training {:.1} s)",
-        start.elapsed().as_secs_f64(),
-        report.train_seconds
-    );
-    Ok(s)
+    let lab = Lab {
+        name: "icl",
+        out: &a.out,
+        steps: config.steps,
+        quiet: a.quiet,
+        message_every: 20,
+    };
+    lab.run(|progress| icl::run(&config, progress))
+}
+
+impl LabReport for IclReport {
+    fn render(&self) -> String {
+        render(self)
+    }
+    fn page(&self) -> String {
+        page(self)
+    }
+    fn train_seconds(&self) -> f64 {
+        self.train_seconds
+    }
 }
 
 fn rows(r: &IclReport) -> Vec<Vec<String>> {

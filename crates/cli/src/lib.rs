@@ -10,6 +10,7 @@ pub mod envs;
 pub mod error;
 pub mod html;
 pub mod icl;
+pub mod lab;
 pub mod mitigate;
 pub mod monitor;
 pub mod probe;

