@@ -4,7 +4,7 @@
 
 use crate::args::IclArgs;
 use crate::html::{esc, page_head};
-use crate::lab::{Lab, LabReport};
+use crate::lab::Lab;
 use crate::svg::{line_chart, Axes, Series};
 use crate::text::{table, Align};
 use crate::train::learn_err;
@@ -38,19 +38,12 @@ pub fn run(a: &IclArgs) -> Result<String> {
         quiet: a.quiet,
         message_every: 20,
     };
-    lab.run(|progress| icl::run(&config, progress))
-}
-
-impl LabReport for IclReport {
-    fn render(&self) -> String {
-        render(self)
-    }
-    fn page(&self) -> String {
-        page(self)
-    }
-    fn train_seconds(&self) -> f64 {
-        self.train_seconds
-    }
+    lab.run(
+        |progress| icl::run(&config, progress),
+        render,
+        page,
+        |r| r.train_seconds,
+    )
 }
 
 fn rows(r: &IclReport) -> Vec<Vec<String>> {

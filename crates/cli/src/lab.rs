@@ -12,15 +12,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-/// A lab's report, as its command shows it.
-pub trait LabReport: Serialize {
-    /// The terminal summary.
-    fn render(&self) -> String;
-    /// The self-contained HTML page.
-    fn page(&self) -> String;
-    fn train_seconds(&self) -> f64;
-}
-
 /// One lab run: `name` names the files (`NAME.json`, `NAME.html`) and the time line.
 pub struct Lab<'a> {
     pub name: &'a str,
@@ -32,9 +23,14 @@ pub struct Lab<'a> {
 }
 
 impl Lab<'_> {
-    pub fn run<R: LabReport>(
+    /// Trains with `train`, then shows the report with `render` (the terminal summary) and
+    /// `page` (the HTML); `train_seconds` reads the training time from it.
+    pub fn run<R: Serialize>(
         &self,
         train: impl FnOnce(&mut dyn FnMut(usize, f64)) -> mesascope_learn::Result<R>,
+        render: fn(&R) -> String,
+        page: fn(&R) -> String,
+        train_seconds: fn(&R) -> f64,
     ) -> Result<String> {
         let start = Instant::now();
         prepare_out(self.out)?;
@@ -51,8 +47,8 @@ impl Lab<'_> {
         let html_path = self.out.join(format!("{}.html", self.name));
         let json = serde_json::to_string_pretty(&report)? + "\n";
         write_atomic(&json_path, json.as_bytes())?;
-        write_atomic(&html_path, report.page().as_bytes())?;
-        let mut s = report.render();
+        write_atomic(&html_path, page(&report).as_bytes())?;
+        let mut s = render(&report);
         let _ = writeln!(
             s,
             "wrote {} and {}",
@@ -64,7 +60,7 @@ impl Lab<'_> {
             "{} in {:.1} s (training {:.1} s)",
             self.name,
             start.elapsed().as_secs_f64(),
-            report.train_seconds()
+            train_seconds(&report)
         );
         Ok(s)
     }

