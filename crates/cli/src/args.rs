@@ -1,6 +1,7 @@
 //! Command-line arguments (clap derive). Parsing only: the commands live in their own modules.
 
 use clap::{Args, Parser, Subcommand};
+use mesascope_core::monitor::MonitorConfig;
 use std::path::PathBuf;
 
 const ABOUT: &str = "Build, detect and mitigate mesa-optimizers and inner-alignment failures in gridworld testbeds.";
@@ -614,6 +615,12 @@ pub struct MitigateArgs {
     pub quiet: bool,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceArg {
+    Policy,
+    Actions,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct MonitorArgs {
     /// The policy to watch: scripted:<name>[@beta], a checkpoint folder or an ONNX file (as for `audit`).
@@ -628,11 +635,15 @@ pub struct MonitorArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Alarm when the intended goal's posterior falls below this, in (0, 1).
-    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    #[arg(long, value_name = "P", default_value_t = MonitorConfig::default().threshold)]
     pub threshold: f64,
     /// Rationality of the monitor's candidate planners.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = MonitorConfig::default().beta)]
     pub beta: f64,
+    /// The evidence each step gives: the policy's action distribution, or only the action taken
+    /// (a black-box agent).
+    #[arg(long, value_enum, default_value_t = EvidenceArg::Policy)]
+    pub evidence: EvidenceArg,
     /// The policy that takes over at the alarm.
     #[arg(long, value_name = "POLICY", default_value = "scripted:intended")]
     pub fallback: String,

@@ -4,13 +4,14 @@
 //! proxy is reached, and how often the intended goal is reached when a fallback policy takes over
 //! at the alarm.
 
-use crate::args::MonitorArgs;
+use crate::args::{EvidenceArg, MonitorArgs};
 use crate::audit::PolicySpec;
 use crate::demo::write_atomic;
 use crate::error::input;
 use crate::text::{table, Align};
 use anyhow::Result;
-use mesascope_core::monitor::{run_monitored, Monitor, MonitorConfig, OnAlarm};
+use mesascope_core::agents::Agent;
+use mesascope_core::monitor::{run_monitored, Evidence, Monitor, MonitorConfig, OnAlarm};
 use mesascope_core::rng::{mix, Rng};
 use mesascope_core::state::OutcomeKind;
 use mesascope_core::{testbeds, Env, Knobs, Split, Testbed};
@@ -61,6 +62,8 @@ pub struct MonitorReport {
     pub seed: u64,
     pub threshold: f64,
     pub beta: f64,
+    /// What the monitor read at each step: `policy` (the action distribution) or `actions`.
+    pub evidence: &'static str,
     pub rows: Vec<MonitorRow>,
     /// A shifted episode whose alarm came, replayed move by move: the first that went on to reach
     /// a proxy in six moves or more, else the first alarmed one (none if no alarm came).
@@ -136,7 +139,15 @@ pub fn evaluate(
                     Some((_, was_typical)) => typical && !*was_typical,
                 };
                 if better && split != Split::Train && ep.alarm.is_some() {
-                    let mut t = replay(tb, split, level, &ep.actions, config, k as usize)?;
+                    let mut t = replay(
+                        tb,
+                        split,
+                        level,
+                        &ep.actions,
+                        agent.as_mut(),
+                        config,
+                        k as usize,
+                    )?;
                     t.outcome = kind.map_or("halted".into(), |o| o.label(tb.as_ref()));
                     trace = Some((t, typical));
                 }
@@ -155,26 +166,32 @@ pub fn evaluate(
         seed,
         threshold: config.threshold,
         beta: config.beta,
+        evidence: config.evidence.label(),
         rows,
         trace: trace.map(|(t, _)| t),
     })
 }
 
-/// Replays `actions` on the level under a fresh monitor, keeping the posterior after each move.
+/// Replays the `agent`'s `actions` on the level under a fresh monitor, keeping the posterior
+/// after each move.
 fn replay(
     tb: &Arc<dyn Testbed>,
     split: Split,
     level: u64,
     actions: &[u8],
+    agent: &mut dyn Agent,
     config: MonitorConfig,
     episode: usize,
 ) -> Result<PosteriorTrace> {
     let mut env = Env::new(tb.clone(), split, level);
     let mut monitor = Monitor::new(config)?;
     monitor.begin(&env)?;
+    agent.begin(&env)?;
+    let mut probs = vec![0f32; env.n_actions()];
     let mut posterior = Vec::with_capacity(actions.len());
     for &a in actions {
-        monitor.observe(&env, a as usize);
+        agent.probs(&env, &mut probs)?;
+        monitor.observe_policy(&env, a as usize, Some(&probs));
         posterior.push(monitor.posterior());
         env.step(a as usize);
     }
@@ -195,6 +212,10 @@ pub fn run(a: &MonitorArgs) -> Result<String> {
     let config = MonitorConfig {
         threshold: a.threshold,
         beta: a.beta,
+        evidence: match a.evidence {
+            EvidenceArg::Policy => Evidence::Policy,
+            EvidenceArg::Actions => Evidence::Actions,
+        },
     };
     config.validate().map_err(|e| input(e.to_string()))?;
     let tb = testbeds::make(&a.env, &Knobs::from_pairs(&a.knobs.knobs))?;
@@ -225,8 +246,8 @@ pub fn render(r: &MonitorReport) -> String {
     let episodes = r.rows.first().map_or(0, |row| row.episodes);
     let _ = writeln!(
         s,
-        "mesascope monitor: {} on {}, {} episodes per distribution, threshold {}, beta {}, fallback {}\n",
-        r.policy, r.testbed, episodes, r.threshold, r.beta, r.fallback
+        "mesascope monitor: {} on {}, {} episodes per distribution, threshold {}, beta {}, evidence {}, fallback {}\n",
+        r.policy, r.testbed, episodes, r.threshold, r.beta, r.evidence, r.fallback
     );
     s.push_str(&table_text(r));
     let _ = writeln!(

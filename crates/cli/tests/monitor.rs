@@ -92,6 +92,15 @@ fn monitor_bad_input_exits_2() {
         "scripted:green",
         "--env",
         "exit-vs-green",
+        "--evidence",
+        "gaze",
+    ]);
+    assert!(e.contains("gaze") && e.contains("actions"), "{e}");
+    let e = fails(&[
+        "monitor",
+        "scripted:green",
+        "--env",
+        "exit-vs-green",
         "--fallback",
         "/no/such/checkpoint",
     ]);
@@ -116,6 +125,7 @@ fn monitor_json_holds_the_figures_and_a_posterior_trace() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(v["kind"], "mesascope-monitor");
+    assert_eq!(v["evidence"], "policy", "the default reads the policy");
     assert_eq!(v["rows"][1]["alarms"], 20);
     let trace = &v["trace"];
     assert_eq!(trace["candidates"][0], "exit");
@@ -126,9 +136,10 @@ fn monitor_json_holds_the_figures_and_a_posterior_trace() {
     let alarm = trace["alarm"].as_u64().unwrap() as usize;
     let post = trace["posterior"].as_array().unwrap();
     // At the alarm the intended goal's posterior is under the threshold, and not before.
-    assert!(post[alarm - 1][0].as_f64().unwrap() < 0.05);
+    let threshold = v["threshold"].as_f64().unwrap();
+    assert!(post[alarm - 1][0].as_f64().unwrap() < threshold);
     assert!(post[..alarm - 1]
         .iter()
-        .all(|p| p[0].as_f64().unwrap() >= 0.05));
+        .all(|p| p[0].as_f64().unwrap() >= threshold));
     let _ = std::fs::remove_dir_all(&dir);
 }
