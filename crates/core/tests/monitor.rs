@@ -77,20 +77,18 @@ fn reading_the_policy_spares_an_unlucky_intended_agent_and_still_catches_a_proxy
         evidence,
         ..MonitorConfig::default()
     };
-    let (from_actions, _, _) = play_with(
-        "exit-vs-green",
-        "intended",
-        1.0,
-        OnAlarm::Record,
-        with(Evidence::Actions),
-    );
-    let (from_policy, _, _) = play_with(
-        "exit-vs-green",
-        "intended",
-        1.0,
-        OnAlarm::Record,
-        with(Evidence::Policy),
-    );
+    let alarms_on_noisy_intended = |evidence| {
+        play_with(
+            "exit-vs-green",
+            "intended",
+            1.0,
+            OnAlarm::Record,
+            with(evidence),
+        )
+        .0
+    };
+    let from_actions = alarms_on_noisy_intended(Evidence::Actions);
+    let from_policy = alarms_on_noisy_intended(Evidence::Policy);
     assert!(
         from_actions >= 3 && from_policy == 0,
         "alarms on the noisy intended agent: {from_actions} from actions, {from_policy} from the policy"
