@@ -657,8 +657,8 @@ pub struct MonitorArgs {
 const PROBE_AFTER_HELP: &str = "\
 The policy plays --levels levels of every distribution; probes are fitted on the states it visits
 (held-out levels score them). Steering subtracts the proxy's vector (the activation with its object
-minus without it, in each state, or averaged over states with --mean-vector) at --layer, or adds the
-intended goal's vector where the proxy is a place rather than an object, and compares with
+minus without it or, where the proxy is a place such as a corner, with the place open minus walled
+off; in each state, or averaged over states with --mean-vector) at --layer, and compares with
 --controls random vectors of the same norm. --out DIR receives probe.json and probe.html.
 
 An ONNX model is probed on the layers it exposes as extra outputs besides 'logits' (docs/onnx.md);
@@ -667,7 +667,7 @@ its activations cannot be written, so it is not steered (the report says so).
 Examples:
   mesascope probe agents/exit-vs-green --env exit-vs-green
   mesascope probe policy.onnx --env exit-vs-green
-  mesascope probe agents/corner-cheese --env corner-cheese --scale 2 --out reports/cc-probe";
+  mesascope probe agents/corner-cheese --env corner-cheese --scale 4 --out reports/cc-probe";
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {

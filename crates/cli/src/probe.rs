@@ -79,6 +79,7 @@ fn steer_rows(s: &[&SteerOutcome]) -> Vec<Vec<String>> {
         "proxy".into(),
         "P(proxy-ward) median".into(),
         "mean".into(),
+        "P(intended-ward) mean".into(),
     ]];
     for o in s {
         rows.push(vec![
@@ -87,6 +88,7 @@ fn steer_rows(s: &[&SteerOutcome]) -> Vec<Vec<String>> {
             pct(o.proxy),
             opt(o.decision_median),
             opt(o.decision_mean),
+            opt(o.decision_intended_mean),
         ]);
     }
     rows
@@ -165,7 +167,7 @@ pub fn render(r: &ProbeReport, seconds: f64) -> String {
             );
             let rows = steer_rows(&[&st.none, &st.steered, &st.random]);
             let mut align = vec![Align::Left];
-            align.extend([Align::Right; 4]);
+            align.extend([Align::Right; 5]);
             s.push_str(&table(&rows, &align, "  "));
         }
         (None, Some(why)) => {
@@ -177,7 +179,7 @@ pub fn render(r: &ProbeReport, seconds: f64) -> String {
     s
 }
 
-const EXPLAIN: &str = "Linear probes read which goal the network's activations encode: a ridge regression from a layer's activations to the moves that are best for a goal (found with the planner), scored on held-out levels beside the same probe fitted to shuffled labels. A steering vector is the activation difference a goal's object makes in a state (with it minus without it); subtracting the proxy's vector during play (or adding the intended goal's, where the proxy is a place rather than an object), beside random vectors of the same norm, shows whether that direction controls which goal the agent pursues. Decision points are visited states where the intended goal's and the proxy's best moves differ; P(proxy-ward) is the policy's probability of a move that serves the proxy there.";
+const EXPLAIN: &str = "Linear probes read which goal the network's activations encode: a ridge regression from a layer's activations to the moves that are best for a goal (found with the planner), scored on held-out levels beside the same probe fitted to shuffled labels. A steering vector is the activation difference a goal's target makes in a state (the state minus the same state with the goal's object removed or, where the goal is a place, the cell walled off); subtracting the proxy's vector during play, beside random vectors of the same norm, shows whether that direction controls which goal the agent pursues. Decision points are visited states where the intended goal's and the proxy's best moves differ; P(proxy-ward) is the policy's probability of a move that serves the proxy there.";
 
 /// The probes as a section of an HTML page (the audit's, or the probe's own).
 pub fn section(r: &ProbeReport) -> String {

@@ -71,6 +71,54 @@ fn probes_read_the_goals_and_steering_against_the_proxy_works() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Corner-cheese's proxy is a place: its vector walls the corner off, and (at coefficient 4)
+/// subtracting it turns the agent away from the corner at decision points where random vectors
+/// of the same norm do not.
+#[test]
+fn steering_against_a_place_walls_it_off() {
+    let dir = temp_dir("probe", "corner");
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/corner-cheese");
+    let args = [
+        "probe",
+        agent,
+        "--env",
+        "corner-cheese",
+        "--levels",
+        "20",
+        "--episodes",
+        "40",
+        "--controls",
+        "1",
+        "--scale",
+        "4",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    ok(&args);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("probe.json")).unwrap()).unwrap();
+    let st = &v["steering"];
+    assert_eq!(
+        st["vector"],
+        "subtract proxy:top-right (a place: walled off)"
+    );
+    assert!(st["pairs"].as_u64().unwrap() > 0 && st["norm"].as_f64().unwrap() > 0.0);
+    let rate = |c: &str, k: &str| st[c][k].as_f64().unwrap();
+    assert!(
+        rate("steered", "proxy") < rate("random", "proxy") - 0.3,
+        "{st}"
+    );
+    assert!(
+        rate("steered", "decision_mean") < rate("random", "decision_mean") - 0.2,
+        "{st}"
+    );
+    assert!(
+        rate("steered", "decision_intended_mean") > rate("random", "decision_intended_mean") + 0.1,
+        "{st}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn probe_bad_input_exits_2() {
     let e = fails(&["probe", "scripted:green", "--env", "exit-vs-green"]);

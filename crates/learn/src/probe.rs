@@ -10,10 +10,10 @@
 //!    the majority class and shuffled labels). Goal probes read shifted levels only: in training
 //!    the intended goal and its proxy stand on the same cell, so their labels are the same.
 //! 3. **Steering.** A goal's vector is the mean activation difference between shifted states and
-//!    the same states with that goal's object removed (Mini, Turner et al. 2023's "cheese
-//!    vector"). The policy plays the shift again with the proxy's vector subtracted (or, where
-//!    the proxy is a place rather than an object, the intended goal's vector added), and with
-//!    random vectors of the same norm as a control.
+//!    the same states with that goal's target taken away: its object removed (Mini, Turner et
+//!    al. 2023's "cheese vector") or, where the goal is a place (an open cell: a corner), the
+//!    cell walled off. The policy plays the shift again with the proxy's vector subtracted,
+//!    and with random vectors of the same norm as a control.
 //! 4. **Decision points.** Visited shifted states where the intended goal's and the proxy's
 //!    best moves are disjoint (found with the planner); the probability of a proxy-ward move
 //!    there, with and without steering.
@@ -150,12 +150,14 @@ pub struct SteerOutcome {
     /// At the decision points: median and mean probability of a proxy-ward move.
     pub decision_median: Option<f64>,
     pub decision_mean: Option<f64>,
+    /// At the decision points: mean probability of a move toward the intended goal.
+    pub decision_intended_mean: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Steering {
     pub layer: String,
-    /// `subtract proxy:NAME` or `add intended:NAME`.
+    /// `subtract proxy:NAME`, with `(a place: walled off)` where the proxy is a place.
     pub vector: String,
     pub scale: f32,
     /// Each state steered by its own vector (else by the mean vector).
@@ -455,6 +457,44 @@ fn removable_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
     ok.then_some(spec.targets)
 }
 
+/// The cells of a place goal (a cell, not an object: the corner), if every one is open floor
+/// the agent does not stand on.
+fn place_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
+    let mut spec = GoalSpec::default();
+    env.testbed().goal_spec(&env.state, goal, &mut spec);
+    let g = &env.state.grid;
+    let ok = !spec.targets.is_empty()
+        && spec
+            .targets
+            .iter()
+            .all(|&p| p != env.state.agent && g.get(p) == Cell::EMPTY);
+    ok.then_some(spec.targets)
+}
+
+/// The pair of observations whose activation difference is a goal's steering vector: the
+/// state as it is minus the same state with the goal's target taken away.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pairing {
+    /// The goal is an object: the cell emptied (Mini, Turner et al.'s cheese vector).
+    Remove(usize),
+    /// The goal is a place (an open cell, such as a corner): the cell walled off, the one way
+    /// to take a place out of a maze (the analogue of their "top-right vector").
+    Wall(usize),
+}
+
+/// `env`'s pair under `pairing` (as it is, with the target taken away), if the state has one.
+fn pair(env: &Env, pairing: Pairing) -> Option<(Env, Env)> {
+    let (cells, fill) = match pairing {
+        Pairing::Remove(goal) => (removable_targets(env, goal)?, Cell::EMPTY),
+        Pairing::Wall(goal) => (place_targets(env, goal)?, Cell::WALL),
+    };
+    let mut without = env.clone();
+    for p in cells {
+        without.state.grid.set(p, fill);
+    }
+    Some((env.clone(), without))
+}
+
 /// A goal's steering vector and what it averages over.
 struct GoalVector {
     mean: Vec<f32>,
@@ -463,27 +503,17 @@ struct GoalVector {
     pair_norm: f64,
 }
 
-/// The goal's steering vector at `layer`: mean over `states` of the activation with the goal's
-/// object minus without it. `None` when the goal has no removable object.
+/// The steering vector at `layer`: mean over `states` of the activation difference of each
+/// state's pair. `None` when fewer than half the states have a pair (a place has no object to
+/// remove, an object no open cell to wall off).
 fn goal_vector(
     agent: &PolicyAgent,
     states: &[&Env],
-    goal: usize,
+    pairing: Pairing,
     layer: usize,
 ) -> Option<GoalVector> {
-    let mut with = Vec::new();
-    let mut without = Vec::new();
-    for e in states {
-        if let Some(cells) = removable_targets(e, goal) {
-            let mut bare = (*e).clone();
-            for p in cells {
-                bare.state.grid.set(p, Cell::EMPTY);
-            }
-            with.push((*e).clone());
-            without.push(bare);
-        }
-    }
-    // A goal that is a place and not an object (a corner) has no vector.
+    let (with, without): (Vec<Env>, Vec<Env>) =
+        states.iter().filter_map(|e| pair(e, pairing)).unzip();
     if with.len() < states.len().div_ceil(2) || with.is_empty() {
         return None;
     }
@@ -523,8 +553,8 @@ fn random_vector(width: usize, norm_to: f64, rng: &mut Rng) -> Vec<f32> {
 }
 
 /// Decision points among `states`: the intended goal's and the proxy's best moves are disjoint.
-/// Returns each one's proxy-ward moves.
-fn decision_points(states: &[&Visited], proxy: usize) -> Vec<(Env, Vec<usize>)> {
+/// Returns each one's proxy-ward and intended-ward moves.
+fn decision_points(states: &[&Visited], proxy: usize) -> Vec<DecisionPoint> {
     // An agent that dithers visits the same state many times: each state counts once, so that
     // a few long episodes do not stand for all levels.
     let mut seen = std::collections::HashSet::new();
@@ -540,9 +570,21 @@ fn decision_points(states: &[&Visited], proxy: usize) -> Vec<(Env, Vec<usize>)> 
         if bi.iter().zip(&bp).any(|(a, b)| *a && *b) {
             continue;
         }
-        out.push((e.clone(), (0..bp.len()).filter(|&a| bp[a]).collect()));
+        let moves = |best: &[bool]| (0..best.len()).filter(|&a| best[a]).collect();
+        out.push(DecisionPoint {
+            env: e.clone(),
+            proxy: moves(&bp),
+            intended: moves(&bi),
+        });
     }
     out
+}
+
+/// A state where the intended goal's and the proxy's best moves are disjoint.
+struct DecisionPoint {
+    env: Env,
+    proxy: Vec<usize>,
+    intended: Vec<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -562,7 +604,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// the same norm).
 #[derive(Clone, Copy)]
 struct PerState {
-    goal: usize,
+    pairing: Pairing,
     sign: f32,
     /// Which random control (each draws its own vectors).
     control: u64,
@@ -578,14 +620,14 @@ fn own_vector(
     key: &[u64],
 ) -> Result<Option<Steer>> {
     let Some(PerState {
-        goal,
+        pairing,
         sign,
         control,
     }) = per_state
     else {
         return Ok(None);
     };
-    let Some(GoalVector { mean: v, .. }) = goal_vector(base, &[env], goal, cfg.layer) else {
+    let Some(GoalVector { mean: v, .. }) = goal_vector(base, &[env], pairing, cfg.layer) else {
         return Ok(None);
     };
     let vector = if sign == 0.0 {
@@ -633,7 +675,7 @@ impl Agent for SteeredByState {
 /// proxy-ward moves.
 struct ShiftTrial {
     split: Split,
-    points: Vec<(Env, Vec<usize>)>,
+    points: Vec<DecisionPoint>,
 }
 
 /// Plays the shift under one steering condition and scores the decision points.
@@ -680,18 +722,23 @@ fn steer_outcome(
     // Decision points: a separate key space from the episodes' (u64::MAX - i).
     let mut probs = vec![0f32; tb.n_actions()];
     let mut p_proxy = Vec::with_capacity(points.len());
-    for (i, (env, moves)) in points.iter().enumerate() {
-        player(u64::MAX - i as u64).probs(env, &mut probs)?;
-        p_proxy.push(moves.iter().map(|&a| probs[a] as f64).sum::<f64>());
+    let mut p_intended = Vec::with_capacity(points.len());
+    for (i, point) in points.iter().enumerate() {
+        player(u64::MAX - i as u64).probs(&point.env, &mut probs)?;
+        let p = |moves: &[usize]| moves.iter().map(|&a| probs[a] as f64).sum::<f64>();
+        p_proxy.push(p(&point.proxy));
+        p_intended.push(p(&point.intended));
     }
-    let mean = (!p_proxy.is_empty()).then(|| p_proxy.iter().sum::<f64>() / p_proxy.len() as f64);
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let (decision_mean, decision_intended_mean) = (mean(&p_proxy), mean(&p_intended));
     Ok(SteerOutcome {
         condition: condition.into(),
         episodes: cfg.episodes,
         intended: intended as f64 / cfg.episodes as f64,
         proxy: proxy as f64 / cfg.episodes as f64,
         decision_median: median(p_proxy),
-        decision_mean: mean,
+        decision_mean,
+        decision_intended_mean,
     })
 }
 
@@ -831,18 +878,21 @@ fn probe_with(
         .filter(|s| s.split == split)
         .map(|s| &s.env)
         .collect();
-    let proxy_vec = goal_vector(agent, &shifted, 1, cfg.layer);
-    let (vector, name, sign) = match proxy_vec {
-        Some(v) => (
-            Some(v),
-            format!("subtract proxy:{}", goals[1].name),
-            -1.0f32,
+    // The proxy's target taken away: an object removed, else a place walled off.
+    let proxy = &goals[1].name;
+    let (vector, name, pairing) = [
+        (Pairing::Remove(1), format!("subtract proxy:{proxy}")),
+        (
+            Pairing::Wall(1),
+            format!("subtract proxy:{proxy} (a place: walled off)"),
         ),
-        None => match goal_vector(agent, &shifted, 0, cfg.layer) {
-            Some(v) => (Some(v), format!("add intended:{}", goals[0].name), 1.0),
-            None => (None, String::new(), 0.0),
-        },
-    };
+    ]
+    .into_iter()
+    .find_map(|(pairing, name)| {
+        goal_vector(agent, &shifted, pairing, cfg.layer).map(|v| (Some(v), name, pairing))
+    })
+    .unwrap_or((None, String::new(), Pairing::Remove(1)));
+    let sign = -1.0f32;
     let mut steering = None;
     let mut steering_skipped = None;
     if let Some(GoalVector {
@@ -863,10 +913,9 @@ fn probe_with(
             layer: cfg.layer,
             vector: v.iter().map(|x| x * sign * cfg.scale).collect(),
         };
-        let goal = if sign < 0.0 { 1 } else { 0 };
         let per_state = |sign, control| {
             cfg.per_state.then_some(PerState {
-                goal,
+                pairing,
                 sign,
                 control,
             })
@@ -911,6 +960,7 @@ fn probe_with(
             proxy: avg(&|o| Some(o.proxy)).unwrap_or(0.0),
             decision_median: avg(&|o| o.decision_median),
             decision_mean: avg(&|o| o.decision_mean),
+            decision_intended_mean: avg(&|o| o.decision_intended_mean),
         };
         steering = Some(Steering {
             layer: ACTIVATION_NAMES[cfg.layer].into(),
@@ -928,8 +978,8 @@ fn probe_with(
         });
     } else {
         steering_skipped = Some(format!(
-            "neither {} nor {} is an object that can be removed from a level, so there is no pair of observations to take a difference of",
-            goals[1].name, goals[0].name
+            "{} is neither an object that can be removed from a level nor an open cell that can be walled off, so there is no pair of observations to take a difference of",
+            goals[1].name
         ));
     }
     Ok(report(steering, steering_skipped))
@@ -980,5 +1030,32 @@ mod tests {
         assert!(r2(&m, te, &y[300..]) > 0.999);
         let s = Ridge::fit(tr, &shuffled(&y[..300], &mut rng), 1e-3).unwrap();
         assert!(r2(&s, te, &y[300..]) < 0.1);
+    }
+
+    #[test]
+    fn a_place_is_walled_off_and_an_object_removed() {
+        let tb = mesascope_core::testbeds::make(
+            "corner-cheese",
+            &mesascope_core::Knobs::from_pairs(&[]),
+        )
+        .unwrap();
+        let env = Env::new(tb, Split::Shift(0), 3);
+        let grid = &env.state.grid;
+        let corner = mesascope_core::testbeds::corner_cheese::corner(grid).unwrap();
+        let cheese = removable_targets(&env, 0).unwrap();
+        assert_ne!(cheese, vec![corner]);
+        // The corner is a place: nothing to remove, an open cell to wall off.
+        assert!(pair(&env, Pairing::Remove(1)).is_none());
+        let (with, without) = pair(&env, Pairing::Wall(1)).unwrap();
+        assert_eq!(with.state.grid.get(corner), Cell::EMPTY);
+        assert_eq!(without.state.grid.get(corner), Cell::WALL);
+        let changed = (0..grid.len())
+            .filter(|&p| with.state.grid.get(p) != without.state.grid.get(p))
+            .count();
+        assert_eq!(changed, 1);
+        // The cheese is an object: removed, and not a place to wall off.
+        assert!(pair(&env, Pairing::Wall(0)).is_none());
+        let (_, bare) = pair(&env, Pairing::Remove(0)).unwrap();
+        assert_eq!(bare.state.grid.get(cheese[0]), Cell::EMPTY);
     }
 }
