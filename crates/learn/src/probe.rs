@@ -444,8 +444,9 @@ fn accuracy(model: &Ridge, x: &[&[f32]], y: &[Vec<f64>]) -> f64 {
     right as f64 / y.len().max(1) as f64
 }
 
-/// The object cells a goal aims at, if every target holds an object that can be removed.
-fn removable_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
+/// The cells a goal aims at, if there are some, the agent stands on none, and each holds a cell
+/// that `fits`.
+fn targets_where(env: &Env, goal: usize, fits: impl Fn(Cell) -> bool) -> Option<Vec<Pos>> {
     let mut spec = GoalSpec::default();
     env.testbed().goal_spec(&env.state, goal, &mut spec);
     let g = &env.state.grid;
@@ -453,22 +454,19 @@ fn removable_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
         && spec
             .targets
             .iter()
-            .all(|&p| p != env.state.agent && g.get(p) != Cell::EMPTY && g.get(p) != Cell::WALL);
+            .all(|&p| p != env.state.agent && fits(g.get(p)));
     ok.then_some(spec.targets)
+}
+
+/// The object cells a goal aims at, if every target holds an object that can be removed.
+fn removable_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
+    targets_where(env, goal, |c| c != Cell::EMPTY && c != Cell::WALL)
 }
 
 /// The cells of a place goal (a cell, not an object: the corner), if every one is open floor
 /// the agent does not stand on.
 fn place_targets(env: &Env, goal: usize) -> Option<Vec<Pos>> {
-    let mut spec = GoalSpec::default();
-    env.testbed().goal_spec(&env.state, goal, &mut spec);
-    let g = &env.state.grid;
-    let ok = !spec.targets.is_empty()
-        && spec
-            .targets
-            .iter()
-            .all(|&p| p != env.state.agent && g.get(p) == Cell::EMPTY);
-    ok.then_some(spec.targets)
+    targets_where(env, goal, |c| c == Cell::EMPTY)
 }
 
 /// The pair of observations whose activation difference is a goal's steering vector: the
