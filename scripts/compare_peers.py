@@ -47,7 +47,7 @@ def main():
     batched = tb["batched_u8"]["steps_per_sec"]
     minigrid = rates(run([VENV_PY, os.path.join(PEERS, "minigrid_bench.py")]))
     navix = rates(run([VENV_PY, os.path.join(PEERS, "navix_bench.py")]))
-    print(f"mesascope exit-vs-green 9x9 maze, u8 observation: {single:,.0f} steps/s on one thread, "
+    print(f"mesascope exit-vs-green 7x7 maze, u8 observation: {single:,.0f} steps/s on one thread, "
           f"{batched:,.0f} on all {ours['threads']} threads ({tb['batched_u8']['envs']} envs)")
     print(f"{'peer':<50} {'steps/s':>14} {'mesascope / peer':>18}")
     for label, r in minigrid:

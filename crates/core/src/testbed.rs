@@ -137,6 +137,11 @@ impl Knobs {
         self
     }
 
+    /// The value given for `name`, if one was.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
+    }
+
     pub fn set(&mut self, name: &str, value: f64) {
         self.pairs.retain(|(n, _)| n != name);
         self.pairs.push((name.to_string(), value));

@@ -18,9 +18,11 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A small, fast setting: 5x5 mazes (a 3x3 interior), a narrow network, short rollouts.
+/// A small, fast setting: 5x5 mazes (a 3x3 interior) with no obstacles, a narrow network, short
+/// rollouts.
 fn tiny(arch: Arch) -> (std::sync::Arc<dyn mesascope_core::Testbed>, PpoConfig) {
-    let tb = testbeds::make("exit-vs-green", &Knobs::new().with("size", 5.0)).unwrap();
+    let knobs = Knobs::new().with("size", 5.0).with("distractors", 0.0);
+    let tb = testbeds::make("exit-vs-green", &knobs).unwrap();
     let config = PpoConfig {
         total_steps: 64 * 16 * 60,
         num_envs: 64,

@@ -15,7 +15,8 @@ pub fn maze(size: usize, loops: f64, rng: &mut Rng) -> Grid {
     let at = |i: usize, j: usize| (2 * i + 1) * size + (2 * j + 1);
     let mut seen = vec![false; cells * cells];
     let start = (rng.below(cells), rng.below(cells));
-    let mut stack = vec![start];
+    let mut stack = Vec::with_capacity(cells * cells);
+    stack.push(start);
     seen[start.0 * cells + start.1] = true;
     g.cells[at(start.0, start.1)] = Cell::EMPTY;
     let mut options = Vec::with_capacity(4);
@@ -47,16 +48,14 @@ pub fn maze(size: usize, loops: f64, rng: &mut Rng) -> Grid {
         }
     }
     if loops > 0.0 {
-        // Inner walls between two open maze cells, in row-major order (deterministic).
-        let walls: Vec<Pos> = (1..size - 1)
-            .flat_map(|r| (1..size - 1).map(move |c| (r, c)))
-            .filter(|&(r, c)| (r + c) % 2 == 1)
-            .map(|(r, c)| r * size + c)
-            .filter(|&p| g.cells[p] == Cell::WALL)
-            .collect();
-        for p in walls {
-            if rng.chance(loops) {
-                g.cells[p] = Cell::EMPTY;
+        // Inner walls between two open maze cells, in row-major order (deterministic). Each
+        // cell is read before it is knocked out and never after, so no list is needed.
+        for r in 1..size - 1 {
+            for c in (1..size - 1).filter(|&c| (r + c) % 2 == 1) {
+                let p = r * size + c;
+                if g.cells[p] == Cell::WALL && rng.chance(loops) {
+                    g.cells[p] = Cell::EMPTY;
+                }
             }
         }
     }
@@ -83,8 +82,69 @@ pub fn distinct(from: &[Pos], k: usize, rng: &mut Rng) -> Vec<Pos> {
     v
 }
 
-/// Whether any of `targets` is reachable from `from` without entering `avoid`.
+/// Whether any of `targets` is reachable from `from` without entering `avoid`: the planner's
+/// notion (paths through walkable cells other than lava; a target need not be walkable).
+/// Level generators call it several times per level, so it searches forward from `from` over a
+/// bitset on the stack and stops at the first target, with no allocation for grids up to
+/// 1,024 cells (every maze size the knobs allow).
 pub fn reachable(g: &Grid, from: Pos, targets: &[Pos], avoid: &[Pos]) -> bool {
+    const MAX: usize = 1024;
+    let n = g.len();
+    if n > MAX {
+        return reachable_by_planner(g, from, targets, avoid);
+    }
+    if targets.contains(&from) {
+        return true;
+    }
+    let passable = |p: Pos| {
+        let c = g.cells[p];
+        c.walkable() && c.object != crate::grid::Object::Lava as u8
+    };
+    if from >= n || !passable(from) || avoid.contains(&from) {
+        return false;
+    }
+    let mut seen = [0u64; MAX / 64];
+    let mark = |p: Pos, seen: &mut [u64; MAX / 64]| {
+        let fresh = seen[p / 64] & (1 << (p % 64)) == 0;
+        seen[p / 64] |= 1 << (p % 64);
+        fresh
+    };
+    for &a in avoid {
+        if a < n {
+            mark(a, &mut seen);
+        }
+    }
+    let mut queue = [0u16; MAX];
+    let (mut head, mut tail) = (0, 1);
+    queue[0] = from as u16;
+    mark(from, &mut seen);
+    let w = g.width;
+    while head < tail {
+        let p = queue[head] as usize;
+        head += 1;
+        let (r, c) = (p / w, p % w);
+        let moves = [
+            (r > 0).then(|| p - w),
+            (c + 1 < w).then(|| p + 1),
+            (r + 1 < g.height).then(|| p + w),
+            (c > 0).then(|| p - 1),
+        ];
+        for q in moves.into_iter().flatten() {
+            if targets.contains(&q) {
+                return true;
+            }
+            if passable(q) && mark(q, &mut seen) {
+                queue[tail] = q as u16;
+                tail += 1;
+            }
+        }
+    }
+    false
+}
+
+/// [`reachable`] by the planner's backward search from the targets, for grids too large for
+/// the stack bitset.
+fn reachable_by_planner(g: &Grid, from: Pos, targets: &[Pos], avoid: &[Pos]) -> bool {
     let mut planner = Planner::new(g);
     let mut d = Vec::new();
     planner.distances(
@@ -94,7 +154,7 @@ pub fn reachable(g: &Grid, from: Pos, targets: &[Pos], avoid: &[Pos]) -> bool {
         },
         &mut d,
     );
-    d[from] != UNREACHABLE
+    d.get(from).is_some_and(|&x| x != UNREACHABLE)
 }
 
 #[cfg(test)]
@@ -113,6 +173,31 @@ mod tests {
                 assert!((0..g.len())
                     .filter(|&p| g.is_border(p))
                     .all(|p| g.cells[p] == Cell::WALL));
+            }
+        }
+    }
+
+    #[test]
+    fn reachable_agrees_with_the_planner() {
+        let mut rng = Rng::new(5);
+        for trial in 0..300 {
+            let mut g = maze(if trial % 2 == 0 { 7 } else { 11 }, 0.2, &mut rng);
+            let open = empty_cells(&g);
+            // Some cells blocked by balls, so that some targets cannot be reached.
+            for &p in &distinct(&open, 4, &mut rng) {
+                g.set(
+                    p,
+                    Cell::new(crate::grid::Object::Ball, crate::grid::Colour::Red),
+                );
+            }
+            let picks = distinct(&open, 4, &mut rng);
+            let (from, targets, avoid) = (picks[0], &picks[1..3], &picks[3..]);
+            for (t, a) in [(targets, avoid), (targets, &[][..]), (avoid, targets)] {
+                assert_eq!(
+                    reachable(&g, from, t, a),
+                    reachable_by_planner(&g, from, t, a),
+                    "trial {trial}"
+                );
             }
         }
     }
