@@ -7,7 +7,7 @@
 //! `Q(s, a) = -(1 + d(s'))` with `s' = s` when the move is blocked, so a Boltzmann policy
 //! `pi(a|s) ~ exp(beta * Q(s, a))` is invariant to the time limit and comparable across levels.
 
-use crate::grid::{Grid, Object, Pos, N_MOVES};
+use crate::grid::{Cell, Grid, Object, Pos, N_MOVES};
 
 /// Steps-to-go for a cell that cannot reach the goal (or is avoided).
 pub const UNREACHABLE: u16 = u16::MAX;
@@ -40,15 +40,15 @@ pub struct Planner {
     queue: Vec<u32>,
 }
 
+/// Whether paths go through a cell: the agent can stand there and it is not lava.
+pub fn passable(c: Cell) -> bool {
+    c.walkable() && c.object != Object::Lava as u8
+}
+
 impl Planner {
     pub fn new(grid: &Grid) -> Planner {
         let walkable: Vec<bool> = grid.cells.iter().map(|c| c.walkable()).collect();
-        let passable = grid
-            .cells
-            .iter()
-            .zip(&walkable)
-            .map(|(c, &w)| w && c.object != Object::Lava as u8)
-            .collect();
+        let passable = grid.cells.iter().map(|&c| passable(c)).collect();
         Planner {
             width: grid.width,
             height: grid.height,

@@ -96,10 +96,7 @@ pub fn reachable(g: &Grid, from: Pos, targets: &[Pos], avoid: &[Pos]) -> bool {
     if targets.contains(&from) {
         return true;
     }
-    let passable = |p: Pos| {
-        let c = g.cells[p];
-        c.walkable() && c.object != crate::grid::Object::Lava as u8
-    };
+    let passable = |p: Pos| crate::planner::passable(g.cells[p]);
     if from >= n || !passable(from) || avoid.contains(&from) {
         return false;
     }
