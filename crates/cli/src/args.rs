@@ -272,7 +272,7 @@ pub struct TrainArgs {
     /// Parallel environments [default: 256].
     #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub envs: Option<u32>,
-    /// Width of the network's hidden layers [default: 128].
+    /// Width of the network's hidden layers [default: the testbed's: 64 for exit-vs-green, 128 for the others].
     #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub hidden: Option<u32>,
     /// Write the checkpoint every N updates (and at the end).
