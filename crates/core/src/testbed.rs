@@ -175,8 +175,8 @@ impl Knobs {
             }
         }
         decl.iter()
-            .map(|k| match self.pairs.iter().find(|(n, _)| n == k.name) {
-                Some(&(_, v)) => k.check(v),
+            .map(|k| match self.get(k.name) {
+                Some(v) => k.check(v),
                 None => Ok(k.default),
             })
             .collect()

