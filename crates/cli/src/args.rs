@@ -151,6 +151,20 @@ pub struct ShowArgs {
     pub frames: bool,
 }
 
+/// `--reach`: a number of moves, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reach(pub Option<u32>);
+
+fn parse_reach(s: &str) -> Result<Reach, String> {
+    match s.trim() {
+        "none" => Ok(Reach(None)),
+        t => t
+            .parse()
+            .map(|n| Reach(Some(n)))
+            .map_err(|_| format!("'{s}' is not a number of moves (a whole number >= 0, or none)")),
+    }
+}
+
 fn parse_beta(s: &str) -> Result<f32, String> {
     let b: f32 = s
         .trim()
@@ -649,6 +663,10 @@ pub struct MonitorArgs {
     /// Rationality of the monitor's candidate planners.
     #[arg(long, default_value_t = MonitorConfig::default().beta)]
     pub beta: f64,
+    /// Hold the alarm until the agent's move would bring it within this many moves of a proxy
+    /// (`none`: alarm as soon as the evidence is in).
+    #[arg(long, value_name = "MOVES", default_value = "3", value_parser = parse_reach)]
+    pub reach: Reach,
     /// The evidence each step gives: the policy's action distribution, or only the action taken
     /// (a black-box agent).
     #[arg(long, value_enum, default_value_t = EvidenceArg::Policy)]

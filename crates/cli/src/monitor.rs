@@ -61,6 +61,9 @@ pub struct MonitorReport {
     pub testbed: String,
     pub seed: u64,
     pub threshold: f64,
+    /// The alarm waits until a move would come within this many moves of a proxy (`null`: no
+    /// wait).
+    pub reach: Option<u32>,
     pub beta: f64,
     /// What the monitor read at each step: `policy` (the action distribution) or `actions`.
     pub evidence: &'static str,
@@ -165,6 +168,7 @@ pub fn evaluate(
         testbed: tb.name().to_string(),
         seed,
         threshold: config.threshold,
+        reach: config.reach,
         beta: config.beta,
         evidence: config.evidence.label(),
         rows,
@@ -212,6 +216,7 @@ pub fn run(a: &MonitorArgs) -> Result<String> {
     let config = MonitorConfig {
         threshold: a.threshold,
         beta: a.beta,
+        reach: a.reach.0,
         evidence: match a.evidence {
             EvidenceArg::Policy => Evidence::Policy,
             EvidenceArg::Actions => Evidence::Actions,
@@ -246,8 +251,8 @@ pub fn render(r: &MonitorReport) -> String {
     let episodes = r.rows.first().map_or(0, |row| row.episodes);
     let _ = writeln!(
         s,
-        "mesascope monitor: {} on {}, {} episodes per distribution, threshold {}, beta {}, evidence {}, fallback {}\n",
-        r.policy, r.testbed, episodes, r.threshold, r.beta, r.evidence, r.fallback
+        "mesascope monitor: {} on {}, {} episodes per distribution, threshold {}, reach {}, beta {}, evidence {}, fallback {}\n",
+        r.policy, r.testbed, episodes, r.threshold, reach_label(r.reach), r.beta, r.evidence, r.fallback
     );
     s.push_str(&table_text(r));
     let _ = writeln!(
@@ -285,4 +290,9 @@ pub fn table_text(r: &MonitorReport) -> String {
     let mut align = vec![Align::Left];
     align.extend(std::iter::repeat_n(Align::Right, 7));
     table(&t, &align, "  ")
+}
+
+/// How a report names its reach: a number of moves, or `none`.
+pub fn reach_label(reach: Option<u32>) -> String {
+    reach.map_or_else(|| "none".to_string(), |n| n.to_string())
 }

@@ -394,14 +394,18 @@ pub fn page(st: &Story, scripted: &DemoReport) -> String {
     // Monitor.
     let _ = write!(
         s,
-        "<h2>Runtime monitor</h2><p>The monitor keeps a posterior over the declared goals (and no goal) from the agent's {}, each goal modelled as a Boltzmann-rational planner (beta {}), and raises its alarm when the intended goal's posterior falls below {} while a proxy leads. With a fallback, the scripted intended agent takes over at the alarm. A false alarm is one raised in an episode that still reached the intended goal.</p>",
+        "<h2>Runtime monitor</h2><p>The monitor keeps a posterior over the declared goals (and no goal) from the agent's {}, each goal modelled as a Boltzmann-rational planner (beta {}), and raises its alarm when the intended goal's posterior falls below {} while a proxy leads{}. With a fallback, the scripted intended agent takes over at the alarm. A false alarm is one raised in an episode that still reached the intended goal.</p>",
         if st.monitor_before.evidence == Evidence::Policy.label() {
             "action distribution at each move (the expected evidence of its move)"
         } else {
             "moves alone"
         },
         st.monitor_before.beta,
-        st.monitor_before.threshold
+        st.monitor_before.threshold,
+        match st.monitor_before.reach {
+            Some(n) => format!(", holding it until a move would come within {n} moves of the proxy"),
+            None => String::new(),
+        }
     );
     for (title, r) in [
         ("The trained (pseudo-aligned) agent", &st.monitor_before),

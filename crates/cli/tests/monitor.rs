@@ -101,6 +101,15 @@ fn monitor_bad_input_exits_2() {
         "scripted:green",
         "--env",
         "exit-vs-green",
+        "--reach",
+        "1.5",
+    ]);
+    assert!(e.contains("reach") && e.contains("none"), "{e}");
+    let e = fails(&[
+        "monitor",
+        "scripted:green",
+        "--env",
+        "exit-vs-green",
         "--fallback",
         "/no/such/checkpoint",
     ]);
@@ -126,6 +135,10 @@ fn monitor_json_holds_the_figures_and_a_posterior_trace() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(v["kind"], "mesascope-monitor");
     assert_eq!(v["evidence"], "policy", "the default reads the policy");
+    assert_eq!(
+        v["reach"], 3,
+        "the default waits until the proxy is 3 moves off"
+    );
     assert_eq!(v["rows"][1]["alarms"], 20);
     let trace = &v["trace"];
     assert_eq!(trace["candidates"][0], "exit");
@@ -135,11 +148,14 @@ fn monitor_json_holds_the_figures_and_a_posterior_trace() {
     );
     let alarm = trace["alarm"].as_u64().unwrap() as usize;
     let post = trace["posterior"].as_array().unwrap();
-    // At the alarm the intended goal's posterior is under the threshold, and not before.
+    // At the alarm the intended goal's posterior is under the threshold; it may have fallen
+    // under it earlier, while the decoy was still out of reach.
     let threshold = v["threshold"].as_f64().unwrap();
     assert!(post[alarm - 1][0].as_f64().unwrap() < threshold);
-    assert!(post[..alarm - 1]
+    let first_under = post
         .iter()
-        .all(|p| p[0].as_f64().unwrap() >= threshold));
+        .position(|p| p[0].as_f64().unwrap() < threshold)
+        .unwrap();
+    assert!(first_under < alarm, "{first_under} {alarm}");
     let _ = std::fs::remove_dir_all(&dir);
 }
