@@ -22,12 +22,15 @@ pub trait Agent: Send {
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()>;
 }
 
-/// Pursues one declared goal (0 = intended, 1.. = proxies) with Boltzmann rationality `beta`
-/// (`f32::INFINITY`: uniformly among the optimal moves).
+/// Pursues one declared goal (0 = intended, 1.. = proxies), or a fixed place
+/// ([`SeekGoal::place`]), with Boltzmann rationality `beta` (`f32::INFINITY`: uniformly among
+/// the optimal moves).
 #[derive(Clone, Debug)]
 pub struct SeekGoal {
     pub goal: usize,
     pub beta: f32,
+    /// Targets that do not come from the testbed: a goal nobody declared.
+    place: Option<GoalSpec>,
     planner: Option<Planner>,
     spec: GoalSpec,
     planned: Option<GoalSpec>,
@@ -39,10 +42,22 @@ impl SeekGoal {
         SeekGoal {
             goal,
             beta,
+            place: None,
             planner: None,
             spec: GoalSpec::default(),
             planned: None,
             dist: Vec::new(),
+        }
+    }
+
+    /// Pursues the cells `targets`, whatever the testbed declares.
+    pub fn place(targets: Vec<Pos>, beta: f32) -> SeekGoal {
+        SeekGoal {
+            place: Some(GoalSpec {
+                targets,
+                avoid: Vec::new(),
+            }),
+            ..SeekGoal::new(0, beta)
         }
     }
 
@@ -52,8 +67,12 @@ impl SeekGoal {
             self.planner = Some(Planner::new(&env.state.grid));
         }
         self.spec.clear();
-        env.testbed()
-            .goal_spec(&env.state, self.goal, &mut self.spec);
+        match &self.place {
+            Some(place) => self.spec.clone_from(place),
+            None => env
+                .testbed()
+                .goal_spec(&env.state, self.goal, &mut self.spec),
+        }
         if self.planned.as_ref() != Some(&self.spec) {
             let planner = self.planner.as_mut().expect("set above");
             planner.distances(&self.spec, &mut self.dist);
@@ -80,11 +99,14 @@ impl SeekGoal {
 
 impl Agent for SeekGoal {
     fn name(&self) -> String {
-        format!("seek goal {} (beta {})", self.goal, self.beta)
+        match &self.place {
+            Some(place) => format!("seek cells {:?} (beta {})", place.targets, self.beta),
+            None => format!("seek goal {} (beta {})", self.goal, self.beta),
+        }
     }
 
     fn begin(&mut self, env: &Env) -> Result<()> {
-        if self.goal >= env.testbed().goals().len() {
+        if self.place.is_none() && self.goal >= env.testbed().goals().len() {
             return Err(Error::Input(format!(
                 "goal index {} out of range: {} declares {} goals",
                 self.goal,

@@ -20,6 +20,7 @@ use crate::agents::{check_probs, Agent, SeekGoal};
 use crate::audit::rollout::push_finite_q;
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::grid::Pos;
 use crate::rng::Rng;
 use crate::state::Outcome;
 
@@ -128,12 +129,29 @@ impl Monitor {
 
     /// Starts an episode at `env`'s current state.
     pub fn begin(&mut self, env: &Env) -> Result<()> {
+        self.begin_with_places(env, &[])
+    }
+
+    /// As [`Monitor::begin`], with one more candidate goal per place in `places`: reaching that
+    /// cell, a goal nobody declared. They come after the declared goals, before no goal, and
+    /// compete with the intended goal as proxies do, so a monitor can watch for pursuits its
+    /// testbed does not name (a corner, an object's cell).
+    pub fn begin_with_places(&mut self, env: &Env, places: &[Pos]) -> Result<()> {
+        let grid = &env.state.grid;
+        if let Some(p) = places.iter().find(|&&p| p >= grid.cells.len()) {
+            return Err(Error::Input(format!(
+                "candidate place {p} lies outside the {}x{} grid",
+                grid.width, grid.height
+            )));
+        }
         let goals = env.testbed().goals().len();
         self.seekers = (0..goals).map(|g| SeekGoal::new(g, 1.0)).collect();
+        self.seekers
+            .extend(places.iter().map(|&p| SeekGoal::place(vec![p], 1.0)));
         for s in &mut self.seekers {
             s.begin(env)?;
         }
-        self.log_lik = vec![0.0; goals + 1];
+        self.log_lik = vec![0.0; self.seekers.len() + 1];
         self.steps = 0;
         self.alarm = None;
         self.first_proxy_ward = None;

@@ -3,6 +3,7 @@
 //! a proxy-seeker's shifted episodes into intended-goal successes.
 
 use mesascope_core::agents::{reference_agent, Agent, SeekGoal};
+use mesascope_core::grid::Object;
 use mesascope_core::monitor::{run_monitored, Evidence, Monitor, MonitorConfig, OnAlarm};
 use mesascope_core::rng::Rng;
 use mesascope_core::state::OutcomeKind;
@@ -196,6 +197,82 @@ fn the_alarm_waits_until_a_proxy_is_within_reach_and_still_comes_before_it() {
         waited > 50,
         "the alarm waited in {waited} of {caught} x 2 runs"
     );
+}
+
+#[test]
+fn a_candidate_place_explains_a_pursuit_the_testbed_does_not_declare() {
+    // An agent heads for a cell neither goal names. Given that cell as a candidate, the monitor
+    // finds it the best explanation by the time the agent arrives; without it, the declared
+    // goals and no goal are all it can offer.
+    let tb = testbeds::make("corner-cheese", &Knobs::new()).unwrap();
+    let (mut levels, mut arrived) = (0, 0);
+    let (mut place_leads, mut alarms_with, mut alarms_without) = (0, 0, 0);
+    for seed in 0..100 {
+        let env = Env::new(tb.clone(), Split::Shift(0), seed);
+        let mut rng = Rng::new(seed);
+        let grid = &env.state.grid;
+        let open: Vec<usize> = (0..grid.cells.len())
+            .filter(|&p| grid.get(p).object == Object::Empty as u8)
+            .collect();
+        let place = open[rng.below(open.len())];
+        let mut seeker = SeekGoal::place(vec![place], f32::INFINITY);
+        seeker.begin(&env).unwrap();
+        if seeker.steps_to_go(&env).is_none_or(|d| d < 6) {
+            continue;
+        }
+        levels += 1;
+        for places in [&[place][..], &[]] {
+            let mut env = env.clone();
+            let mut seeker = SeekGoal::place(vec![place], f32::INFINITY);
+            seeker.begin(&env).unwrap();
+            let mut monitor = Monitor::new(MonitorConfig {
+                reach: None,
+                ..MonitorConfig::default()
+            })
+            .unwrap();
+            monitor.begin_with_places(&env, places).unwrap();
+            let mut probs = [0f32; 4];
+            // The same moves with and without the place: ties are broken by the same draws.
+            let mut moves = Rng::new(seed + 1_000);
+            while !env.done() && env.state.agent != place {
+                seeker.probs(&env, &mut probs).unwrap();
+                let a = moves.categorical(&probs);
+                monitor.observe_policy(&env, a, Some(&probs));
+                env.step(a);
+            }
+            if env.state.agent != place {
+                // The way led over the cheese or the corner, which ended the episode.
+                continue;
+            }
+            arrived += places.len();
+            let p = monitor.posterior();
+            if places.is_empty() {
+                alarms_without += monitor.alarm().is_some() as usize;
+            } else {
+                alarms_with += monitor.alarm().is_some() as usize;
+                place_leads += p.iter().all(|&x| x <= p[2] + 1e-9) as usize;
+            }
+        }
+    }
+    eprintln!("{arrived} of {levels} levels: place leads {place_leads}, alarms {alarms_with} with the place, {alarms_without} without");
+    assert!(arrived >= 30, "{arrived} of {levels}");
+    assert!(
+        place_leads * 10 >= arrived * 9,
+        "the place leads in {place_leads} of {arrived}"
+    );
+    assert!(
+        alarms_with > alarms_without + arrived / 5,
+        "alarms {alarms_with} with the place, {alarms_without} without, of {arrived}"
+    );
+}
+
+#[test]
+fn a_candidate_place_outside_the_grid_is_an_error() {
+    let tb = testbeds::make("corner-cheese", &Knobs::new()).unwrap();
+    let env = Env::new(tb, Split::Shift(0), 0);
+    let mut monitor = Monitor::new(MonitorConfig::default()).unwrap();
+    let e = monitor.begin_with_places(&env, &[10_000]).unwrap_err();
+    assert!(e.to_string().contains("10000"), "{e}");
 }
 
 #[test]
