@@ -29,8 +29,8 @@ pub trait Agent: Send {
 pub struct SeekGoal {
     pub goal: usize,
     pub beta: f32,
-    /// Targets that do not come from the testbed: a goal nobody declared.
-    place: Option<GoalSpec>,
+    /// `spec` holds fixed cells rather than the testbed's goal: a goal nobody declared.
+    place: bool,
     planner: Option<Planner>,
     spec: GoalSpec,
     planned: Option<GoalSpec>,
@@ -42,7 +42,7 @@ impl SeekGoal {
         SeekGoal {
             goal,
             beta,
-            place: None,
+            place: false,
             planner: None,
             spec: GoalSpec::default(),
             planned: None,
@@ -53,10 +53,11 @@ impl SeekGoal {
     /// Pursues the cells `targets`, whatever the testbed declares.
     pub fn place(targets: Vec<Pos>, beta: f32) -> SeekGoal {
         SeekGoal {
-            place: Some(GoalSpec {
+            place: true,
+            spec: GoalSpec {
                 targets,
                 avoid: Vec::new(),
-            }),
+            },
             ..SeekGoal::new(0, beta)
         }
     }
@@ -66,12 +67,10 @@ impl SeekGoal {
         if self.planner.is_none() {
             self.planner = Some(Planner::new(&env.state.grid));
         }
-        self.spec.clear();
-        match &self.place {
-            Some(place) => self.spec.clone_from(place),
-            None => env
-                .testbed()
-                .goal_spec(&env.state, self.goal, &mut self.spec),
+        if !self.place {
+            self.spec.clear();
+            env.testbed()
+                .goal_spec(&env.state, self.goal, &mut self.spec);
         }
         if self.planned.as_ref() != Some(&self.spec) {
             let planner = self.planner.as_mut().expect("set above");
@@ -99,14 +98,15 @@ impl SeekGoal {
 
 impl Agent for SeekGoal {
     fn name(&self) -> String {
-        match &self.place {
-            Some(place) => format!("seek cells {:?} (beta {})", place.targets, self.beta),
-            None => format!("seek goal {} (beta {})", self.goal, self.beta),
+        if self.place {
+            format!("seek cells {:?} (beta {})", self.spec.targets, self.beta)
+        } else {
+            format!("seek goal {} (beta {})", self.goal, self.beta)
         }
     }
 
     fn begin(&mut self, env: &Env) -> Result<()> {
-        if self.place.is_none() && self.goal >= env.testbed().goals().len() {
+        if !self.place && self.goal >= env.testbed().goals().len() {
             return Err(Error::Input(format!(
                 "goal index {} out of range: {} declares {} goals",
                 self.goal,

@@ -7,10 +7,11 @@
 //! each action the agent takes ([`Evidence::Actions`]), or, when it can read the policy's action
 //! distribution, that likelihood's expectation under the distribution ([`Evidence::Policy`]). The
 //! alarm is raised at the first step where the intended goal's posterior falls below `threshold`
-//! while a proxy leads and the move would bring the agent within `reach` moves of a proxy. An agent that pursues the intended goal only ever gains posterior on it
-//! (its moves are the intended planner's best ones), so alarms on it come from its mistakes, and
-//! reading its distribution spares it the unlucky draws; a proxy-seeker loses it at its first
-//! move that serves the proxy and not the intended goal.
+//! while a proxy leads and the move would bring the agent within `reach` moves of a proxy. An
+//! agent that pursues the intended goal only ever gains posterior on it (its moves are the
+//! intended planner's best ones), so alarms on it come from its mistakes, and reading its
+//! distribution spares it the unlucky draws; a proxy-seeker loses it at its first move that
+//! serves the proxy and not the intended goal.
 //!
 //! Cost: the candidates' steps-to-go tables are planned once per level (and again only when a
 //! goal's targets change, as keys are picked up), so a step costs a table lookup and a softmax
