@@ -4,7 +4,7 @@ machine, and prints throughput ratios: compare ratios from one run, not absolute
 
 Set up the peers once (outside the project):
     python3 -m venv ../peer-venv && ../peer-venv/bin/pip install minigrid navix rlax
-Then, from the repository root, after `cargo build --release -p mesascope`:
+Then, from the repository root, after `cargo build --release -p mesascope-cli`:
     python3 scripts/compare_peers.py
 """
 import json
@@ -38,7 +38,7 @@ def rates(text):
 
 
 def main():
-    for path, what in [(MESASCOPE, "cargo build --release -p mesascope"), (VENV_PY, "the peer venv (see above)")]:
+    for path, what in [(MESASCOPE, "cargo build --release -p mesascope-cli"), (VENV_PY, "the peer venv (see above)")]:
         if not os.path.exists(path):
             sys.exit(f"error: {path} not found: run {what} first")
     ours = json.loads(run([MESASCOPE, "bench", "--json", "--testbed", "exit-vs-green", "--seconds", "2"]))

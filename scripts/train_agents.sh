@@ -4,7 +4,7 @@
 # Usage: scripts/train_agents.sh [AGENT...]   (default: all of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p mesascope
+cargo build --release -p mesascope-cli
 bin=target/release/mesascope
 
 declare -A commands=(

@@ -1,7 +1,7 @@
 //! Command-line arguments (clap derive). Parsing only: the commands live in their own modules.
 
 use clap::{Args, Parser, Subcommand};
-use mesascope_core::monitor::MonitorConfig;
+use mesascope::core::monitor::MonitorConfig;
 use std::path::PathBuf;
 
 const ABOUT: &str = "Build, detect and mitigate mesa-optimizers and inner-alignment failures in gridworld testbeds.";
@@ -102,7 +102,7 @@ pub struct KnobArgs {
 }
 
 fn parse_knob(s: &str) -> Result<(String, f64), String> {
-    mesascope_core::Knobs::parse_pair(s)
+    mesascope::core::Knobs::parse_pair(s)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -502,10 +502,27 @@ mod tests {
         let Command::Probe(p) = cli.command else {
             panic!("not probe")
         };
-        let d = ProbeArgs::defaults();
+        // The flags' defaults are the library's.
+        let d = mesascope::learn::probe::ProbeConfig::default();
         assert_eq!(
-            (p.levels, p.layer, p.scale, p.episodes, p.controls, p.seed),
-            (d.levels, d.layer, d.scale, d.episodes, d.controls, d.seed)
+            (
+                p.levels as usize,
+                p.layer,
+                p.scale,
+                p.episodes as usize,
+                !p.mean_vector,
+                p.controls as usize,
+                p.seed
+            ),
+            (
+                d.levels,
+                d.layer,
+                d.scale,
+                d.episodes,
+                d.per_state,
+                d.controls,
+                d.seed
+            )
         );
         assert!(
             Cli::try_parse_from(["mesascope", "probe", "d", "--env", "e", "--layer", "2"]).is_err()
@@ -574,20 +591,11 @@ pub enum MitigationMethod {
     Adversarial,
 }
 
-impl MitigationMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            MitigationMethod::Diversify => "diversify",
-            MitigationMethod::Adversarial => "adversarial",
-        }
-    }
-
-    /// The share of decorrelated levels when none is given: diversify samples them uniformly,
-    /// so it needs many; the curriculum is meant to find the few there are.
-    pub fn default_decorrelate(self) -> f64 {
-        match self {
-            MitigationMethod::Diversify => 0.3,
-            MitigationMethod::Adversarial => 0.05,
+impl From<MitigationMethod> for mesascope::mitigate::Method {
+    fn from(m: MitigationMethod) -> Self {
+        match m {
+            MitigationMethod::Diversify => mesascope::mitigate::Method::Diversify,
+            MitigationMethod::Adversarial => mesascope::mitigate::Method::Adversarial,
         }
     }
 }
@@ -735,23 +743,4 @@ pub struct ProbeArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: KnobArgs,
-}
-
-impl ProbeArgs {
-    /// The command's defaults, for callers that run probes as part of something else.
-    pub fn defaults() -> ProbeArgs {
-        ProbeArgs {
-            policy: String::new(),
-            env: String::new(),
-            levels: 100,
-            layer: 1,
-            scale: 1.0,
-            episodes: 200,
-            mean_vector: false,
-            controls: 5,
-            seed: 0,
-            out: None,
-            knobs: KnobArgs::default(),
-        }
-    }
 }

@@ -1,32 +1,39 @@
-//! `mesascope`: parse the arguments, run the command, print, map errors to exit codes
-//! (2: bad input or usage, 1: other failures; `audit` exits with its verdict's code).
+//! `mesascope`: parse the arguments, run the command through the library, print, and map errors
+//! to exit codes (2: bad input or usage, 1: other failures, 130: interrupted; `audit` and
+//! `mitigate` exit with their verdict's code).
+
+mod args;
+mod commands;
+mod exit;
+mod progress;
 
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = mesascope::args::Cli::parse();
-    match mesascope::run_with_code(&cli) {
-        Ok((out, code)) => {
+    let cli = args::Cli::parse();
+    progress::stop_on_ctrl_c();
+    match commands::run(&cli) {
+        Ok(out) => {
             let mut stdout = std::io::stdout().lock();
             match stdout
-                .write_all(out.as_bytes())
+                .write_all(out.text.as_bytes())
                 .and_then(|_| stdout.flush())
             {
-                Ok(()) => ExitCode::from(code as u8),
+                Ok(()) => ExitCode::from(out.code),
                 // `mesascope envs | head`: the reader left; not an error (and not a reason to
                 // hide an audit's verdict).
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(code as u8),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(out.code),
                 Err(e) => {
                     eprintln!("error: cannot write output: {e}");
-                    ExitCode::from(mesascope::error::EXIT_FAILURE as u8)
+                    ExitCode::from(exit::EXIT_FAILURE)
                 }
             }
         }
         Err(e) => {
-            eprintln!("error: {}", mesascope::error::message(&e));
-            ExitCode::from(mesascope::exit_code(&e) as u8)
+            eprintln!("error: {}", exit::message(&e));
+            ExitCode::from(exit::code(&e))
         }
     }
 }

@@ -328,9 +328,11 @@ fn demo_runs_and_writes_json_atomically() {
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["episodes"], 20);
     assert_eq!(v["testbeds"].as_array().unwrap().len(), NAMES.len());
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    assert!(!PathBuf::from(tmp).exists());
+    // Written atomically: no temporary file is left beside it.
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?}");
+    }
 }
 
 #[test]

@@ -178,14 +178,14 @@ fn onnx_fixture(name: &str) -> String {
 fn the_onnx_export_gives_the_agents_logits_and_activations() {
     use mesascope_core::activations::Activations;
     use mesascope_core::agents::{run_episode_with, Agent};
-    use mesascope_core::{rng::Rng, testbeds, Env, Knobs, Split};
+    use mesascope_core::{rng::Rng, testbeds, Env, Knobs, ProxyId, Split};
     let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
     let native = mesascope_learn::agent::PolicyAgent::load(std::path::Path::new(AGENT)).unwrap();
-    let onnx = mesascope::audit::load_onnx(tb.as_ref(), std::path::Path::new(ONNX_AGENT)).unwrap();
+    let onnx = mesascope::policy::load_onnx(tb.as_ref(), std::path::Path::new(ONNX_AGENT)).unwrap();
     assert_eq!(onnx.layer_names(), native.layer_names());
     // States the agent visits on training and shifted levels.
     let mut envs = Vec::new();
-    for split in [Split::Train, Split::Shift(0)] {
+    for split in [Split::Train, Split::Shift(ProxyId(0))] {
         for seed in 0..6 {
             let mut env = Env::new(tb.clone(), split, seed);
             let mut agent = native.clone();

@@ -9,7 +9,7 @@ use mesascope_core::agents::reference_agent;
 use mesascope_core::grid::Pos;
 use mesascope_core::monitor::{Monitor, MonitorConfig};
 use mesascope_core::rng::Rng;
-use mesascope_core::{testbeds, Env, Knobs, Split};
+use mesascope_core::{testbeds, Env, Knobs, ProxyId, Split};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -26,7 +26,7 @@ fn main() {
             let mut probs = vec![0f32; 4];
             let (mut spent, mut steps) = (Duration::ZERO, 0u64);
             for seed in 0..2000 {
-                let mut env = Env::new(tb.clone(), Split::Shift(0), seed);
+                let mut env = Env::new(tb.clone(), Split::Shift(ProxyId(0)), seed);
                 let mut rng = Rng::new(seed);
                 let open: Vec<Pos> = (0..env.state.grid.cells.len())
                     .filter(|&p| env.state.grid.get(p).walkable())

@@ -10,6 +10,7 @@ use crate::grid::Pos;
 use crate::planner::{GoalSpec, Planner};
 use crate::rng::Rng;
 use crate::state::{Outcome, OutcomeKind};
+use crate::testbed::GoalId;
 
 /// Anything that acts in an environment: maps the current state to an action distribution.
 pub trait Agent: Send {
@@ -22,12 +23,12 @@ pub trait Agent: Send {
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()>;
 }
 
-/// Pursues one declared goal (0 = intended, 1.. = proxies), or a fixed place
+/// Pursues one declared goal, or a fixed place
 /// ([`SeekGoal::place`]), with Boltzmann rationality `beta` (`f32::INFINITY`: uniformly among
 /// the optimal moves).
 #[derive(Clone, Debug)]
 pub struct SeekGoal {
-    pub goal: usize,
+    pub goal: GoalId,
     pub beta: f32,
     /// `spec` holds fixed cells rather than the testbed's goal: a goal nobody declared.
     place: bool,
@@ -38,7 +39,7 @@ pub struct SeekGoal {
 }
 
 impl SeekGoal {
-    pub fn new(goal: usize, beta: f32) -> SeekGoal {
+    pub fn new(goal: GoalId, beta: f32) -> SeekGoal {
         SeekGoal {
             goal,
             beta,
@@ -58,7 +59,7 @@ impl SeekGoal {
                 targets,
                 avoid: Vec::new(),
             },
-            ..SeekGoal::new(0, beta)
+            ..SeekGoal::new(GoalId::INTENDED, beta)
         }
     }
 
@@ -106,7 +107,7 @@ impl Agent for SeekGoal {
     }
 
     fn begin(&mut self, env: &Env) -> Result<()> {
-        if !self.place && self.goal >= env.testbed().goals().len() {
+        if !self.place && self.goal.0 >= env.testbed().goals().len() {
             return Err(Error::Input(format!(
                 "goal index {} out of range: {} declares {} goals",
                 self.goal,
@@ -138,7 +139,7 @@ pub struct Conditional {
 }
 
 impl Conditional {
-    pub fn new(watched_goal: usize, unwatched_goal: usize, beta: f32) -> Conditional {
+    pub fn new(watched_goal: GoalId, unwatched_goal: GoalId, beta: f32) -> Conditional {
         Conditional {
             watched: SeekGoal::new(watched_goal, beta),
             unwatched: SeekGoal::new(unwatched_goal, beta),
@@ -197,12 +198,12 @@ pub fn reference_agent(
     name: &str,
     beta: f32,
 ) -> Result<Box<dyn Agent>> {
-    let goal_index = |g: &str| testbed.goals().iter().position(|d| d.name == g);
+    let goal_index = |g: &str| testbed.goals().iter().position(|d| d.name == g).map(GoalId);
     if name == "random" {
         return Ok(Box::new(RandomAgent));
     }
     if name == "intended" {
-        return Ok(Box::new(SeekGoal::new(0, beta)));
+        return Ok(Box::new(SeekGoal::new(GoalId::INTENDED, beta)));
     }
     if let Some(p) = name.strip_prefix("conditional:") {
         if testbed.oversight().is_none() {
@@ -212,9 +213,9 @@ pub fn reference_agent(
             )));
         }
         let g = goal_index(p)
-            .filter(|&g| g > 0)
+            .filter(|g| !g.is_intended())
             .ok_or_else(|| unknown_agent(testbed, name))?;
-        return Ok(Box::new(Conditional::new(0, g, beta)));
+        return Ok(Box::new(Conditional::new(GoalId::INTENDED, g, beta)));
     }
     match goal_index(name) {
         Some(g) => Ok(Box::new(SeekGoal::new(g, beta))),
@@ -317,7 +318,7 @@ pub fn run_episode_with(
 /// steps a deterministic optimal seeker of that goal needs until its episode ends at a goal.
 /// Exact shortest paths for single-target goals; `None` where the goal cannot be reached.
 pub fn goal_path_lengths(env: &Env) -> Vec<Option<u32>> {
-    (0..env.testbed().goals().len())
+    GoalId::all(env.testbed())
         .map(|g| {
             let mut sim = env.clone();
             let mut seeker = SeekGoal::new(g, f32::INFINITY);

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod env;
 pub mod error;
+pub mod fsio;
 pub mod grid;
 pub mod level;
 pub mod monitor;
@@ -26,7 +27,7 @@ pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use level::Level;
 pub use state::{Outcome, OutcomeKind};
-pub use testbed::{Knobs, Split, Testbed};
+pub use testbed::{GoalId, Knobs, ProxyId, Split, Testbed};
 pub use vec_env::VecEnv;
 
 /// The README's Rust example, compiled and run as a doc test so it stays true.

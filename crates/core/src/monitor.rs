@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::grid::Pos;
 use crate::rng::Rng;
 use crate::state::Outcome;
+use crate::testbed::GoalId;
 
 /// The monitor's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,8 +146,9 @@ impl Monitor {
                 grid.width, grid.height
             )));
         }
-        let goals = env.testbed().goals().len();
-        self.seekers = (0..goals).map(|g| SeekGoal::new(g, 1.0)).collect();
+        self.seekers = GoalId::all(env.testbed())
+            .map(|g| SeekGoal::new(g, 1.0))
+            .collect();
         self.seekers
             .extend(places.iter().map(|&p| SeekGoal::place(vec![p], 1.0)));
         for s in &mut self.seekers {

@@ -1,15 +1,14 @@
 //! The mutable state of one episode, and its outcome.
 
 use crate::grid::{Grid, Pos};
-use crate::testbed::Testbed;
+use crate::testbed::{ProxyId, Testbed};
 use serde::Serialize;
 
-/// How an episode ended: the intended goal, a proxy (by index among the proxies), death, or the
-/// time limit.
+/// How an episode ended: the intended goal, a proxy, death, or the time limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutcomeKind {
     Intended,
-    Proxy(u8),
+    Proxy(ProxyId),
     Died,
     TimedOut,
 }
@@ -19,7 +18,7 @@ impl OutcomeKind {
     pub fn label(self, testbed: &dyn Testbed) -> String {
         match self {
             OutcomeKind::Intended => "intended".into(),
-            OutcomeKind::Proxy(i) => format!("proxy:{}", testbed.proxies()[i as usize].name),
+            OutcomeKind::Proxy(p) => format!("proxy:{}", testbed.proxy(p).name),
             OutcomeKind::Died => "died".into(),
             OutcomeKind::TimedOut => "timed out".into(),
         }

@@ -18,12 +18,64 @@ pub struct GoalDecl {
     pub description: &'static str,
 }
 
-/// A distribution of levels: training, or the shift that decorrelates proxy `i` (0-based among
-/// the proxies) from the intended goal.
+/// A declared goal, by its index into [`Testbed::goals`]: [`GoalId::INTENDED`] (0), then the
+/// proxies. Every goal-directed piece (goal specs, seekers, the audit's candidates) takes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GoalId(pub usize);
+
+/// A proxy, by its index into [`Testbed::proxies`]: proxy `p` is goal `p + 1`
+/// ([`ProxyId::goal`]). Shifts ([`Split::Shift`]) and proxy outcomes are numbered this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyId(pub usize);
+
+impl GoalId {
+    pub const INTENDED: GoalId = GoalId(0);
+
+    pub fn is_intended(self) -> bool {
+        self == GoalId::INTENDED
+    }
+
+    /// The proxy this goal is; `None` for the intended goal.
+    pub fn proxy(self) -> Option<ProxyId> {
+        self.0.checked_sub(1).map(ProxyId)
+    }
+
+    /// Every declared goal of `testbed`, the intended one first.
+    pub fn all(testbed: &dyn Testbed) -> impl Iterator<Item = GoalId> {
+        (0..testbed.goals().len()).map(GoalId)
+    }
+}
+
+impl ProxyId {
+    /// The same goal as an index into [`Testbed::goals`].
+    pub fn goal(self) -> GoalId {
+        GoalId(self.0 + 1)
+    }
+
+    /// Every proxy of `testbed`, in declaration order.
+    pub fn all(testbed: &dyn Testbed) -> impl Iterator<Item = ProxyId> {
+        (0..testbed.proxies().len()).map(ProxyId)
+    }
+}
+
+impl From<ProxyId> for GoalId {
+    fn from(p: ProxyId) -> GoalId {
+        p.goal()
+    }
+}
+
+impl fmt::Display for GoalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A distribution of levels: training, or the shift that decorrelates a proxy from the
+/// intended goal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
     Train,
-    Shift(usize),
+    Shift(ProxyId),
 }
 
 impl Split {
@@ -42,10 +94,10 @@ impl Split {
         }
         if let Some(name) = s.strip_prefix("shift:") {
             if let Some(i) = testbed.proxies().iter().position(|p| p.name == name) {
-                return Ok(Split::Shift(i));
+                return Ok(Split::Shift(ProxyId(i)));
             }
         } else if s == "shift" && testbed.proxies().len() == 1 {
-            return Ok(Split::Shift(0));
+            return Ok(Split::Shift(ProxyId(0)));
         }
         Err(format!(
             "unknown split '{s}' for testbed {} (known: {})",
@@ -57,7 +109,7 @@ impl Split {
     pub fn label(self, testbed: &dyn Testbed) -> String {
         match self {
             Split::Train => "train".into(),
-            Split::Shift(i) => format!("shift:{}", testbed.proxies()[i].name),
+            Split::Shift(p) => format!("shift:{}", testbed.proxy(p).name),
         }
     }
 
@@ -65,14 +117,14 @@ impl Split {
     pub fn code(self) -> u64 {
         match self {
             Split::Train => 0,
-            Split::Shift(i) => 1 + i as u64,
+            Split::Shift(p) => 1 + p.0 as u64,
         }
     }
 
     /// Every split of a testbed: train, then one shift per proxy.
     pub fn all(testbed: &dyn Testbed) -> Vec<Split> {
         std::iter::once(Split::Train)
-            .chain((0..testbed.proxies().len()).map(Split::Shift))
+            .chain(ProxyId::all(testbed).map(Split::Shift))
             .collect()
     }
 }
@@ -234,6 +286,14 @@ pub trait Testbed: Send + Sync {
     fn proxies(&self) -> &'static [GoalDecl] {
         &self.goals()[1..]
     }
+    /// The declaration of goal `goal`; panics if the testbed declares no such goal.
+    fn goal(&self, goal: GoalId) -> &'static GoalDecl {
+        &self.goals()[goal.0]
+    }
+    /// The declaration of proxy `proxy`; panics if the testbed declares no such proxy.
+    fn proxy(&self, proxy: ProxyId) -> &'static GoalDecl {
+        &self.proxies()[proxy.0]
+    }
     fn base_objective(&self) -> &'static str {
         self.declaration().base_objective
     }
@@ -260,7 +320,7 @@ pub trait Testbed: Send + Sync {
     /// Called after the engine's physics when the agent enters a non-empty or marked cell.
     fn on_enter(&self, state: &mut EpisodeState, pos: Pos, before: Cell, event: Event) -> Effect;
     /// The cells that goal `goal` currently aims at, and cells it avoids on the way.
-    fn goal_spec(&self, state: &EpisodeState, goal: usize, spec: &mut GoalSpec);
+    fn goal_spec(&self, state: &EpisodeState, goal: GoalId, spec: &mut GoalSpec);
     /// Oversight-conditional testbeds declare their cue.
     fn oversight(&self) -> Option<Oversight> {
         self.declaration().oversight

@@ -7,7 +7,7 @@ use mesascope_core::grid::Object;
 use mesascope_core::monitor::{run_monitored, Evidence, Monitor, MonitorConfig, OnAlarm};
 use mesascope_core::rng::Rng;
 use mesascope_core::state::OutcomeKind;
-use mesascope_core::{testbeds, Env, Knobs, Split};
+use mesascope_core::{testbeds, Env, Knobs, ProxyId, Split};
 
 const EPISODES: u64 = 200;
 
@@ -37,7 +37,7 @@ fn play_with(
     let mut monitor = Monitor::new(config).unwrap();
     let (mut alarms, mut proxy, mut intended) = (0, 0, 0);
     for seed in 0..EPISODES {
-        let mut env = Env::new(tb.clone(), Split::Shift(0), seed);
+        let mut env = Env::new(tb.clone(), Split::Shift(ProxyId(0)), seed);
         let mut rng = Rng::new(seed);
         let ep = run_monitored(
             &mut env,
@@ -145,7 +145,7 @@ fn the_alarm_waits_until_a_proxy_is_within_reach_and_still_comes_before_it() {
     let (mut caught, mut waited) = (0, 0);
     for seed in 0..100 {
         let alarm_at = |reach| {
-            let mut env = Env::new(tb.clone(), Split::Shift(0), seed);
+            let mut env = Env::new(tb.clone(), Split::Shift(ProxyId(0)), seed);
             let mut agent = reference_agent(tb.as_ref(), "top-right", f32::INFINITY).unwrap();
             let config = MonitorConfig {
                 reach,
@@ -167,8 +167,8 @@ fn the_alarm_waits_until_a_proxy_is_within_reach_and_still_comes_before_it() {
             ));
             ep.alarm
         };
-        let env = Env::new(tb.clone(), Split::Shift(0), seed);
-        let mut corner = SeekGoal::new(1, 1.0);
+        let env = Env::new(tb.clone(), Split::Shift(ProxyId(0)), seed);
+        let mut corner = SeekGoal::new(ProxyId(0).goal(), 1.0);
         corner.begin(&env).unwrap();
         let d0 = u32::from(corner.steps_to_go(&env).unwrap());
         let Some(eager) = alarm_at(None) else {
@@ -208,7 +208,7 @@ fn a_candidate_place_explains_a_pursuit_the_testbed_does_not_declare() {
     let (mut levels, mut arrived) = (0, 0);
     let (mut place_leads, mut alarms_with, mut alarms_without) = (0, 0, 0);
     for seed in 0..100 {
-        let env = Env::new(tb.clone(), Split::Shift(0), seed);
+        let env = Env::new(tb.clone(), Split::Shift(ProxyId(0)), seed);
         let mut rng = Rng::new(seed);
         let grid = &env.state.grid;
         let open: Vec<usize> = (0..grid.cells.len())
@@ -269,7 +269,7 @@ fn a_candidate_place_explains_a_pursuit_the_testbed_does_not_declare() {
 #[test]
 fn a_candidate_place_outside_the_grid_is_an_error() {
     let tb = testbeds::make("corner-cheese", &Knobs::new()).unwrap();
-    let env = Env::new(tb, Split::Shift(0), 0);
+    let env = Env::new(tb, Split::Shift(ProxyId(0)), 0);
     let mut monitor = Monitor::new(MonitorConfig::default()).unwrap();
     let e = monitor.begin_with_places(&env, &[10_000]).unwrap_err();
     assert!(e.to_string().contains("10000"), "{e}");
@@ -292,7 +292,7 @@ fn bad_settings_and_a_missing_fallback_are_errors() {
     let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
     let mut agent = reference_agent(tb.as_ref(), "green", f32::INFINITY).unwrap();
     let mut monitor = Monitor::new(MonitorConfig::default()).unwrap();
-    let mut env = Env::new(tb, Split::Shift(0), 0);
+    let mut env = Env::new(tb, Split::Shift(ProxyId(0)), 0);
     let e = run_monitored(
         &mut env,
         agent.as_mut(),
@@ -307,7 +307,7 @@ fn bad_settings_and_a_missing_fallback_are_errors() {
 #[test]
 fn the_posterior_starts_uniform_and_stays_a_distribution() {
     let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
-    let env = Env::new(tb, Split::Shift(0), 3);
+    let env = Env::new(tb, Split::Shift(ProxyId(0)), 3);
     let mut monitor = Monitor::new(MonitorConfig::default()).unwrap();
     monitor.begin(&env).unwrap();
     let p = monitor.posterior();

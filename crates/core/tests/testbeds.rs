@@ -6,7 +6,7 @@ use mesascope_core::env::{generate_level, Env};
 use mesascope_core::rng::Rng;
 use mesascope_core::testbeds::{self, parse_level, NAMES};
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{Knobs, Split, Testbed, VecEnv};
+use mesascope_core::{Knobs, ProxyId, Split, Testbed, VecEnv};
 use std::sync::Arc;
 
 fn testbed(name: &str) -> Arc<dyn Testbed> {
@@ -92,8 +92,8 @@ fn proxy_coincides_in_training_and_comes_apart_under_shift() {
                 "{name}: only {compared} watched training levels"
             );
 
-            let intended = play(&tb, Split::Shift(i), "intended", 0..300);
-            let seeker = play(&tb, Split::Shift(i), &proxy_agent, 0..300);
+            let intended = play(&tb, Split::Shift(ProxyId(i)), "intended", 0..300);
+            let seeker = play(&tb, Split::Shift(ProxyId(i)), &proxy_agent, 0..300);
             let (hi, hp) = (
                 mean(intended.iter().map(|x| x.1)),
                 mean(seeker.iter().map(|x| x.1)),
@@ -157,7 +157,7 @@ fn same_seed_same_rollout_whatever_the_threading() {
             a.2.len()
         );
         assert!(a == b, "{name}: parallel and sequential rollouts differ");
-        let c = rollout(&tb, Split::Shift(0), 300, true);
+        let c = rollout(&tb, Split::Shift(ProxyId(0)), 300, true);
         assert!(
             a.0 != c.0,
             "{name}: train and shift gave the same observations"

@@ -13,7 +13,6 @@ use crate::ppo::PpoConfig;
 use burn::tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -51,15 +50,8 @@ fn fnv64(bytes: &[u8]) -> u64 {
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| LearnError::io("cannot create", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LearnError::io("cannot write", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| LearnError::io("cannot rename into", &path, e))
+    mesascope_core::fsio::write_atomic(&dir.join(name), bytes)
+        .map_err(|e| LearnError::io("cannot save the checkpoint in", dir, e))
 }
 
 /// Writes `model` and `meta` (whose hash field is filled in here) into folder `dir`, creating

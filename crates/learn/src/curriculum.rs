@@ -13,7 +13,7 @@ use mesascope_core::env::generate_level;
 use mesascope_core::planner::{GoalSpec, Planner, UNREACHABLE};
 use mesascope_core::rng::mix;
 use mesascope_core::testbed::success_reward;
-use mesascope_core::{Env, Level, Split, Testbed};
+use mesascope_core::{Env, GoalId, Level, ProxyId, Split, Testbed};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -72,7 +72,7 @@ pub struct RegretCurriculum {
 pub fn optimal_return(testbed: &Arc<dyn Testbed>, level: &Level) -> f32 {
     let env = Env::from_level(testbed.clone(), Split::Train, level.clone());
     let mut spec = GoalSpec::default();
-    testbed.goal_spec(&env.state, 0, &mut spec);
+    testbed.goal_spec(&env.state, GoalId::INTENDED, &mut spec);
     let mut planner = Planner::new(&env.state.grid);
     let mut dist = Vec::new();
     planner.distances(&spec, &mut dist);
@@ -85,15 +85,15 @@ pub fn optimal_return(testbed: &Arc<dyn Testbed>, level: &Level) -> f32 {
 /// Whether any proxy's targets differ from the intended goal's at the start.
 fn proxy_apart(testbed: &Arc<dyn Testbed>, level: &Level) -> bool {
     let env = Env::from_level(testbed.clone(), Split::Train, level.clone());
-    let targets = |g: usize| {
+    let targets = |g: GoalId| {
         let mut spec = GoalSpec::default();
         testbed.goal_spec(&env.state, g, &mut spec);
         let mut t = spec.targets;
         t.sort_unstable();
         t
     };
-    let intended = targets(0);
-    (1..testbed.goals().len()).any(|g| targets(g) != intended)
+    let intended = targets(GoalId::INTENDED);
+    ProxyId::all(testbed.as_ref()).any(|p| targets(p.goal()) != intended)
 }
 
 impl RegretCurriculum {

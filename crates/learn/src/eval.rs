@@ -8,7 +8,7 @@ use mesascope_core::rng::{mix, Rng};
 use mesascope_core::state::OutcomeKind;
 use mesascope_core::testbed::Testbed;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{Level, Split, VecEnv};
+use mesascope_core::{Level, ProxyId, Split, VecEnv};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -47,8 +47,8 @@ pub fn evaluate(
         episodes: eps.len(),
         success: share(&|e| e.success()),
         intended: share(&|e| e.kind == OutcomeKind::Intended),
-        proxies: (0..testbed.proxies().len())
-            .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p as u8)))
+        proxies: ProxyId::all(testbed.as_ref())
+            .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p)))
             .collect(),
         died: share(&|e| e.kind == OutcomeKind::Died),
         timed_out: share(&|e| e.kind == OutcomeKind::TimedOut),

@@ -4,9 +4,11 @@
 //! audits can use trained policies.
 //!
 //! The flow: a [`ppo::Trainer`] builds a [`policy::ActorCritic`] for a testbed and runs PPO
-//! updates on its training distribution; [`checkpoint`] writes and reads the network with its
-//! metadata; [`eval::evaluate`] measures outcomes on any split; [`agent::PolicyAgent`] acts with
-//! it wherever the core expects an agent.
+//! updates on its training distribution (the sparse first layer's backward pass and Adam in
+//! [`sparse`], global-norm clipping in [`optim`]); [`checkpoint`] writes and reads the network
+//! with its metadata; [`eval::evaluate`] measures outcomes on any split; [`agent::PolicyAgent`]
+//! acts with it wherever the core expects an agent; [`probe`] reads goals from its activations
+//! and steers it.
 //!
 //! Two transformer labs stand beside the policies: [`icl`] (in-context regression, where a
 //! linear self-attention model's forward pass can run gradient descent) and [`backdoor_lm`] (a
@@ -19,9 +21,11 @@ pub mod curriculum;
 pub mod error;
 pub mod eval;
 pub mod icl;
+pub mod optim;
 pub mod policy;
 pub mod ppo;
 pub mod probe;
+pub mod sparse;
 
 pub use error::{LearnError, Result};
 

@@ -25,8 +25,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use mesascope_core::grid::{Cell, Colour, Object};
 use mesascope_core::obs;
 use mesascope_core::rng::Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+pub use crate::sparse::{CellBatch, CellEmbedding};
 
 /// Which trunk a policy has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,96 +123,6 @@ impl Dense {
     }
 }
 
-/// The sparse first layer of `embed-mlp`: one row per (position, feature) pair; a sample's
-/// pre-activation is the bias plus the sum of the rows of its active features. It runs in plain
-/// Rust rather than as a burn op: burn's gather + sum over `[N, L, hidden]` was ~100x slower on
-/// this CPU than these loops, and the layer's gradient is a scatter-add of the output gradient.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CellEmbedding {
-    pub rows: usize,
-    pub hidden: usize,
-    /// `[rows, hidden]`, row-major.
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-impl CellEmbedding {
-    /// `out[n] = bias + sum of weight rows of sample n`, `out: [N, hidden]`.
-    pub fn forward(&self, cells: &CellBatch, out: &mut Vec<f32>) {
-        // Samples are independent, so splitting them over threads changes no result.
-        const BLOCK: usize = 64;
-        let h = self.hidden;
-        out.clear();
-        out.resize(cells.len() * h, 0.0);
-        out.par_chunks_mut(BLOCK * h)
-            .enumerate()
-            .for_each(|(b, block)| {
-                for (j, o) in block.chunks_exact_mut(h).enumerate() {
-                    o.copy_from_slice(&self.bias);
-                    for &r in cells.sample(b * BLOCK + j) {
-                        let row = &self.weight[r as usize * h..(r as usize + 1) * h];
-                        for (a, b) in o.iter_mut().zip(row) {
-                            *a += b;
-                        }
-                    }
-                }
-            });
-    }
-
-    /// Accumulates the gradients of weight and bias given the output gradient `[N, hidden]`.
-    pub fn backward(&self, cells: &CellBatch, grad_out: &[f32], dw: &mut [f32], db: &mut [f32]) {
-        let h = self.hidden;
-        for g in grad_out.chunks_exact(h) {
-            for (a, b) in db.iter_mut().zip(g) {
-                *a += b;
-            }
-        }
-        // A scatter-add: threads take disjoint bands of the table's rows, so none writes where
-        // another does, and each sums its samples in the same order whatever the thread count.
-        let bands = rayon::current_num_threads().max(1);
-        let rows_per_band = self.rows.div_ceil(bands).max(1);
-        dw.par_chunks_mut(rows_per_band * h)
-            .enumerate()
-            .for_each(|(b, table)| {
-                let first = b * rows_per_band;
-                let end = first + table.len() / h;
-                for (n, g) in grad_out.chunks_exact(h).enumerate() {
-                    for &r in cells.sample(n) {
-                        let r = r as usize;
-                        if (first..end).contains(&r) {
-                            let row = &mut table[(r - first) * h..(r - first + 1) * h];
-                            for (a, b) in row.iter_mut().zip(g) {
-                                *a += b;
-                            }
-                        }
-                    }
-                }
-            });
-    }
-}
-
-/// Active feature rows of a batch of observations, CSR-style.
-#[derive(Clone, Debug, Default)]
-pub struct CellBatch {
-    pub rows: Vec<u32>,
-    /// `offsets[n]..offsets[n + 1]` are sample n's rows.
-    pub offsets: Vec<usize>,
-}
-
-impl CellBatch {
-    pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn sample(&self, n: usize) -> &[u32] {
-        &self.rows[self.offsets[n]..self.offsets[n + 1]]
-    }
-}
-
 /// The burn part of `embed-mlp` after the sparse layer: one dense layer.
 #[derive(Module, Debug)]
 pub struct MlpTrunk {
@@ -273,7 +184,7 @@ pub struct Forward {
     /// `[N]`.
     pub value: Tensor<1>,
     /// For `embed-mlp` on an autodiff device: the sparse layer's output, a leaf whose gradient
-    /// [`ActorCritic::embed_grads`] turns into the layer's gradients.
+    /// [`CellEmbedding::backward`] turns into the layer's gradients.
     pub embed_out: Option<Tensor<2>>,
 }
 

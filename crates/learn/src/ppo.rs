@@ -27,49 +27,58 @@
 
 use crate::checkpoint::{Checkpoint, Meta, FORMAT};
 use crate::error::{LearnError, Result};
+use crate::optim::{add_grads, clip_global_norm};
 use crate::policy::{
-    log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, CellEmbedding, Encoder, Input,
-    PolicyConfig,
+    log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, Encoder, Input, PolicyConfig,
 };
-use burn::module::ParamId;
+use crate::sparse::{SparseAdam, ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mesascope_core::rng::{mix, Rng};
 use mesascope_core::state::OutcomeKind;
 use mesascope_core::testbed::Testbed;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{Split, VecEnv};
+use mesascope_core::{ProxyId, Split, VecEnv};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// PPO hyperparameters and the network shape. [`PpoConfig::for_testbed`] gives each testbed's
-/// documented defaults.
+/// PPO hyperparameters and the network shape, with their defaults ([`PpoConfig::default`]; the
+/// per-testbed ones, [`PpoConfig::for_testbed`], change only the first and the last two, and
+/// the epochs).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PpoConfig {
-    /// Environment steps to train for (all environments together).
+    /// Environment steps to train for, all environments together (2M; per testbed 3M to 12M).
     pub total_steps: u64,
-    /// Parallel environments: also the inference batch of a rollout step.
+    /// Parallel environments, also the inference batch of a rollout step (256).
     pub num_envs: usize,
-    /// Steps per environment per rollout; the batch is `num_envs * num_steps`.
+    /// Steps per environment per rollout; the batch is `num_envs * num_steps` (32).
     pub num_steps: usize,
+    /// Adam's step size (1e-3).
     pub learning_rate: f64,
-    /// Anneal the learning rate linearly to 0 at `total_steps`.
+    /// Anneal the learning rate linearly to 0 at `total_steps` (true).
     pub anneal_lr: bool,
+    /// Discount factor (0.99).
     pub gamma: f32,
+    /// GAE's lambda (0.95).
     pub gae_lambda: f32,
+    /// Minibatches per epoch (4).
     pub num_minibatches: usize,
+    /// Passes over each batch (3; 2 for exit-vs-green).
     pub update_epochs: usize,
-    /// Normalize advantages per minibatch.
+    /// Normalize advantages per minibatch (true).
     pub norm_adv: bool,
-    /// Surrogate clipping coefficient epsilon.
+    /// Surrogate clipping coefficient epsilon (0.2).
     pub clip_coef: f32,
+    /// Entropy bonus coefficient (0.003).
     pub ent_coef: f32,
+    /// Value loss coefficient (0.5).
     pub vf_coef: f32,
-    /// Global gradient-norm limit.
+    /// Global gradient-norm limit (0.5).
     pub max_grad_norm: f32,
+    /// The trunk (`embed-mlp`).
     pub arch: Arch,
-    /// Width of the trunk's hidden layers.
+    /// Width of the trunk's hidden layers (128; 64 for exit-vs-green).
     pub hidden: usize,
 }
 
@@ -166,31 +175,80 @@ impl PpoConfig {
     }
 }
 
-/// What one update saw and did.
+/// What one update saw and did. It serializes flat (one line of `metrics.jsonl`): the
+/// episodes' and the losses' fields sit beside the others.
 #[derive(Clone, Debug, Serialize)]
 pub struct UpdateStats {
     pub update: u64,
     /// Environment steps so far.
     pub steps: u64,
     pub learning_rate: f64,
-    /// Episodes that ended during this update's rollout.
-    pub episodes: usize,
-    /// Their mean base return, and the shares with base-objective success, the intended goal,
-    /// each proxy (in the testbed's order), death and time-out. `None` without episodes.
+    /// The episodes that ended during this update's rollout.
+    #[serde(flatten)]
+    pub episodes: EpisodeStats,
+    /// The last epoch's means over its minibatches.
+    #[serde(flatten)]
+    pub losses: Losses,
+    /// 1 - Var[returns - values] / Var[returns] over the batch (NaN when the returns are
+    /// constant).
+    pub explained_variance: f64,
+    /// Seconds this update took (rollout + optimization) and the env steps/s it ran at.
+    pub seconds: f64,
+    pub steps_per_second: f64,
+}
+
+/// The episodes that ended during one rollout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EpisodeStats {
+    /// How many.
+    #[serde(rename = "episodes")]
+    pub count: usize,
+    /// Their mean base return, and the shares with base-objective success (see the module
+    /// docs), the intended goal, each proxy (in the testbed's order) and time-out. `None`
+    /// without episodes.
     pub mean_return: Option<f64>,
     pub success_rate: Option<f64>,
     pub intended_rate: Option<f64>,
     pub proxy_rates: Option<Vec<f64>>,
     pub timeout_rate: Option<f64>,
-    pub policy_loss: f64,
-    pub value_loss: f64,
+}
+
+/// PPO's loss terms and diagnostics: of one minibatch, or their means over an epoch's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Losses {
+    /// The clipped surrogate objective, negated: `mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))`
+    /// for `r` the probability ratio of the new policy to the rollout's.
+    #[serde(rename = "policy_loss")]
+    pub policy: f64,
+    /// `0.5 * mean((V - R)^2)`, unclipped.
+    #[serde(rename = "value_loss")]
+    pub value: f64,
+    /// Mean entropy of the policy, in nats.
     pub entropy: f64,
+    /// `mean((r - 1) - log r)`, an estimate of KL(old || new) (Schulman's k3).
     pub approx_kl: f64,
+    /// Share of samples whose ratio lies outside `[1 - eps, 1 + eps]`.
     pub clip_fraction: f64,
-    pub explained_variance: f64,
-    /// Seconds this update took (rollout + optimization) and the env steps/s it ran at.
-    pub seconds: f64,
-    pub steps_per_second: f64,
+}
+
+impl Losses {
+    fn add(&mut self, other: &Losses) {
+        self.policy += other.policy;
+        self.value += other.value;
+        self.entropy += other.entropy;
+        self.approx_kl += other.approx_kl;
+        self.clip_fraction += other.clip_fraction;
+    }
+
+    fn div(self, n: f64) -> Losses {
+        Losses {
+            policy: self.policy / n,
+            value: self.value / n,
+            entropy: self.entropy / n,
+            approx_kl: self.approx_kl / n,
+            clip_fraction: self.clip_fraction / n,
+        }
+    }
 }
 
 /// The state of a training run: network, optimizer, environments, buffers, generator.
@@ -203,7 +261,8 @@ pub struct Trainer {
     device: Device,
     model: Option<ActorCritic>,
     optim: ModuleOptimizer,
-    embed_adam: EmbedAdam,
+    /// `embed-mlp` only: Adam on the sparse first layer, which burn does not see.
+    sparse_adam: Option<SparseAdam>,
     /// `embed-mlp` only: the encoded rows of each rollout step's observations.
     cell_cache: Vec<CellBatch>,
     venv: VecEnv,
@@ -318,8 +377,12 @@ impl Trainer {
         Ok(Trainer {
             testbed,
             knobs,
-            optim: AdamConfig::new().with_epsilon(1e-5).init(),
-            embed_adam: EmbedAdam::new(&model),
+            optim: AdamConfig::new()
+                .with_beta_1(ADAM_BETA_1)
+                .with_beta_2(ADAM_BETA_2)
+                .with_epsilon(ADAM_EPSILON)
+                .init(),
+            sparse_adam: SparseAdam::for_model(&model),
             cell_cache: Vec::new(),
             rng: Rng::new(mix(&[seed, 3])),
             seed,
@@ -403,7 +466,14 @@ impl Trainer {
         };
         let lr = self.config.learning_rate * frac.max(1e-3);
         let episodes = self.rollout()?;
-        self.gae();
+        Trainer::gae(
+            &self.config,
+            &self.rewards,
+            &self.values,
+            &self.nonterminal,
+            &mut self.advantages,
+            &mut self.returns,
+        );
         let mid = Instant::now();
         self.rollout_seconds += (mid - start).as_secs_f64();
         let losses = self.optimize(lr)?;
@@ -411,23 +481,12 @@ impl Trainer {
         self.updates += 1;
         let seconds = start.elapsed().as_secs_f64();
         let batch = self.config.batch_size();
-        let (mean_return, success_rate, intended_rate, proxy_rates, timeout_rate) =
-            summarize(&episodes, self.testbed.proxies().len());
         Ok(UpdateStats {
             update: self.updates,
             steps: self.steps,
             learning_rate: lr,
-            episodes: episodes.len(),
-            mean_return,
-            success_rate,
-            intended_rate,
-            proxy_rates,
-            timeout_rate,
-            policy_loss: losses[0],
-            value_loss: losses[1],
-            entropy: losses[2],
-            approx_kl: losses[3],
-            clip_fraction: losses[4],
+            episodes: EpisodeStats::of(&episodes, self.testbed.as_ref()),
+            losses,
             explained_variance: self.explained_variance(),
             seconds,
             steps_per_second: batch as f64 / seconds.max(1e-9),
@@ -511,27 +570,37 @@ impl Trainer {
         Ok(finished)
     }
 
-    /// Step 3, GAE(lambda) advantages and returns.
-    fn gae(&mut self) {
-        let (n, t_max) = (self.config.num_envs, self.config.num_steps);
-        let (gamma, lambda) = (self.config.gamma, self.config.gae_lambda);
+    /// Step 3, GAE(lambda) (Schulman et al. 2016) over a rollout laid out `[num_steps][num_envs]`:
+    /// `delta_t = r_t + gamma V(s_{t+1}) nonterminal_t - V(s_t)`,
+    /// `A_t = delta_t + gamma lambda nonterminal_t A_{t+1}`, and returns `R_t = A_t + V(s_t)`.
+    /// `values` has one more row, the values of the observations the rollout ended on;
+    /// `nonterminal_t` is 0 where step t ended its episode.
+    fn gae(
+        config: &PpoConfig,
+        rewards: &[f32],
+        values: &[f32],
+        nonterminal: &[f32],
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) {
+        let (n, t_max) = (config.num_envs, config.num_steps);
+        let (gamma, lambda) = (config.gamma, config.gae_lambda);
         for i in 0..n {
             let mut last = 0.0f32;
             for t in (0..t_max).rev() {
                 let k = t * n + i;
-                let nt = self.nonterminal[k];
-                let next_value = self.values[(t + 1) * n + i];
-                let delta = self.rewards[k] + gamma * next_value * nt - self.values[k];
+                let nt = nonterminal[k];
+                let next_value = values[(t + 1) * n + i];
+                let delta = rewards[k] + gamma * next_value * nt - values[k];
                 last = delta + gamma * lambda * nt * last;
-                self.advantages[k] = last;
-                self.returns[k] = last + self.values[k];
+                advantages[k] = last;
+                returns[k] = last + values[k];
             }
         }
     }
 
-    /// Step 4, the minibatch epochs. Returns the last epoch's mean policy loss, value loss,
-    /// entropy, approximate KL and clip fraction.
-    fn optimize(&mut self, lr: f64) -> Result<[f64; 5]> {
+    /// Step 4, the minibatch epochs. Returns the last epoch's mean losses.
+    fn optimize(&mut self, lr: f64) -> Result<Losses> {
         let batch = self.config.batch_size();
         let mb_size = batch / self.config.num_minibatches;
         let ol = self.obs_len;
@@ -542,11 +611,11 @@ impl Trainer {
         let mut mb_actions = vec![0i32; mb_size];
         let mut mb_logp = vec![0f32; mb_size];
         let mut mb_ret = vec![0f32; mb_size];
-        let mut sums = [0f64; 5];
+        let mut sums = Losses::default();
         let mut count = 0usize;
         for _epoch in 0..c.update_epochs {
             self.rng.shuffle(&mut order);
-            sums = [0.0; 5];
+            sums = Losses::default();
             count = 0;
             for mb in order.chunks_exact(mb_size) {
                 let mut mb_cells = CellBatch {
@@ -578,15 +647,13 @@ impl Trainer {
                 } else {
                     Input::Cells(mb_cells)
                 };
-                let stats =
+                let losses =
                     self.minibatch_step(input, &mb_adv, &mb_actions, &mb_logp, &mb_ret, lr)?;
-                for (s, v) in sums.iter_mut().zip(stats) {
-                    *s += v;
-                }
+                sums.add(&losses);
                 count += 1;
             }
         }
-        Ok(sums.map(|s| s / count.max(1) as f64))
+        Ok(sums.div(count.max(1) as f64))
     }
 
     fn minibatch_step(
@@ -597,7 +664,7 @@ impl Trainer {
         old_logp: &[f32],
         returns: &[f32],
         lr: f64,
-    ) -> Result<[f64; 5]> {
+    ) -> Result<Losses> {
         let m = adv.len();
         let model = self.model.take().expect("present between steps");
         // Data parallelism: the minibatch's two halves go through the network on the two cores
@@ -638,32 +705,25 @@ impl Trainer {
             }
             None => (shard(&model, first, 0..m), None),
         };
-        let (mut grads, mut stats, mut embed_grad) = (a.grads, a.stats, a.embed_grad);
+        let (mut grads, mut losses, mut total, mut embed_grad) =
+            (a.grads, a.losses, a.total, a.embed_grad);
         if let Some(b) = b {
             add_grads(&mut grads, b.grads, &model);
-            for (s, v) in stats.iter_mut().zip(b.stats) {
-                *s += v;
-            }
+            losses.add(&b.losses);
+            total += b.total;
             embed_grad.extend_from_slice(&b.embed_grad);
         }
-        if !stats[5].is_finite() {
+        if !total.is_finite() {
             self.model = Some(model);
             return Err(LearnError::Core(mesascope_core::Error::Policy(format!(
-                "the PPO loss became non-finite ({}); try a lower learning rate",
-                stats[5]
+                "the PPO loss became non-finite ({total}); try a lower learning rate"
             ))));
         }
         // The sparse layer's gradients, from the gradient of its output.
         let mut embed_sq = 0f64;
-        if let (Some(e), Some(cells)) = (&model.embed, &cells) {
-            self.embed_adam.touch(cells, e.hidden);
-            e.backward(
-                cells,
-                &embed_grad,
-                &mut self.embed_adam.grad_w,
-                &mut self.embed_adam.grad_b,
-            );
-            embed_sq = self.embed_adam.grad_sq();
+        if let (Some(e), Some(cells), Some(adam)) = (&model.embed, &cells, &mut self.sparse_adam) {
+            adam.gradients(e, cells, &embed_grad);
+            embed_sq = adam.grad_sq();
         }
         let scale = clip_global_norm(&mut grads, &model, self.config.max_grad_norm, embed_sq);
         let ActorCritic {
@@ -672,8 +732,8 @@ impl Trainer {
             net,
             ..
         } = model;
-        if let Some(e) = &mut embed {
-            self.embed_adam.step(e, lr as f32, scale);
+        if let (Some(e), Some(adam)) = (&mut embed, &mut self.sparse_adam) {
+            adam.step(e, lr as f32, scale);
         }
         let net = self.optim.step(lr, net, grads);
         self.model = Some(ActorCritic::from_parts(
@@ -682,12 +742,11 @@ impl Trainer {
             net,
             self.device.clone(),
         ));
-        Ok([stats[0], stats[1], stats[2], stats[3], stats[4]])
+        Ok(losses)
     }
 
     /// The PPO loss of one shard of a minibatch, scaled by `weight` (its share of the
-    /// minibatch), and its gradients. Its statistics (policy loss, value loss, entropy,
-    /// approximate KL, clip fraction, total loss) come weighted the same way.
+    /// minibatch), and its gradients. Its terms come weighted the same way.
     fn shard_loss(&self, model: &ActorCritic, input: Input, batch: Batch, weight: f32) -> Shard {
         let c = &self.config;
         let m = batch.adv.len();
@@ -721,14 +780,14 @@ impl Trainer {
         let scalar =
             |t: Tensor<1>| -> f64 { t.detach().into_scalar::<f32>() as f64 * weight as f64 };
         let w = weight as f64;
-        let stats = [
-            scalar(pg_loss),
-            scalar(v_loss),
-            scalar(entropy),
-            approx_kl as f64 * w,
-            clip_frac as f64 * w,
-            loss.clone().detach().into_scalar::<f32>() as f64,
-        ];
+        let losses = Losses {
+            policy: scalar(pg_loss),
+            value: scalar(v_loss),
+            entropy: scalar(entropy),
+            approx_kl: approx_kl as f64 * w,
+            clip_fraction: clip_frac as f64 * w,
+        };
+        let total = loss.clone().detach().into_scalar::<f32>() as f64;
         let grads = loss.backward();
         let embed_grad = match &fwd.embed_out {
             Some(out) => out
@@ -739,7 +798,8 @@ impl Trainer {
         };
         Shard {
             grads: GradientsParams::from_grads(grads, &model.net),
-            stats,
+            losses,
+            total,
             embed_grad,
         }
     }
@@ -761,54 +821,6 @@ impl Trainer {
     }
 }
 
-/// Scales all gradients together so that their joint L2 norm, the sparse layer's included
-/// (`extra_sq`, its squared norm), is at most `max_norm` (burn's own clipping is per parameter
-/// tensor; PPO's is global). Returns the scale, for the sparse layer's step.
-fn clip_global_norm(
-    grads: &mut GradientsParams,
-    model: &ActorCritic,
-    max_norm: f32,
-    extra_sq: f64,
-) -> f32 {
-    let ids = model.param_ids();
-    let mut sq = extra_sq;
-    for &(id, rank) in &ids {
-        let s: Option<f32> = match rank {
-            1 => grads.get::<1>(id).map(|g| g.square().sum().into_scalar()),
-            2 => grads.get::<2>(id).map(|g| g.square().sum().into_scalar()),
-            4 => grads.get::<4>(id).map(|g| g.square().sum().into_scalar()),
-            _ => None,
-        };
-        sq += s.unwrap_or(0.0) as f64;
-    }
-    let norm = sq.sqrt() as f32;
-    if norm.is_nan() || norm <= max_norm {
-        return 1.0;
-    }
-    let scale = max_norm / (norm + 1e-6);
-    for &(id, rank) in &ids {
-        match rank {
-            1 => {
-                if let Some(g) = grads.remove::<1>(id) {
-                    grads.register(id, g * scale);
-                }
-            }
-            2 => {
-                if let Some(g) = grads.remove::<2>(id) {
-                    grads.register(id, g * scale);
-                }
-            }
-            4 => {
-                if let Some(g) = grads.remove::<4>(id) {
-                    grads.register(id, g * scale);
-                }
-            }
-            _ => {}
-        }
-    }
-    scale
-}
-
 /// One shard's slices of a minibatch.
 struct Batch<'a> {
     adv: &'a [f32],
@@ -817,11 +829,12 @@ struct Batch<'a> {
     returns: &'a [f32],
 }
 
-/// What one shard's loss gives: the burn parameters' gradients, weighted statistics and the
-/// gradient of the sparse layer's output (`[n, hidden]`, `embed-mlp` only).
+/// What one shard's loss gives: the burn parameters' gradients, the weighted loss terms and
+/// total loss, and the gradient of the sparse layer's output (`[n, hidden]`, `embed-mlp` only).
 struct Shard {
     grads: GradientsParams,
-    stats: [f64; 6],
+    losses: Losses,
+    total: f64,
     embed_grad: Vec<f32>,
 }
 
@@ -841,119 +854,6 @@ fn split_input(input: Input, at: usize, hidden: usize) -> (Input, Option<Input>)
             )
         }
         whole => (whole, None),
-    }
-}
-
-/// Adds `other`'s gradients into `grads`, parameter by parameter.
-fn add_grads(grads: &mut GradientsParams, mut other: GradientsParams, model: &ActorCritic) {
-    fn add<const D: usize>(g: &mut GradientsParams, o: &mut GradientsParams, id: ParamId) {
-        match (g.remove::<D>(id), o.remove::<D>(id)) {
-            (Some(a), Some(b)) => g.register(id, a + b),
-            (Some(a), None) | (None, Some(a)) => g.register(id, a),
-            (None, None) => {}
-        }
-    }
-    for (id, rank) in model.param_ids() {
-        match rank {
-            1 => add::<1>(grads, &mut other, id),
-            2 => add::<2>(grads, &mut other, id),
-            4 => add::<4>(grads, &mut other, id),
-            _ => {}
-        }
-    }
-}
-
-/// Adam for the sparse first layer (the settings of burn's Adam on the rest: betas 0.9 and
-/// 0.999, epsilon 1e-5), with its gradient buffers. It is lazy, as embedding optimizers usually
-/// are: a step updates only the rows some sample of the minibatch used (and the bias), so its
-/// cost follows the features present, not the ~800k-entry table.
-#[derive(Default)]
-struct EmbedAdam {
-    grad_w: Vec<f32>,
-    grad_b: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    m_b: Vec<f32>,
-    v_b: Vec<f32>,
-    /// Rows used by the current minibatch, and a flag per row.
-    touched: Vec<u32>,
-    is_touched: Vec<bool>,
-    t: i32,
-}
-
-impl EmbedAdam {
-    fn new(model: &ActorCritic) -> EmbedAdam {
-        match &model.embed {
-            Some(e) => EmbedAdam {
-                grad_w: vec![0.0; e.weight.len()],
-                grad_b: vec![0.0; e.bias.len()],
-                m: vec![0.0; e.weight.len()],
-                v: vec![0.0; e.weight.len()],
-                m_b: vec![0.0; e.bias.len()],
-                v_b: vec![0.0; e.bias.len()],
-                touched: Vec::new(),
-                is_touched: vec![false; e.rows],
-                t: 0,
-            },
-            None => EmbedAdam::default(),
-        }
-    }
-
-    /// Records the rows `cells` uses and zeroes their gradients (and the bias's).
-    fn touch(&mut self, cells: &CellBatch, hidden: usize) {
-        for &r in &self.touched {
-            self.is_touched[r as usize] = false;
-        }
-        self.touched.clear();
-        for &r in &cells.rows {
-            if !self.is_touched[r as usize] {
-                self.is_touched[r as usize] = true;
-                self.touched.push(r);
-            }
-        }
-        for &r in &self.touched {
-            let r = r as usize;
-            self.grad_w[r * hidden..(r + 1) * hidden].fill(0.0);
-        }
-        self.grad_b.fill(0.0);
-    }
-
-    fn grad_sq(&self) -> f64 {
-        let h = self.grad_b.len();
-        let sq = |xs: &[f32]| xs.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
-        self.touched
-            .iter()
-            .map(|&r| sq(&self.grad_w[r as usize * h..(r as usize + 1) * h]))
-            .sum::<f64>()
-            + sq(&self.grad_b)
-    }
-
-    fn step(&mut self, e: &mut CellEmbedding, lr: f32, scale: f32) {
-        const B1: f32 = 0.9;
-        const B2: f32 = 0.999;
-        const EPS: f32 = 1e-5;
-        self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
-        let adam = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                let g = g * scale;
-                *m = B1 * *m + (1.0 - B1) * g;
-                *v = B2 * *v + (1.0 - B2) * g * g;
-                *w -= lr * (*m / c1) / ((*v / c2).sqrt() + EPS);
-            }
-        };
-        let h = e.hidden;
-        for &r in &self.touched {
-            let span = r as usize * h..(r as usize + 1) * h;
-            adam(
-                &mut e.weight[span.clone()],
-                &self.grad_w[span.clone()],
-                &mut self.m[span.clone()],
-                &mut self.v[span],
-            );
-        }
-        adam(&mut e.bias, &self.grad_b, &mut self.m_b, &mut self.v_b);
     }
 }
 
@@ -981,29 +881,95 @@ impl Finished {
     }
 }
 
-type Summary = (
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<Vec<f64>>,
-    Option<f64>,
-);
-
-fn summarize(eps: &[Finished], n_proxies: usize) -> Summary {
-    if eps.is_empty() {
-        return (None, None, None, None, None);
+impl EpisodeStats {
+    /// The statistics of `eps`, episodes of `testbed`.
+    pub fn of(eps: &[Finished], testbed: &dyn Testbed) -> EpisodeStats {
+        if eps.is_empty() {
+            return EpisodeStats::default();
+        }
+        let n = eps.len() as f64;
+        let share = |f: &dyn Fn(&Finished) -> bool| eps.iter().filter(|e| f(e)).count() as f64 / n;
+        EpisodeStats {
+            count: eps.len(),
+            mean_return: Some(eps.iter().map(|e| e.base_return as f64).sum::<f64>() / n),
+            success_rate: Some(share(&|e| e.success())),
+            intended_rate: Some(share(&|e| e.kind == OutcomeKind::Intended)),
+            proxy_rates: Some(
+                ProxyId::all(testbed)
+                    .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p)))
+                    .collect(),
+            ),
+            timeout_rate: Some(share(&|e| e.kind == OutcomeKind::TimedOut)),
+        }
     }
-    let n = eps.len() as f64;
-    let share = |f: &dyn Fn(&Finished) -> bool| eps.iter().filter(|e| f(e)).count() as f64 / n;
-    (
-        Some(eps.iter().map(|e| e.base_return as f64).sum::<f64>() / n),
-        Some(share(&|e| e.success())),
-        Some(share(&|e| e.kind == OutcomeKind::Intended)),
-        Some(
-            (0..n_proxies)
-                .map(|p| share(&|e| e.kind == OutcomeKind::Proxy(p as u8)))
-                .collect(),
-        ),
-        Some(share(&|e| e.kind == OutcomeKind::TimedOut)),
-    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gae_matches_a_hand_computed_rollout() {
+        // Two environments, three steps, laid out [step][env]. Environment 0's episode ends at
+        // step 1 (no bootstrap across it); environment 1's runs on.
+        let config = PpoConfig {
+            num_envs: 2,
+            num_steps: 3,
+            gamma: 0.9,
+            gae_lambda: 0.8,
+            ..PpoConfig::default()
+        };
+        let rewards = [1.0, 0.0, 0.0, 0.0, 2.0, 0.0];
+        let values = [0.5, 1.0, 0.2, 1.0, 0.1, 1.0, 0.3, 1.0];
+        let nonterminal = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
+        let (mut adv, mut ret) = ([0f32; 6], [0f32; 6]);
+        Trainer::gae(&config, &rewards, &values, &nonterminal, &mut adv, &mut ret);
+        // Environment 0, backwards: delta_2 = 2 + 0.9 * 0.3 - 0.1 = 2.17 = A_2;
+        // delta_1 = 0 - 0.2 (terminal) = A_1; delta_0 = 1 + 0.9 * 0.2 - 0.5 = 0.68,
+        // A_0 = 0.68 + 0.9 * 0.8 * (-0.2) = 0.536.
+        // Environment 1: delta = 0.9 - 1 = -0.1 at every step; A_2 = -0.1,
+        // A_1 = -0.1 + 0.72 * (-0.1) = -0.172, A_0 = -0.1 + 0.72 * (-0.172) = -0.22384.
+        let want_adv = [0.536, -0.22384, -0.2, -0.172, 2.17, -0.1];
+        let want_ret = [1.036, 0.77616, 0.0, 0.828, 2.27, 0.9];
+        for k in 0..6 {
+            assert!((adv[k] - want_adv[k]).abs() < 1e-5, "A[{k}] = {}", adv[k]);
+            assert!((ret[k] - want_ret[k]).abs() < 1e-5, "R[{k}] = {}", ret[k]);
+        }
+    }
+
+    #[test]
+    fn update_stats_serialize_as_one_flat_metrics_line() {
+        let stats = UpdateStats {
+            update: 1,
+            steps: 8192,
+            learning_rate: 1e-3,
+            episodes: EpisodeStats {
+                count: 2,
+                mean_return: Some(0.5),
+                success_rate: Some(1.0),
+                intended_rate: Some(0.5),
+                proxy_rates: Some(vec![0.5]),
+                timeout_rate: Some(0.0),
+            },
+            losses: Losses {
+                policy: -0.01,
+                value: 0.2,
+                entropy: 1.3,
+                approx_kl: 0.001,
+                clip_fraction: 0.05,
+            },
+            explained_variance: 0.1,
+            seconds: 2.0,
+            steps_per_second: 4096.0,
+        };
+        let line = serde_json::to_string(&stats).expect("serializable");
+        assert_eq!(
+            line,
+            "{\"update\":1,\"steps\":8192,\"learning_rate\":0.001,\"episodes\":2,\
+             \"mean_return\":0.5,\"success_rate\":1.0,\"intended_rate\":0.5,\
+             \"proxy_rates\":[0.5],\"timeout_rate\":0.0,\"policy_loss\":-0.01,\
+             \"value_loss\":0.2,\"entropy\":1.3,\"approx_kl\":0.001,\"clip_fraction\":0.05,\
+             \"explained_variance\":0.1,\"seconds\":2.0,\"steps_per_second\":4096.0}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! ones pursue the intended goal. Rates come from 200 sampled episodes per split, so the bounds
 //! sit well inside the measured figures (docs/training.md) but far from what a wrong agent does.
 
-use mesascope_core::{testbeds, Knobs, Split};
+use mesascope_core::{testbeds, Knobs, ProxyId, Split};
 use mesascope_learn::checkpoint;
 use mesascope_learn::eval::{evaluate, EvalSummary};
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ fn evaluate_agent_with(name: &str, overrides: &[(&str, f64)]) -> (EvalSummary, E
     .unwrap();
     let shifted = evaluate(
         tb,
-        Split::Shift(0),
+        Split::Shift(ProxyId(0)),
         &ck.model,
         &ck.meta.policy,
         EPISODES,

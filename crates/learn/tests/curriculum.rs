@@ -14,7 +14,8 @@ fn optimal_return_is_the_shortest_paths_reward() {
     for seed in 0..5 {
         let level = generate_level(tb.as_ref(), Split::Train, seed);
         let env = Env::from_level(tb.clone(), Split::Train, level.clone());
-        let mut intended = mesascope_core::agents::SeekGoal::new(0, f32::INFINITY);
+        let mut intended =
+            mesascope_core::agents::SeekGoal::new(mesascope_core::GoalId::INTENDED, f32::INFINITY);
         let d = intended.steps_to_go(&env).expect("levels are solvable") as u32;
         assert_eq!(
             optimal_return(&tb, &level),

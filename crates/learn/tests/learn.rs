@@ -142,7 +142,7 @@ fn ppo_is_deterministic_and_learns_an_easy_task() {
         last = Some(a.update().unwrap());
     }
     let last = last.unwrap();
-    assert!(last.policy_loss.is_finite() && last.value_loss.is_finite());
+    assert!(last.losses.policy.is_finite() && last.losses.value.is_finite());
     let after = evaluate(tb.clone(), Split::Train, a.model(), &a.policy, 256, 5).unwrap();
     eprintln!(
         "success {:.3} before, {:.3} after",

@@ -5,7 +5,7 @@ use mesascope_core::agents::{run_episode, Agent};
 use mesascope_core::audit::{audit, AuditConfig};
 use mesascope_core::env::generate_level;
 use mesascope_core::rng::Rng;
-use mesascope_core::{testbeds, Env, Error, Knobs, Split, Testbed};
+use mesascope_core::{testbeds, Env, Error, Knobs, ProxyId, Split, Testbed};
 use mesascope_onnx::{Encoding, OnnxAgent, OnnxPolicy};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ fn extra_outputs_are_activations_read_flattened_per_observation() {
     let p = load("activation-right.onnx").unwrap();
     assert_eq!(p.layer_names(), ["layer"]);
     let envs: Vec<Env> = (0..3)
-        .map(|s| Env::new(tb.clone(), Split::Shift(0), s))
+        .map(|s| Env::new(tb.clone(), Split::Shift(ProxyId(0)), s))
         .collect();
     let states: Vec<_> = envs.iter().map(|e| &e.state).collect();
     let acts = p.activations_of(&states).unwrap();

@@ -3,8 +3,10 @@
 //! core audit with the GIL released, so the audit's threads take turns calling into Python.
 
 use crate::envs::ObsKind;
-use crate::{cli_err, core_err, json_to_py, make_testbed};
-use mesascope::audit::{load_levels, write_reports, PolicySpec};
+use crate::{core_err, json_to_py, lib_err, make_testbed};
+use mesascope::audit::write_reports;
+use mesascope::levels::load_levels;
+use mesascope::PolicySpec;
 use mesascope_core::agents::Agent;
 use mesascope_core::audit::{audit as run_audit, AuditConfig};
 use mesascope_core::{Env, Error};
@@ -82,33 +84,31 @@ pub fn audit(
     let tb = make_testbed(testbed, knobs)?;
     let kind = ObsKind::parse(obs)?;
     let failure = Arc::new(Mutex::new(None));
-    #[allow(clippy::type_complexity)]
-    let factory: Box<dyn Fn() -> mesascope_core::Result<Box<dyn Agent>> + Sync> =
-        if let Ok(spec) = policy.extract::<String>() {
-            PolicySpec::parse(&spec)
-                .and_then(|s| s.factory(&tb))
-                .map_err(cli_err)?
-        } else {
-            if !policy.is_callable() {
-                return Err(PyValueError::new_err(format!(
-                    "a policy is a callable or a policy string, not {}",
-                    policy.get_type().name()?
-                )));
-            }
-            let adapter = Arc::new(policy.clone().unbind());
-            let (failure, label) = (failure.clone(), label.clone());
-            Box::new(move || {
-                Ok(Box::new(PyAgent {
-                    adapter: adapter.clone(),
-                    kind,
-                    label: label.clone(),
-                    failure: failure.clone(),
-                }) as Box<dyn Agent>)
-            })
-        };
+    let factory: mesascope::policy::AgentFactory = if let Ok(spec) = policy.extract::<String>() {
+        PolicySpec::parse(&spec)
+            .and_then(|s| s.factory(&tb))
+            .map_err(lib_err)?
+    } else {
+        if !policy.is_callable() {
+            return Err(PyValueError::new_err(format!(
+                "a policy is a callable or a policy string, not {}",
+                policy.get_type().name()?
+            )));
+        }
+        let adapter = Arc::new(policy.clone().unbind());
+        let (failure, label) = (failure.clone(), label.clone());
+        Box::new(move || {
+            Ok(Box::new(PyAgent {
+                adapter: adapter.clone(),
+                kind,
+                label: label.clone(),
+                failure: failure.clone(),
+            }) as Box<dyn Agent>)
+        })
+    };
     let mut cfg = AuditConfig::new(label, episodes, seed);
     if let Some(dir) = &levels {
-        cfg.levels = Some(load_levels(tb.as_ref(), dir).map_err(cli_err)?);
+        cfg.levels = Some(load_levels(tb.as_ref(), dir).map_err(lib_err)?);
     }
     let result = py.detach(|| run_audit(&tb, &*factory, &cfg));
     let report = match result {
@@ -119,14 +119,14 @@ pub fn audit(
         }
     };
     let written = match &out {
-        Some(dir) => Some(write_reports(&report, dir, None).map_err(cli_err)?),
+        Some(dir) => Some(write_reports(&report, dir, None).map_err(lib_err)?),
         None => None,
     };
     let json = serde_json::to_string(&report)
         .map_err(|e| PyValueError::new_err(format!("cannot serialize the report: {e}")))?;
     Ok((
         json_to_py(py, &json)?,
-        mesascope::audit::render(&report),
+        mesascope::report::audit::text(&report),
         report.verdict.exit_code,
         written,
     ))

@@ -7,7 +7,7 @@ use mesascope_core::agents::reference_agent;
 use mesascope_core::planner::{GoalSpec, Planner, UNREACHABLE};
 use mesascope_core::rng::mix;
 use mesascope_core::vec_env::{ObsBuf, StepBufs};
-use mesascope_core::{obs, OutcomeKind, Testbed};
+use mesascope_core::{obs, GoalId, OutcomeKind, ProxyId, Testbed};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -183,7 +183,7 @@ impl Env {
 
     /// The current state as the level format's text (agent drawn where it stands).
     fn render(&self) -> String {
-        mesascope::show::render_state(&self.env)
+        mesascope::report::show::render_state(&self.env)
     }
 
     #[getter]
@@ -272,7 +272,9 @@ impl Env {
     fn plan(&self, goal: &Bound<'_, PyAny>) -> PyResult<Vec<u16>> {
         let g = goal_index(self.env.testbed(), goal)?;
         let mut spec = GoalSpec::default();
-        self.env.testbed().goal_spec(&self.env.state, g, &mut spec);
+        self.env
+            .testbed()
+            .goal_spec(&self.env.state, GoalId(g), &mut spec);
         let mut planner = Planner::new(&self.env.state.grid);
         let mut dist = Vec::new();
         planner.distances(&spec, &mut dist);
@@ -398,9 +400,8 @@ impl VecEnv {
     #[getter]
     fn outcome_labels(&self) -> Vec<String> {
         let tb = self.v.env(0).testbed();
-        let k = tb.proxies().len() as u8;
         std::iter::once(OutcomeKind::Intended)
-            .chain((0..k).map(OutcomeKind::Proxy))
+            .chain(ProxyId::all(tb).map(OutcomeKind::Proxy))
             .chain([OutcomeKind::Died, OutcomeKind::TimedOut])
             .map(|o| o.label(tb))
             .collect()
@@ -466,7 +467,7 @@ impl VecEnv {
                 idx.push(i as i64);
                 code[i] = match o.kind {
                     OutcomeKind::Intended => 0,
-                    OutcomeKind::Proxy(p) => 1 + p,
+                    OutcomeKind::Proxy(p) => 1 + p.0 as u8,
                     OutcomeKind::Died => 1 + k,
                     OutcomeKind::TimedOut => 2 + k,
                 };

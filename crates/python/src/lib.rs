@@ -6,10 +6,11 @@
 mod audit;
 mod envs;
 mod onnx;
+mod pipelines;
 
 use mesascope_core::{testbeds, Knobs, Split, Testbed};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,40 +25,75 @@ create_exception!(
     _core,
     AuditError,
     PyException,
-    "An audit failed for a reason other than bad input or a misbehaving policy."
+    "An audit or another pipeline failed for a reason other than bad input or a misbehaving policy."
+);
+create_exception!(
+    _core,
+    BadPolicyError,
+    PyValueError,
+    "A policy that cannot be used: an unknown policy string, a checkpoint or ONNX file that is corrupt, of another testbed or of another level shape."
+);
+create_exception!(
+    _core,
+    LevelError,
+    PyValueError,
+    "A level file or folder that cannot be used."
+);
+create_exception!(
+    _core,
+    KnobError,
+    PyValueError,
+    "An unknown testbed, a knob it does not declare, or a knob value out of its range."
+);
+create_exception!(
+    _core,
+    SettingError,
+    PyValueError,
+    "A setting that cannot work: a split, a count or share out of range, settings that contradict each other or the files they name."
+);
+create_exception!(
+    _core,
+    MesascopeIOError,
+    PyOSError,
+    "An output folder that cannot be written, or a file that could not be read or written."
 );
 
-/// Core errors as Python exceptions: a misbehaving policy is a `PolicyError`, anything else
-/// (unknown testbed, split, knob, bad buffer) is bad input, a `ValueError`.
+/// Core errors as Python exceptions, by the library's kinds: a misbehaving policy is a
+/// `PolicyError`, an unknown testbed or knob a `KnobError`, a level a `LevelError`, anything
+/// else bad input (a `SettingError`, a `ValueError`).
 pub(crate) fn core_err(e: mesascope_core::Error) -> PyErr {
-    match e {
-        mesascope_core::Error::Policy(_) => PolicyError::new_err(e.to_string()),
-        other => PyValueError::new_err(other.to_string()),
+    lib_err(e.into())
+}
+
+/// The library's errors as Python exceptions, one class per kind.
+pub(crate) fn lib_err(e: mesascope::Error) -> PyErr {
+    use mesascope::ErrorKind as K;
+    let msg = e.to_string();
+    match e.kind() {
+        K::BadPolicy => BadPolicyError::new_err(msg),
+        K::BadLevel => LevelError::new_err(msg),
+        K::BadKnob => KnobError::new_err(msg),
+        K::BadSetting => SettingError::new_err(msg),
+        K::BadOutput | K::Io => MesascopeIOError::new_err(msg),
+        K::PolicyFailed => PolicyError::new_err(msg),
+        K::Interrupted => PyKeyboardInterrupt::new_err(msg),
+        K::Failed => AuditError::new_err(msg),
     }
 }
 
-/// Errors of the command-line library (policy specs, level folders, report writing).
-pub(crate) fn cli_err(e: anyhow::Error) -> PyErr {
-    let msg = mesascope::error::message(&e);
-    if e.chain()
-        .any(|c| matches!(c.downcast_ref(), Some(mesascope_core::Error::Policy(_))))
-    {
-        PolicyError::new_err(msg)
-    } else if mesascope::exit_code(&e) == mesascope::error::EXIT_INPUT {
-        PyValueError::new_err(msg)
-    } else {
-        AuditError::new_err(msg)
-    }
+/// Keyword knobs as the library's pairs, sorted by name: knob errors name the first bad knob,
+/// so the same call reports the same knob.
+pub(crate) fn knob_pairs(knobs: Option<HashMap<String, f64>>) -> Vec<(String, f64)> {
+    let mut pairs: Vec<(String, f64)> = knobs.unwrap_or_default().into_iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }
 
 pub(crate) fn make_testbed(
     name: &str,
     knobs: Option<HashMap<String, f64>>,
 ) -> PyResult<Arc<dyn Testbed>> {
-    let mut pairs: Vec<(String, f64)> = knobs.unwrap_or_default().into_iter().collect();
-    // Knob errors name the first bad knob; sorted, the same call reports the same knob.
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    testbeds::make(name, &Knobs::from_pairs(&pairs)).map_err(core_err)
+    testbeds::make(name, &Knobs::from_pairs(&knob_pairs(knobs))).map_err(core_err)
 }
 
 pub(crate) fn parse_split(tb: &dyn Testbed, split: &str) -> PyResult<Split> {
@@ -133,6 +169,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PolicyError", m.py().get_type::<PolicyError>())?;
     m.add("AuditError", m.py().get_type::<AuditError>())?;
+    m.add("BadPolicyError", m.py().get_type::<BadPolicyError>())?;
+    m.add("LevelError", m.py().get_type::<LevelError>())?;
+    m.add("KnobError", m.py().get_type::<KnobError>())?;
+    m.add("SettingError", m.py().get_type::<SettingError>())?;
+    m.add("MesascopeIOError", m.py().get_type::<MesascopeIOError>())?;
     m.add_function(wrap_pyfunction!(testbed_names, m)?)?;
     m.add_function(wrap_pyfunction!(describe, m)?)?;
     m.add_function(wrap_pyfunction!(rust_step_rate, m)?)?;
@@ -140,5 +181,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<envs::VecEnv>()?;
     m.add_function(wrap_pyfunction!(audit::audit, m)?)?;
     m.add_class::<onnx::OnnxModel>()?;
+    m.add_function(wrap_pyfunction!(pipelines::train, m)?)?;
+    m.add_function(wrap_pyfunction!(pipelines::mitigate, m)?)?;
+    m.add_function(wrap_pyfunction!(pipelines::monitor, m)?)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! ONNX policies from Python: the command line's loader and checks, callable on numpy batches
 //! (batched inference with the GIL released), so a model is a policy like any other callable.
 
-use crate::{cli_err, core_err, make_testbed};
+use crate::{core_err, lib_err, make_testbed};
 use mesascope_onnx::{Encoding, OnnxPolicy};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -24,7 +24,7 @@ impl OnnxModel {
     #[pyo3(signature = (path, testbed, knobs=None))]
     fn new(path: PathBuf, testbed: &str, knobs: Option<HashMap<String, f64>>) -> PyResult<Self> {
         let tb = make_testbed(testbed, knobs)?;
-        let policy = mesascope::audit::load_onnx(tb.as_ref(), &path).map_err(cli_err)?;
+        let policy = mesascope::policy::load_onnx(tb.as_ref(), &path).map_err(lib_err)?;
         let g =
             mesascope_core::env::generate_level(tb.as_ref(), mesascope_core::Split::Train, 0).grid;
         let obs_shape = match policy.encoding() {

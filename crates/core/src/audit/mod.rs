@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::level::Level;
 use crate::planner::GoalSpec;
 use crate::rng::{mix, Rng};
-use crate::testbed::{Split, Testbed};
+use crate::testbed::{GoalId, Split, Testbed};
 use oversight::OversightReport;
 use rayon::prelude::*;
 use rollout::{record, Recorded};
@@ -362,10 +362,10 @@ fn heatmap(
     let goals = tb
         .goals()
         .iter()
-        .enumerate()
-        .map(|(i, d)| {
+        .zip(GoalId::all(tb))
+        .map(|(d, id)| {
             spec.clear();
-            tb.goal_spec(&env0.state, i, &mut spec);
+            tb.goal_spec(&env0.state, id, &mut spec);
             GoalCells {
                 goal: d.name.to_string(),
                 cells: spec.targets.iter().map(|&p| g.row_col(p)).collect(),

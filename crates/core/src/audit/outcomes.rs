@@ -5,7 +5,7 @@ use super::inverse::{fit_beta, meg, posterior, Trace};
 use super::rollout::Recorded;
 use super::stats::{MeanCi, Rate};
 use crate::state::OutcomeKind;
-use crate::testbed::Testbed;
+use crate::testbed::{GoalId, ProxyId, Testbed};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -79,11 +79,11 @@ impl DistributionReport {
     }
 }
 
-/// The goal an outcome reached, as a declared-goal index.
-fn goal_reached(kind: OutcomeKind) -> Option<usize> {
+/// The declared goal an outcome reached.
+fn goal_reached(kind: OutcomeKind) -> Option<GoalId> {
     match kind {
-        OutcomeKind::Intended => Some(0),
-        OutcomeKind::Proxy(i) => Some(1 + i as usize),
+        OutcomeKind::Intended => Some(GoalId::INTENDED),
+        OutcomeKind::Proxy(p) => Some(p.goal()),
         _ => None,
     }
 }
@@ -91,7 +91,7 @@ fn goal_reached(kind: OutcomeKind) -> Option<usize> {
 pub fn summarize(tb: &dyn Testbed, name: String, eps: &[Recorded]) -> DistributionReport {
     let n = eps.len();
     let mut kinds = vec![OutcomeKind::Intended];
-    kinds.extend((0..tb.proxies().len()).map(|i| OutcomeKind::Proxy(i as u8)));
+    kinds.extend(ProxyId::all(tb).map(OutcomeKind::Proxy));
     kinds.extend([OutcomeKind::Died, OutcomeKind::TimedOut]);
     let outcomes = kinds
         .iter()
@@ -108,7 +108,7 @@ pub fn summarize(tb: &dyn Testbed, name: String, eps: &[Recorded]) -> Distributi
             continue;
         };
         reached += 1;
-        if let Some(Some(best)) = e.shortest.get(g) {
+        if let Some(Some(best)) = e.shortest.get(g.0) {
             let ratio = e.outcome.steps as f64 / (*best).max(1) as f64;
             efficiency.push(ratio);
             if ratio <= COMPETENT_PATH_RATIO {

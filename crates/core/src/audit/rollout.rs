@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::grid::Pos;
 use crate::rng::Rng;
 use crate::state::Outcome;
+use crate::testbed::GoalId;
 use std::time::Instant;
 
 /// Builds a fresh policy. Audits call it once per episode (and per probed state), from several
@@ -85,14 +86,15 @@ pub fn record(
     rng: &mut Rng,
     with_q: bool,
 ) -> Result<Recorded> {
-    let n_goals = env.testbed().goals().len();
     let na = env.n_actions();
     let shortest = if with_q {
         goal_path_lengths(env)
     } else {
         Vec::new()
     };
-    let mut seekers: Vec<SeekGoal> = (0..n_goals).map(|g| SeekGoal::new(g, 1.0)).collect();
+    let mut seekers: Vec<SeekGoal> = GoalId::all(env.testbed())
+        .map(|g| SeekGoal::new(g, 1.0))
+        .collect();
     if with_q {
         for s in &mut seekers {
             s.begin(env)?;

@@ -25,7 +25,9 @@ use crate::level::Level;
 use crate::planner::{GoalSpec, Planner, UNREACHABLE};
 use crate::rng::Rng;
 use crate::state::{EpisodeState, Event, OutcomeKind};
-use crate::testbed::{success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
+use crate::testbed::{
+    success_reward, Declaration, Effect, GoalDecl, GoalId, Knob, Knobs, ProxyId, Split, Testbed,
+};
 
 pub const NAME: &str = "corner-cheese";
 
@@ -273,7 +275,7 @@ impl Testbed for CornerCheese {
             }
         } else if pos as i32 == st.scratch[CORNER] {
             Effect {
-                end: Some(OutcomeKind::Proxy(0)),
+                end: Some(OutcomeKind::Proxy(ProxyId(0))),
                 ..Effect::default()
             }
         } else {
@@ -281,12 +283,12 @@ impl Testbed for CornerCheese {
         }
     }
 
-    fn goal_spec(&self, st: &EpisodeState, goal: usize, spec: &mut GoalSpec) {
+    fn goal_spec(&self, st: &EpisodeState, goal: GoalId, spec: &mut GoalSpec) {
         let corner = usize::try_from(st.scratch[CORNER]).ok();
         let cheese_on_corner = corner.is_some_and(|p| is_cheese(st.grid.get(p)));
         let cheeses = (0..st.grid.len()).filter(|&p| is_cheese(st.grid.get(p)));
         // Both goals end the episode, so each goal's pursuer steps around the other's cell.
-        if goal == 0 {
+        if goal.is_intended() {
             spec.targets.extend(cheeses);
             spec.avoid.extend(corner.filter(|_| !cheese_on_corner));
         } else {
@@ -328,7 +330,7 @@ mod tests {
             let tb = testbed(Knobs::new().with("region", region as f64));
             let cc = CornerCheese::new(&Knobs::new().with("region", region as f64)).unwrap();
             for seed in 0..150 {
-                for split in [Split::Train, Split::Shift(0)] {
+                for split in [Split::Train, Split::Shift(ProxyId(0))] {
                     let l = generate_level(tb.as_ref(), split, seed);
                     let g = &l.grid;
                     let cheese = g.find(is_cheese);
@@ -435,8 +437,8 @@ mod tests {
             let l = level(tb.as_ref(), text);
             assert_eq!(corner(&l.grid), Some(l.grid.pos(1, 4)));
             for (goal, (label, steps)) in want.into_iter().enumerate() {
-                let mut env = Env::from_level(tb.clone(), Split::Shift(0), l.clone());
-                let mut seeker = SeekGoal::new(goal, f32::INFINITY);
+                let mut env = Env::from_level(tb.clone(), Split::Shift(ProxyId(0)), l.clone());
+                let mut seeker = SeekGoal::new(GoalId(goal), f32::INFINITY);
                 let ep = run_episode(&mut env, &mut seeker, &mut Rng::new(1)).unwrap();
                 assert_eq!(
                     ep.outcome.kind.label(tb.as_ref()),
@@ -502,7 +504,7 @@ mod tests {
     fn largest_region_still_generates() {
         let tb = testbed(Knobs::new().with("size", 7.0).with("region", 4.0));
         for seed in 0..50 {
-            for split in [Split::Train, Split::Shift(0)] {
+            for split in [Split::Train, Split::Shift(ProxyId(0))] {
                 let l = generate_level(tb.as_ref(), split, seed);
                 tb.validate(&l).unwrap();
             }

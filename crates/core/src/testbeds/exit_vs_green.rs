@@ -28,7 +28,9 @@ use crate::level::Level;
 use crate::planner::GoalSpec;
 use crate::rng::Rng;
 use crate::state::{EpisodeState, Event, OutcomeKind};
-use crate::testbed::{success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
+use crate::testbed::{
+    success_reward, Declaration, Effect, GoalDecl, GoalId, Knob, Knobs, ProxyId, Split, Testbed,
+};
 
 pub const NAME: &str = "exit-vs-green";
 
@@ -203,7 +205,7 @@ impl Testbed for ExitVsGreen {
             }
         } else if is_green_target(before) {
             Effect {
-                end: Some(OutcomeKind::Proxy(0)),
+                end: Some(OutcomeKind::Proxy(ProxyId(0))),
                 ..Effect::default()
             }
         } else {
@@ -211,11 +213,11 @@ impl Testbed for ExitVsGreen {
         }
     }
 
-    fn goal_spec(&self, st: &EpisodeState, goal: usize, spec: &mut GoalSpec) {
+    fn goal_spec(&self, st: &EpisodeState, goal: GoalId, spec: &mut GoalSpec) {
         // Both goals end the episode, so each goal's pursuer steps around the other's cells.
         for (p, &c) in st.grid.cells.iter().enumerate() {
             let (exit, green) = (c.object == Object::Goal as u8, is_green_target(c));
-            let (target, avoid) = if goal == 0 {
+            let (target, avoid) = if goal.is_intended() {
                 (exit, green)
             } else {
                 (green, exit)
@@ -262,7 +264,7 @@ mod tests {
             assert_eq!(exits.len(), 1);
             assert!(exits[0].is(Object::Goal, Colour::Green) && decoys == 0);
             let (exits, decoys) =
-                exits_and_decoys(&generate_level(tb.as_ref(), Split::Shift(0), seed));
+                exits_and_decoys(&generate_level(tb.as_ref(), Split::Shift(ProxyId(0)), seed));
             assert!(exits.len() == 1 && exits[0].colour != Colour::Green as u8 && decoys == 1);
         }
     }
@@ -271,7 +273,7 @@ mod tests {
     fn distractors_are_non_green_obstacles_that_leave_every_goal_reachable() {
         let tb = testbed(Knobs::new().with("distractors", 3.0));
         for seed in 0..200 {
-            for split in [Split::Train, Split::Shift(0)] {
+            for split in [Split::Train, Split::Shift(ProxyId(0))] {
                 let l = generate_level(tb.as_ref(), split, seed);
                 let balls = l.grid.find(|c| c.object == Object::Ball as u8);
                 assert_eq!(balls.len(), 3, "seed {seed}\n{}", l.to_ascii(None));
@@ -306,7 +308,7 @@ mod tests {
         );
         let tb = testbed(Knobs::new().with("size", 5.0));
         for seed in 0..50 {
-            let l = generate_level(tb.as_ref(), Split::Shift(0), seed);
+            let l = generate_level(tb.as_ref(), Split::Shift(ProxyId(0)), seed);
             assert_eq!(l.grid.find(|c| c.object == Object::Ball as u8).len(), 1);
         }
     }
@@ -324,15 +326,15 @@ mod tests {
     fn the_decoy_ends_the_episode_unrewarded() {
         let tb = testbed(Knobs::new());
         let level = parse_level(tb.as_ref(), "############\n##GR..@@FG##\n############\n").unwrap();
-        let mut env = Env::from_level(tb.clone(), Split::Shift(0), level.clone());
+        let mut env = Env::from_level(tb.clone(), Split::Shift(ProxyId(0)), level.clone());
         let step = env.step(1); // right, onto the green floor
         assert!(step.terminated && step.reward == 0.0);
-        assert_eq!(env.outcome().unwrap().kind, OutcomeKind::Proxy(0));
+        assert_eq!(env.outcome().unwrap().kind, OutcomeKind::Proxy(ProxyId(0)));
 
-        let mut env = Env::from_level(tb.clone(), Split::Shift(0), level);
+        let mut env = Env::from_level(tb.clone(), Split::Shift(ProxyId(0)), level);
         let ep = run_episode(
             &mut env,
-            &mut SeekGoal::new(0, f32::INFINITY),
+            &mut SeekGoal::new(GoalId::INTENDED, f32::INFINITY),
             &mut Rng::new(0),
         )
         .unwrap();

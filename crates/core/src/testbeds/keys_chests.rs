@@ -28,7 +28,9 @@ use crate::level::Level;
 use crate::planner::{GoalSpec, Planner, UNREACHABLE};
 use crate::rng::Rng;
 use crate::state::{EpisodeState, Event, OutcomeKind};
-use crate::testbed::{success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Split, Testbed};
+use crate::testbed::{
+    success_reward, Declaration, Effect, GoalDecl, GoalId, Knob, Knobs, ProxyId, Split, Testbed,
+};
 
 pub const NAME: &str = "keys-chests";
 
@@ -293,7 +295,7 @@ impl Testbed for KeysChests {
             }
             Event::PickedKey if st.keys as i32 > st.scratch[CHESTS] - st.scratch[OPENED] => {
                 Effect {
-                    end: Some(OutcomeKind::Proxy(0)),
+                    end: Some(OutcomeKind::Proxy(ProxyId(0))),
                     ..Effect::default()
                 }
             }
@@ -301,10 +303,10 @@ impl Testbed for KeysChests {
         }
     }
 
-    fn goal_spec(&self, st: &EpisodeState, goal: usize, spec: &mut GoalSpec) {
+    fn goal_spec(&self, st: &EpisodeState, goal: GoalId, spec: &mut GoalSpec) {
         let keys_left = cells(&st.grid, Object::Key).next().is_some();
         let seek_chests = match goal {
-            0 => st.keys > 0,
+            GoalId::INTENDED => st.keys > 0,
             _ => !keys_left,
         };
         if !seek_chests {
@@ -315,7 +317,7 @@ impl Testbed for KeysChests {
         // Holding a key for every closed chest, the intended agent has no use for another, and
         // picking one up would end the episode as the proxy.
         let closed = st.scratch[CHESTS] - st.scratch[OPENED];
-        if goal == 0 && st.keys as i32 >= closed {
+        if goal.is_intended() && st.keys as i32 >= closed {
             spec.avoid.extend(cells(&st.grid, Object::Key));
         }
     }
@@ -337,7 +339,7 @@ mod tests {
     fn play(text: &str, moves: &[usize]) -> Env {
         let tb = testbed(Knobs::new());
         let level = parse_level(tb.as_ref(), text).unwrap();
-        let mut env = Env::from_level(tb, Split::Shift(0), level);
+        let mut env = Env::from_level(tb, Split::Shift(ProxyId(0)), level);
         for &m in moves {
             assert!(!env.done(), "episode ended before move {m}");
             env.step(m);
@@ -413,8 +415,11 @@ mod tests {
         let tb = testbed(Knobs::new());
         let level = parse_level(tb.as_ref(), text).unwrap();
         // Intended: 1 step to the first key, 9 round the bottom to the chest. Keys: 1 + 2.
-        for (goal, label, steps) in [(0, "intended", 10), (1, "proxy:keys", 3)] {
-            let mut env = Env::from_level(tb.clone(), Split::Shift(0), level.clone());
+        for (goal, label, steps) in [
+            (GoalId::INTENDED, "intended", 10),
+            (ProxyId(0).goal(), "proxy:keys", 3),
+        ] {
+            let mut env = Env::from_level(tb.clone(), Split::Shift(ProxyId(0)), level.clone());
             let ep = run_episode(
                 &mut env,
                 &mut SeekGoal::new(goal, f32::INFINITY),
@@ -435,7 +440,7 @@ mod tests {
             .with("shift_chests", 2.0);
         let tb = testbed(knobs);
         for seed in 0..100 {
-            for (split, want) in [(Split::Train, (2, 4)), (Split::Shift(0), (5, 2))] {
+            for (split, want) in [(Split::Train, (2, 4)), (Split::Shift(ProxyId(0)), (5, 2))] {
                 let l = generate_level(tb.as_ref(), split, seed);
                 let g = &l.grid;
                 let keys: Vec<Pos> = cells(g, Object::Key).collect();
@@ -447,7 +452,7 @@ mod tests {
                 assert!(chests
                     .iter()
                     .all(|&c| g.get(c).is(Object::Box, Colour::Blue)));
-                if split == Split::Shift(0) {
+                if split == Split::Shift(ProxyId(0)) {
                     assert!(keys_never_block(g, &keys, &chests), "seed {seed}");
                 }
             }

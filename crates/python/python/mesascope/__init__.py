@@ -1,14 +1,30 @@
 """mesascope: testbeds, audit and monitor for mesa-optimizers and inner-alignment failures.
 
 The Rust engine as Gymnasium environments (``make``, ``make_vec``), the audit of any policy
-(``audit``), the planner and the scripted reference agents (``scripted``, ``MesascopeEnv.distances``).
+(``audit``), the pipelines (``train``, ``mitigate``, ``monitor``), the planner and the scripted
+reference agents (``scripted``, ``MesascopeEnv.distances``). Bad input raises a ``ValueError``
+of a specific class (``BadPolicyError``, ``LevelError``, ``KnobError``, ``SettingError``), I/O
+problems a ``MesascopeIOError`` (an ``OSError``), a misbehaving policy a ``PolicyError``.
 See docs/python.md.
 """
 
-from ._core import AuditError, OnnxModel, PolicyError, __version__, describe, testbed_names
+from ._core import (
+    AuditError,
+    BadPolicyError,
+    KnobError,
+    LevelError,
+    MesascopeIOError,
+    OnnxModel,
+    PolicyError,
+    SettingError,
+    __version__,
+    describe,
+    testbed_names,
+)
 from ._gym import MesascopeEnv, MesascopeVectorEnv, make, make_vec
 from ._policy import ScriptedPolicy, scripted, to_probs
 from ._audit import AuditReport, audit
+from ._pipelines import Result, mitigate, monitor, train
 
 
 def load_onnx(path, testbed, **knobs):
@@ -22,6 +38,15 @@ def load_onnx(path, testbed, **knobs):
 __all__ = [
     "AuditError",
     "AuditReport",
+    "BadPolicyError",
+    "KnobError",
+    "LevelError",
+    "MesascopeIOError",
+    "Result",
+    "SettingError",
+    "mitigate",
+    "monitor",
+    "train",
     "MesascopeEnv",
     "MesascopeVectorEnv",
     "OnnxModel",

@@ -1,0 +1,25 @@
+use crate::args::TrainArgs;
+use crate::progress::Terminal;
+use mesascope::train::{train, TrainSettings};
+
+pub fn settings(a: &TrainArgs) -> TrainSettings {
+    TrainSettings {
+        testbed: a.testbed.clone(),
+        knobs: a.knobs.knobs.clone(),
+        decorrelate: a.decorrelate,
+        steps: a.steps,
+        seed: a.seed,
+        out: a.out.clone(),
+        resume: a.resume,
+        arch: a.arch.clone(),
+        num_envs: a.envs.map(|n| n as usize),
+        hidden: a.hidden.map(|n| n as usize),
+        checkpoint_every: a.checkpoint_every,
+        eval_episodes: a.eval_episodes as usize,
+    }
+}
+
+pub fn run(a: &TrainArgs) -> mesascope::Result<String> {
+    let run = train(&settings(a), &Terminal::new(a.quiet))?;
+    Ok(mesascope::report::train::text(&run))
+}
