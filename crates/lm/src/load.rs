@@ -5,12 +5,13 @@
 use crate::config::{llama3_freq_factors, Config, RopeLayout, SUPPORTED_ARCHITECTURES};
 use crate::error::{io_error, LmError, Result};
 use crate::model::{Block, Linear, Matrix, Weights};
-use crate::quant::QuantMatrix;
+use crate::quant::{BlockType, QuantMatrix};
 use crate::tokenizer::Tokenizer;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub(crate) struct Loaded {
 
 /// A tensor in the checkpoint's own storage type (quantized blocks, or plain floats).
 enum Stored {
+    /// Q4_1 or Q8_0, as the file stores them.
+    Blocks(QuantMatrix),
     Quantized(QTensor),
     Dense(Tensor),
 }
@@ -34,22 +37,28 @@ enum Stored {
 impl Stored {
     fn dims(&self) -> Vec<usize> {
         match self {
+            Stored::Blocks(m) => vec![m.rows, m.cols],
             Stored::Quantized(q) => q.shape().dims().to_vec(),
             Stored::Dense(t) => t.dims().to_vec(),
         }
     }
     fn into_f32(self) -> Result<Tensor> {
         Ok(match self {
+            Stored::Blocks(m) => {
+                let mut data = vec![0f32; m.rows * m.cols];
+                for (r, row) in data.chunks_exact_mut(m.cols).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                Tensor::from_vec(data, (m.rows, m.cols), &Device::Cpu)?
+            }
             Stored::Quantized(q) => q.dequantize(&Device::Cpu)?,
             Stored::Dense(t) => t.to_dtype(DType::F32)?,
         })
     }
     fn into_matrix(self) -> Result<Matrix> {
         Ok(match self {
-            Stored::Quantized(q) => match QuantMatrix::from_qtensor(&q) {
-                Some(m) => Matrix::Blocks(m),
-                None => Matrix::Candle(QMatMul::from_arc(Arc::new(q))?),
-            },
+            Stored::Blocks(m) => Matrix::Blocks(m),
+            Stored::Quantized(q) => Matrix::Candle(QMatMul::from_arc(Arc::new(q))?),
             Stored::Dense(t) => Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?)),
         })
     }
@@ -125,11 +134,9 @@ fn build_weights(c: &Config, ckpt: &mut dyn Checkpoint) -> Result<Weights> {
     };
     let embedding = Arc::new(
         match read_checked(ckpt, Role::Embedding, &[c.vocab_size, d])? {
+            Stored::Blocks(m) => Matrix::Blocks(m),
             // Kept in its blocks even where candle would expand it: only looked-up rows are expanded.
-            Stored::Quantized(q) => match QuantMatrix::from_qtensor(&q) {
-                Some(m) => Matrix::Blocks(m),
-                None => Matrix::Candle(QMatMul::QTensor(Arc::new(q))),
-            },
+            Stored::Quantized(q) => Matrix::Candle(QMatMul::QTensor(Arc::new(q))),
             Stored::Dense(t) => Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?)),
         },
     );
@@ -167,6 +174,7 @@ fn build_weights(c: &Config, ckpt: &mut dyn Checkpoint) -> Result<Weights> {
 
 struct GgufCheckpoint {
     path: PathBuf,
+    file_size: u64,
     content: Content,
     reader: std::io::BufReader<std::fs::File>,
 }
@@ -195,6 +203,33 @@ impl Checkpoint for GgufCheckpoint {
         self.content.tensor_infos.contains_key(name)
     }
     fn read(&mut self, name: &str) -> Result<Stored> {
+        let info = &self.content.tensor_infos[name];
+        if let (Some(kind), [rows, cols]) = (BlockType::of(info.ggml_dtype), info.shape.dims()) {
+            // Read straight into the matrix's own buffer: no second copy of the weights.
+            let (rows, cols) = (*rows, *cols);
+            let size = (rows * cols / 32).saturating_mul(kind.bytes());
+            let start = self.content.tensor_data_offset.saturating_add(info.offset);
+            let corrupt = |reason: String| LmError::CorruptGguf {
+                path: self.path.clone(),
+                reason: format!("tensor `{name}`: {reason}"),
+            };
+            if cols % 32 != 0 || start.saturating_add(size as u64) > self.file_size {
+                return Err(corrupt(format!(
+                    "{size} bytes at offset {start} do not fit in the file's {} bytes",
+                    self.file_size
+                )));
+            }
+            let mut data = vec![0u8; size];
+            self.reader
+                .seek(SeekFrom::Start(start))
+                .map_err(|e| corrupt(e.to_string()))?;
+            self.reader
+                .read_exact(&mut data)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let m = QuantMatrix::from_bytes(kind, data, rows, cols)
+                .ok_or_else(|| corrupt("inconsistent size".into()))?;
+            return Ok(Stored::Blocks(m));
+        }
         let corrupt = |e: candle_core::Error| LmError::CorruptGguf {
             path: self.path.clone(),
             reason: format!("tensor `{name}`: {e}"),
@@ -213,6 +248,7 @@ fn gguf_dtype_name(t: GgmlDType) -> String {
 
 pub(crate) fn load_gguf(path: &Path) -> Result<Loaded> {
     let file = std::fs::File::open(path).map_err(io_error(path))?;
+    let file_size = file.metadata().map_err(io_error(path))?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let content = Content::read(&mut reader).map_err(|e| {
         let reason = e.to_string();
@@ -307,6 +343,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Loaded> {
     let tokenizer = Tokenizer::from_gguf(&content)?;
     let mut ckpt = GgufCheckpoint {
         path: path.to_path_buf(),
+        file_size,
         content,
         reader,
     };

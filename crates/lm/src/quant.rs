@@ -2,97 +2,115 @@
 //! the blocks, Q8_0 for the embedding). candle multiplies Q4_1 with scalar code and rounds each
 //! activation row to 8 bits first (as llama.cpp does); here the weights are expanded block by
 //! block and multiplied with the activations as they are, so the results are the dequantized
-//! model's to f32 rounding (the reference's numbers), and faster.
+//! model's to f32 rounding (the reference's numbers), and faster. The blocks stay as the file
+//! stores them (20 bytes per 32 weights for Q4_1); their f16 scales are widened as they are read.
 //!
 //! A Q4_1 block holds 32 weights `w_j = d q_j + m` (4-bit `q_j`), a Q8_0 block `w_j = d q_j`
 //! (8-bit signed `q_j`); so a block's share of `w . x` is `d sum_j q_j x_j (+ m sum_j x_j)`.
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
+#[cfg(test)]
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 const BLOCK: usize = 32;
 
-enum Blocks {
-    /// Scales, minimums, and 16 bytes of nibbles per block (byte `j` holds weight `j` in its
-    /// low nibble and weight `j + 16` in its high one, as GGUF stores them).
-    Q4_1 {
-        scale: Vec<f32>,
-        min: Vec<f32>,
-        nibbles: Vec<[u8; 16]>,
-    },
-    Q8_0 {
-        scale: Vec<f32>,
-        q: Vec<[i8; BLOCK]>,
-    },
+/// The block types multiplied here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockType {
+    /// `d`, `m` (f16), then 16 bytes of nibbles: byte `j` holds weight `j` in its low nibble
+    /// and weight `j + 16` in its high one.
+    Q4_1,
+    /// `d` (f16), then 32 signed bytes.
+    Q8_0,
 }
 
-/// A `[rows, cols]` matrix of Q4_1 or Q8_0 blocks, with the scales widened to f32 once, at load.
+impl BlockType {
+    pub fn of(dtype: GgmlDType) -> Option<BlockType> {
+        match dtype {
+            GgmlDType::Q4_1 => Some(BlockType::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            BlockType::Q4_1 => 20,
+            BlockType::Q8_0 => 34,
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix of Q4_1 or Q8_0 blocks, byte for byte as the GGUF file stores them.
 pub(crate) struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
-    blocks: Blocks,
+    kind: BlockType,
+    data: Vec<u8>,
+}
+
+fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
 impl QuantMatrix {
+    /// The matrix over `data` (`None` when the sizes disagree).
+    pub fn from_bytes(
+        kind: BlockType,
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) -> Option<QuantMatrix> {
+        (cols % BLOCK == 0 && data.len() == rows * cols / BLOCK * kind.bytes()).then_some(
+            QuantMatrix {
+                rows,
+                cols,
+                kind,
+                data,
+            },
+        )
+    }
+
     /// The matrix of a Q4_1 or Q8_0 tensor (`None` for other types).
+    #[cfg(test)]
     pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
         let (rows, cols) = t.shape().dims2().ok()?;
-        if cols % BLOCK != 0 {
-            return None;
-        }
-        let bytes = t.data().ok()?;
-        let n = rows * cols / BLOCK;
-        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let blocks = match t.dtype() {
-            GgmlDType::Q4_1 if bytes.len() == n * 20 => {
-                let it = bytes.chunks_exact(20);
-                Blocks::Q4_1 {
-                    scale: it.clone().map(|b| f16(&b[0..2])).collect(),
-                    min: it.clone().map(|b| f16(&b[2..4])).collect(),
-                    nibbles: it.map(|b| b[4..20].try_into().expect("16 bytes")).collect(),
-                }
-            }
-            GgmlDType::Q8_0 if bytes.len() == n * 34 => {
-                let it = bytes.chunks_exact(34);
-                Blocks::Q8_0 {
-                    scale: it.clone().map(|b| f16(&b[0..2])).collect(),
-                    q: it
-                        .map(|b| std::array::from_fn(|j| b[2 + j] as i8))
-                        .collect(),
-                }
-            }
-            _ => return None,
-        };
-        Some(QuantMatrix { rows, cols, blocks })
+        QuantMatrix::from_bytes(
+            BlockType::of(t.dtype())?,
+            t.data().ok()?.into_owned(),
+            rows,
+            cols,
+        )
     }
 
     pub fn memory_bytes(&self) -> usize {
-        match &self.blocks {
-            Blocks::Q4_1 { scale, .. } => scale.len() * (4 + 4 + 16),
-            Blocks::Q8_0 { scale, .. } => scale.len() * (4 + BLOCK),
-        }
+        self.data.len()
+    }
+
+    fn block(&self, b: usize) -> &[u8] {
+        let n = self.kind.bytes();
+        &self.data[b * n..(b + 1) * n]
     }
 
     /// Row `r` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let per_row = self.cols / BLOCK;
         for (i, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
-            let b = r * per_row + i;
-            match &self.blocks {
-                Blocks::Q4_1 {
-                    scale,
-                    min,
-                    nibbles,
-                } => {
+            let blk = self.block(r * per_row + i);
+            match self.kind {
+                BlockType::Q4_1 => {
+                    let (d, m) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
                     for j in 0..16 {
-                        dst[j] = scale[b] * (nibbles[b][j] & 0x0F) as f32 + min[b];
-                        dst[j + 16] = scale[b] * (nibbles[b][j] >> 4) as f32 + min[b];
+                        dst[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
+                        dst[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
                     }
                 }
-                Blocks::Q8_0 { scale, q } => {
+                BlockType::Q8_0 => {
+                    let d = f16_at(&blk[0..2]);
                     for j in 0..BLOCK {
-                        dst[j] = scale[b] * q[b][j] as f32;
+                        dst[j] = d * blk[2 + j] as i8 as f32;
                     }
                 }
             }
@@ -177,23 +195,23 @@ impl QuantMatrix {
         let _ = avx2;
         let mut acc = 0f32;
         for (i, xb) in x.chunks_exact(BLOCK).enumerate() {
-            let b = b0 + i;
-            match &self.blocks {
-                Blocks::Q4_1 {
-                    scale,
-                    min,
-                    nibbles,
-                } => {
+            let blk = self.block(b0 + i);
+            match self.kind {
+                BlockType::Q4_1 => {
                     let mut s = 0f32;
                     for j in 0..16 {
-                        s += (nibbles[b][j] & 0x0F) as f32 * xb[j]
-                            + (nibbles[b][j] >> 4) as f32 * xb[j + 16];
+                        s += (blk[4 + j] & 0x0F) as f32 * xb[j]
+                            + (blk[4 + j] >> 4) as f32 * xb[j + 16];
                     }
-                    acc += scale[b] * s + min[b] * block_sums[i];
+                    acc += f16_at(&blk[0..2]) * s + f16_at(&blk[2..4]) * block_sums[i];
                 }
-                Blocks::Q8_0 { scale, q } => {
-                    let s: f32 = q[b].iter().zip(xb).map(|(&qj, &xj)| qj as f32 * xj).sum();
-                    acc += scale[b] * s;
+                BlockType::Q8_0 => {
+                    let s: f32 = blk[2..]
+                        .iter()
+                        .zip(xb)
+                        .map(|(&q, &xj)| q as i8 as f32 * xj)
+                        .sum();
+                    acc += f16_at(&blk[0..2]) * s;
                 }
             }
         }
@@ -201,25 +219,24 @@ impl QuantMatrix {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_avx2(&self, b0: usize, x: &[f32], block_sums: &[f32]) -> f32 {
         use std::arch::x86_64::*;
         let blocks = x.len() / BLOCK;
-        let xp = x.as_ptr();
+        let (xp, size) = (x.as_ptr(), self.kind.bytes());
+        let base = self.data.as_ptr().add(b0 * size);
         let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
+        let mut offsets = _mm_setzero_ps();
         let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
         let widen_signed = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-        match &self.blocks {
-            Blocks::Q4_1 {
-                scale,
-                min,
-                nibbles,
-            } => {
+        match self.kind {
+            BlockType::Q4_1 => {
                 let low = _mm_set1_epi8(0x0F);
                 for i in 0..blocks {
-                    let b = b0 + i;
-                    let packed = _mm_loadu_si128(nibbles.as_ptr().add(b) as *const __m128i);
+                    let blk = base.add(i * size);
+                    // `d` and `m`, both f16, widened together: lanes 0 and 1.
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const i32).read_unaligned()));
+                    let packed = _mm_loadu_si128(blk.add(4) as *const __m128i);
                     let lo = _mm_and_si128(packed, low);
                     let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
                     let xs = xp.add(i * BLOCK);
@@ -235,16 +252,23 @@ impl QuantMatrix {
                         _mm256_loadu_ps(xs.add(24)),
                         t,
                     );
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(*scale.get_unchecked(b)), t, acc);
-                    offsets += *min.get_unchecked(b) * *block_sums.get_unchecked(i);
+                    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), t, acc);
+                    // m * sum(x): lane 1 of dm times the block's sum, kept in lane 1.
+                    offsets = _mm_fmadd_ps(
+                        dm,
+                        _mm_set_ps(0.0, 0.0, *block_sums.get_unchecked(i), 0.0),
+                        offsets,
+                    );
                 }
             }
-            Blocks::Q8_0 { scale, q } => {
+            BlockType::Q8_0 => {
                 for i in 0..blocks {
-                    let b = b0 + i;
-                    let qp = q.as_ptr().add(b) as *const u8;
-                    let q0 = _mm_loadu_si128(qp as *const __m128i);
-                    let q1 = _mm_loadu_si128(qp.add(16) as *const __m128i);
+                    let blk = base.add(i * size);
+                    let d = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                        (blk as *const u16).read_unaligned() as i32
+                    ));
+                    let q0 = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                    let q1 = _mm_loadu_si128(blk.add(18) as *const __m128i);
                     let xs = xp.add(i * BLOCK);
                     let mut t = _mm256_mul_ps(widen_signed(q0), _mm256_loadu_ps(xs));
                     t = _mm256_fmadd_ps(
@@ -258,21 +282,23 @@ impl QuantMatrix {
                         _mm256_loadu_ps(xs.add(24)),
                         t,
                     );
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(*scale.get_unchecked(b)), t, acc);
+                    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), t, acc);
                 }
             }
         }
         let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
         let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
-        _mm_cvtss_f32(one) + offsets
+        _mm_cvtss_f32(one) + _mm_cvtss_f32(_mm_shuffle_ps(offsets, offsets, 1))
     }
 }
 
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
