@@ -8,8 +8,12 @@ use std::time::Instant;
 
 /// Peak resident memory of this process (Linux's VmHWM), in bytes.
 fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+fn status_bytes(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -25,12 +29,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = "The history of the printing press begins in the fifteenth century, when movable type changed how knowledge spread across Europe. ".repeat(12);
     let tokens = model.tokenizer().encode(&prompt, true)?;
     println!("model {path}: {} threads", rayon_threads());
-    println!("load {:.3} s; prompt tokens {}", load_s, tokens.len());
+    println!(
+        "load {:.3} s; resident after load {:.1} MB (weights {:.1} MB); prompt tokens {}",
+        load_s,
+        status_bytes("VmRSS:").unwrap_or(0) as f64 / 1e6,
+        model.info().memory_bytes as f64 / 1e6,
+        tokens.len()
+    );
     let (mut best_pp, mut best_tg) = (0.0f64, 0.0f64);
     for _ in 0..3 {
         let mut cache = model.new_cache(tokens.len() + 129)?;
         let t = Instant::now();
-        let logits = model.forward(&tokens, &mut cache, &mut Hooks::none(), LogitsFor::Last)?;
+        let logits = model.prefill(
+            &tokens,
+            &mut cache,
+            &mut Hooks::none(),
+            mesascope_lm::PREFILL_CHUNK,
+        )?;
         let pp = tokens.len() as f64 / t.elapsed().as_secs_f64();
         let mut next = mesascope_lm::argmax(logits.last());
         let n = 128;

@@ -27,6 +27,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Prompt tokens per forward pass when generating: long prompts run in chunks of this many so
+/// that the activations' memory stays small next to the weights'.
+pub const PREFILL_CHUNK: usize = 128;
+
 /// Logits of a forward pass: `rows` positions of `vocab` each, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logits {
@@ -187,6 +191,25 @@ impl Model {
         })
     }
 
+    /// Runs a prompt into `cache` in chunks of at most `chunk` tokens (bounding the activations'
+    /// memory on long prompts) and returns the last position's logits.
+    pub fn prefill(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        hooks: &mut Hooks,
+        chunk: usize,
+    ) -> Result<Logits> {
+        if tokens.is_empty() {
+            return Err(LmError::InvalidArgument("the prompt has no tokens".into()));
+        }
+        let mut last = None;
+        for part in tokens.chunks(chunk.max(1)) {
+            last = Some(self.forward(part, cache, hooks, LogitsFor::Last)?);
+        }
+        Ok(last.expect("at least one chunk"))
+    }
+
     fn check_context(&self, tokens: usize) -> Result<()> {
         let context = self.config().context_length;
         if tokens > context {
@@ -253,7 +276,7 @@ impl Model {
         let mut tokens = Vec::new();
         let mut stop = StopReason::MaxTokens;
         if options.max_tokens > 0 {
-            let mut logits = self.forward(prompt, &mut cache, hooks, LogitsFor::Last)?;
+            let mut logits = self.prefill(prompt, &mut cache, hooks, PREFILL_CHUNK)?;
             loop {
                 let next =
                     generate::sample(logits.last(), options.temperature, options.top_p, &mut rng);

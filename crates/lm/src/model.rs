@@ -294,7 +294,9 @@ impl Transformer {
 
         // softmax(q k^T / sqrt(d_head) + causal mask) v
         let scores = (q.matmul(&k_all.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        drop(q);
         let mut probs = to_rows(&scores)?;
+        drop(scores);
         causal_softmax(&mut probs, rows, keys, start);
         let probs = Tensor::from_vec(probs, (c.n_kv_heads, group * rows, keys), &Device::Cpu)?;
         let heads = probs.matmul(&v_all)?.reshape((c.n_heads, rows, hd))?;

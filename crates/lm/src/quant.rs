@@ -131,8 +131,8 @@ impl QuantMatrix {
 
     fn matmul_dense(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
         let xt = Tensor::from_slice(x, (m, self.cols), &Device::Cpu)?;
-        // Bands of about 4 MB of f32 weights bound the temporary memory.
-        let band = ((1 << 20) / self.cols).clamp(1, self.rows);
+        // Bands of about 1 MB of f32 weights bound the temporary memory.
+        let band = ((1 << 18) / self.cols).clamp(1, self.rows);
         let mut y = vec![0f32; m * self.rows];
         let mut w = vec![0f32; band * self.cols];
         for r0 in (0..self.rows).step_by(band) {
