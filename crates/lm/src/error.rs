@@ -51,8 +51,18 @@ pub enum LmError {
 
 impl From<candle_core::Error> for LmError {
     fn from(e: candle_core::Error) -> Self {
-        LmError::Compute(e.to_string())
+        LmError::Compute(candle_message(&e))
     }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub type Result<T> = std::result::Result<T, LmError>;

@@ -3,7 +3,7 @@
 //! is checked against the configuration before the model is built.
 
 use crate::config::{llama3_freq_factors, Config, RopeLayout, SUPPORTED_ARCHITECTURES};
-use crate::error::{io_error, LmError, Result};
+use crate::error::{candle_message, io_error, LmError, Result};
 use crate::model::{Block, Linear, Matrix, Weights};
 use crate::quant::{BlockType, QuantMatrix};
 use crate::tokenizer::Tokenizer;
@@ -232,7 +232,7 @@ impl Checkpoint for GgufCheckpoint {
         }
         let corrupt = |e: candle_core::Error| LmError::CorruptGguf {
             path: self.path.clone(),
-            reason: format!("tensor `{name}`: {e}"),
+            reason: format!("tensor `{name}`: {}", candle_message(&e)),
         };
         let q = self
             .content
@@ -251,7 +251,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Loaded> {
     let file_size = file.metadata().map_err(io_error(path))?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let content = Content::read(&mut reader).map_err(|e| {
-        let reason = e.to_string();
+        let reason = candle_message(&e);
         if let Some(id) = reason.strip_prefix("unknown dtype for tensor ") {
             LmError::UnsupportedQuantization {
                 tensor: "(a tensor of the file)".into(),
