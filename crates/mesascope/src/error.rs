@@ -153,6 +153,19 @@ impl From<mesascope_learn::LearnError> for Error {
     }
 }
 
+impl From<mesascope_lm::LmError> for Error {
+    fn from(e: mesascope_lm::LmError) -> Error {
+        use mesascope_lm::LmError as E;
+        let kind = match &e {
+            E::Compute(_) => ErrorKind::Failed,
+            // A model file (missing, corrupt, unsupported), a setting or a prompt that cannot be
+            // used: the user's input.
+            _ => ErrorKind::BadSetting,
+        };
+        Error::foreign(kind, &e)
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
         Error::foreign(ErrorKind::Io, &e)

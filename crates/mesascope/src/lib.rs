@@ -27,10 +27,12 @@
 //! Errors are typed by kind ([`Error`], [`ErrorKind`]); long work reports through
 //! [`progress::Progress`] and stops cleanly when it asks; outputs are written atomically
 //! ([`fsio`]). The crates underneath are re-exported: [`core`] (engine, testbeds, planner,
-//! audit statistics, monitor), [`learn`] (networks, PPO, probes, labs) and [`onnx`].
+//! audit statistics, monitor), [`learn`] (networks, PPO, probes, labs), [`onnx`] and [`lm`]
+//! (language models on a CPU: loading, hooks, generation).
 
 pub use mesascope_core as core;
 pub use mesascope_learn as learn;
+pub use mesascope_lm as lm;
 pub use mesascope_onnx as onnx;
 
 pub mod audit;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod envs;
+mod lm;
 mod onnx;
 mod pipelines;
 
@@ -184,5 +185,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pipelines::train, m)?)?;
     m.add_function(wrap_pyfunction!(pipelines::mitigate, m)?)?;
     m.add_function(wrap_pyfunction!(pipelines::monitor, m)?)?;
+    lm::register(m)?;
     Ok(())
 }

