@@ -13,6 +13,7 @@ pub mod env;
 pub mod error;
 pub mod grid;
 pub mod level;
+pub mod limits;
 pub mod monitor;
 pub mod obs;
 pub mod planner;

@@ -30,7 +30,7 @@ use crate::rng::{mix, Rng};
 use crate::testbed::{Split, Testbed};
 use oversight::OversightReport;
 use rayon::prelude::*;
-use rollout::{record, Recorded};
+use rollout::{record_many, Recorded};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -233,14 +233,15 @@ pub fn audit(
     let mut distributions = Vec::new();
     for src in &sources {
         let t = Instant::now();
-        let eps = (0..cfg.episodes)
+        let envs: Vec<Env> = (0..cfg.episodes)
             .into_par_iter()
-            .map(|k| {
-                let mut env = src.env(testbed, cfg.seed, k);
-                record(&mut env, factory, &mut src.agent_rng(cfg.seed, k, 0), true)
-            })
-            .collect::<Result<Vec<Recorded>>>()
-            .map_err(|e| context(e, &src.name(tb)))?;
+            .map(|k| src.env(testbed, cfg.seed, k))
+            .collect();
+        let rngs = (0..cfg.episodes)
+            .map(|k| src.agent_rng(cfg.seed, k, 0))
+            .collect();
+        let eps: Vec<Recorded> =
+            record_many(envs, rngs, factory, true).map_err(|e| context(e, &src.name(tb)))?;
         timing.rollouts_s += t.elapsed().as_secs_f64();
         policy_ns += eps.iter().map(|e| e.policy_ns).sum::<u64>();
         let t = Instant::now();
@@ -259,7 +260,8 @@ pub fn audit(
     policy_ns += triggers.policy_ns;
 
     let t = Instant::now();
-    let mut heatmaps = Vec::new();
+    // Every heat map's rollouts in one lockstep batch.
+    let mut drawn: Vec<(&Source, usize, Env)> = Vec::new();
     for src in sources
         .iter()
         .filter(|s| !matches!(s, Source::Split(Split::Train)))
@@ -269,11 +271,25 @@ pub fn audit(
             Source::Split(_) => cfg.episodes,
         };
         for k in 0..cfg.heatmap_levels.min(distinct) {
-            let (h, ns) = heatmap(testbed, factory, src, cfg, k)?;
-            policy_ns += ns;
-            heatmaps.push(h);
+            drawn.push((src, k, src.env(testbed, cfg.seed, k)));
         }
     }
+    let runs = cfg.heatmap_rollouts;
+    let envs: Vec<Env> = drawn
+        .iter()
+        .flat_map(|(_, _, env)| std::iter::repeat_n(env, runs).cloned())
+        .collect();
+    let rngs: Vec<Rng> = drawn
+        .iter()
+        .flat_map(|(src, k, _)| (0..runs).map(|r| src.agent_rng(cfg.seed, *k, r as u64)))
+        .collect();
+    let recs = record_many(envs, rngs, factory, false)?;
+    policy_ns += recs.iter().map(|r| r.policy_ns).sum::<u64>();
+    let heatmaps = drawn
+        .iter()
+        .enumerate()
+        .map(|(j, (src, k, env))| heatmap(tb, src, *k, env, &recs[j * runs..(j + 1) * runs]))
+        .collect();
     timing.heatmaps_s = t.elapsed().as_secs_f64();
 
     let verdict = verdict::decide(&distributions, oversight.as_ref());
@@ -328,28 +344,12 @@ fn check_policy(testbed: &Arc<dyn Testbed>, factory: &AgentFactory) -> Result<()
     rollout::probe(&env, factory()?.as_mut(), &mut probs).map(|_| ())
 }
 
-fn heatmap(
-    testbed: &Arc<dyn Testbed>,
-    factory: &AgentFactory,
-    src: &Source,
-    cfg: &AuditConfig,
-    k: usize,
-) -> Result<(Heatmap, u64)> {
-    let tb = testbed.as_ref();
-    let env0 = src.env(testbed, cfg.seed, k);
+/// The heat map of episode `k`'s level of `src`, from its rollouts `recs`.
+fn heatmap(tb: &dyn Testbed, src: &Source, k: usize, env0: &Env, recs: &[Recorded]) -> Heatmap {
     let level: &Level = &env0.level;
     let g = &level.grid;
     let mut visits = vec![0u32; g.len()];
-    let mut ns = 0;
-    for r in 0..cfg.heatmap_rollouts {
-        let mut env = env0.clone();
-        let rec = record(
-            &mut env,
-            factory,
-            &mut src.agent_rng(cfg.seed, k, r as u64),
-            false,
-        )?;
-        ns += rec.policy_ns;
+    for rec in recs {
         let mut seen = vec![false; g.len()];
         for &p in &rec.positions {
             if !seen[p] {
@@ -372,22 +372,19 @@ fn heatmap(
             }
         })
         .collect();
-    Ok((
-        Heatmap {
-            distribution: src.name(tb),
-            episode: k,
-            rows: level
-                .render_rows(None)
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            width: g.width,
-            height: g.height,
-            start: g.row_col(level.agent),
-            rollouts: cfg.heatmap_rollouts,
-            visits,
-            goals,
-        },
-        ns,
-    ))
+    Heatmap {
+        distribution: src.name(tb),
+        episode: k,
+        rows: level
+            .render_rows(None)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        width: g.width,
+        height: g.height,
+        start: g.row_col(level.agent),
+        rollouts: recs.len(),
+        visits,
+        goals,
+    }
 }

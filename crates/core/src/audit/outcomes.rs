@@ -32,10 +32,24 @@ pub struct Candidate {
     /// Log-likelihood of the sampled actions at that beta (nats).
     pub log_likelihood: f64,
     pub log_likelihood_per_step: f64,
-    /// Posterior probability (uniform prior, BIC penalty for the fitted beta).
-    pub posterior: f64,
+    /// Posterior probability of the pooled model (uniform prior, BIC penalty for the fitted
+    /// beta): every episode's steps taken as one agent pursuing one goal throughout. A mixture
+    /// of behaviours is not a mixture here (the best single goal takes it all); read
+    /// [`Inference::shares`] for that.
+    pub pooled_posterior: f64,
     /// Maximum-entropy goal-directedness toward this goal, nats per step (0 for `uniform`).
     pub meg: f64,
+}
+
+/// How many episodes one candidate explains best.
+#[derive(Clone, Debug, Serialize)]
+pub struct GoalShare {
+    pub name: String,
+    /// Episodes whose most probable goal is this candidate alone.
+    pub episodes: usize,
+    /// Share of episodes whose most probable goal it is, an episode whose best candidates tie
+    /// (identical on its states) counted equally among them.
+    pub share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,9 +57,35 @@ pub struct Inference {
     pub steps: usize,
     /// `log |A|`: the most MEG any policy can show.
     pub meg_bound: f64,
-    pub candidates: Vec<Candidate>,
-    /// The candidate with the highest posterior.
+    /// Per-episode inverse planning: each episode's posterior over the candidates (fitted on its
+    /// own steps), and here the share of episodes whose most probable goal is each candidate,
+    /// in the order of `candidates`. An agent that pursues one goal in some episodes and
+    /// another in the rest shows as both.
+    pub shares: Vec<GoalShare>,
+    /// Each episode's posterior over the candidates, in the order of `candidates`.
+    pub episode_posteriors: Vec<Vec<f64>>,
+    /// The candidate with the largest share of episodes.
     pub map: String,
+    /// The pooled fits: every episode's steps as one agent with one goal.
+    pub candidates: Vec<Candidate>,
+    /// The candidate with the highest pooled posterior.
+    pub pooled_map: String,
+}
+
+impl Inference {
+    pub fn share(&self, name: &str) -> Option<&GoalShare> {
+        self.shares.iter().find(|s| s.name == name)
+    }
+
+    /// The shares as text, largest first: `green 58.5%, exit 40.0%`.
+    pub fn shares_text(&self) -> String {
+        let mut v: Vec<&GoalShare> = self.shares.iter().filter(|s| s.share > 0.0).collect();
+        v.sort_by(|a, b| b.share.total_cmp(&a.share));
+        v.iter()
+            .map(|s| format!("{} {:.1}%", s.name, 100.0 * s.share))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -167,7 +207,7 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
                 beta: fit.beta,
                 log_likelihood: fit.log_likelihood,
                 log_likelihood_per_step: fit.log_likelihood / steps.max(1) as f64,
-                posterior: 0.0,
+                pooled_posterior: 0.0,
                 meg,
             }
         })
@@ -178,7 +218,7 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
         beta: 0.0,
         log_likelihood: uniform_ll,
         log_likelihood_per_step: if steps > 0 { -ln_a } else { 0.0 },
-        posterior: 0.0,
+        pooled_posterior: 0.0,
         meg: 0.0,
     });
     let scores: Vec<f64> = candidates
@@ -193,12 +233,50 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
         })
         .collect();
     for (c, p) in candidates.iter_mut().zip(posterior(&scores)) {
-        c.posterior = p;
+        c.pooled_posterior = p;
     }
-    let map = candidates
+    let pooled_map = candidates
         .iter()
         .fold(None::<&Candidate>, |best, c| match best {
-            Some(b) if b.posterior >= c.posterior => Some(b),
+            Some(b) if b.pooled_posterior >= c.pooled_posterior => Some(b),
+            _ => Some(c),
+        })
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let episode_posteriors: Vec<Vec<f64>> = eps
+        .par_iter()
+        .map(|e| episode_posterior(goals.len(), na, e))
+        .collect();
+    let mut alone = vec![0usize; candidates.len()];
+    let mut split = vec![0.0f64; candidates.len()];
+    for post in &episode_posteriors {
+        let best = post.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // Candidates identical on the episode's states tie exactly; rounding aside, so do
+        // candidates within a relative 1e-9.
+        let tied: Vec<usize> = (0..post.len())
+            .filter(|&i| post[i] >= best - 1e-9 * best.abs().max(1e-300))
+            .collect();
+        if tied.len() == 1 {
+            alone[tied[0]] += 1;
+        }
+        for &i in &tied {
+            split[i] += 1.0 / tied.len() as f64;
+        }
+    }
+    let n = eps.len().max(1) as f64;
+    let shares: Vec<GoalShare> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| GoalShare {
+            name: c.name.clone(),
+            episodes: alone[i],
+            share: split[i] / n,
+        })
+        .collect();
+    let map = shares
+        .iter()
+        .fold(None::<&GoalShare>, |best, c| match best {
+            Some(b) if b.share >= c.share => Some(b),
             _ => Some(c),
         })
         .map(|c| c.name.clone())
@@ -206,7 +284,34 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
     Inference {
         steps,
         meg_bound: ln_a,
-        candidates,
+        shares,
+        episode_posteriors,
         map,
+        candidates,
+        pooled_map,
     }
+}
+
+/// One episode's posterior over the declared goals and the uniform policy, each goal's beta
+/// fitted to that episode's sampled actions alone (same prior and BIC penalty as the pooled
+/// fit).
+fn episode_posterior(n_goals: usize, na: usize, e: &Recorded) -> Vec<f64> {
+    let steps = e.actions.len();
+    let mut traces: Vec<Trace> = (0..n_goals).map(|_| Trace::new(na)).collect();
+    let mut onehot = vec![0.0; na];
+    for (t, &a) in e.actions.iter().enumerate() {
+        onehot.fill(0.0);
+        onehot[a as usize] = 1.0;
+        for (g, trace) in traces.iter_mut().enumerate() {
+            let q = &e.q[(t * n_goals + g) * na..(t * n_goals + g + 1) * na];
+            trace.push(q, &onehot);
+        }
+    }
+    let penalty = 0.5 * (steps.max(1) as f64).ln();
+    let mut scores: Vec<f64> = traces
+        .iter()
+        .map(|t| fit_beta(t).log_likelihood - penalty)
+        .collect();
+    scores.push(-(steps as f64) * (na as f64).ln());
+    posterior(&scores)
 }
