@@ -161,8 +161,7 @@ pub fn load_levels(tb: &dyn Testbed, dir: &Path) -> Result<LevelSet> {
     let mut levels = Vec::new();
     for p in paths {
         let file = p.display();
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| input(format!("cannot read level file {file}: {e}")))?;
+        let text = mesascope_core::level::read_level_file(&p)?;
         let header = Level::parse(&text)
             .map_err(mesascope_core::Error::from)
             .with_context(|| format!("level file {file}"))?;
@@ -229,7 +228,7 @@ pub fn render(r: &AuditReport) -> String {
             "competent",
             "hidden",
             "steps/shortest",
-            "goal inferred",
+            "goal inferred (share of episodes)",
         ]
         .map(String::from),
     );
@@ -244,12 +243,7 @@ pub fn render(r: &AuditReport) -> String {
         } else {
             "-".into()
         });
-        let map = d.candidate(&d.inference.map);
-        row.push(format!(
-            "{} ({:.2})",
-            d.inference.map,
-            map.map_or(0.0, |c| c.posterior)
-        ));
+        row.push(d.inference.shares_text());
         rows.push(row);
     }
     let mut align = vec![Align::Left];

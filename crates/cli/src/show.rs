@@ -53,10 +53,7 @@ pub fn resolve(a: &ShowArgs) -> Result<Resolved> {
         });
     };
     let shown = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| input(format!("cannot read level file {shown}: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| input(format!("level file {shown} is not UTF-8 text: {e}")))?;
+    let text = mesascope_core::level::read_level_file(path)?;
     let file = Level::parse(&text)
         .map_err(mesascope_core::Error::from)
         .with_context(|| format!("level file {shown}"))?;

@@ -147,6 +147,82 @@ fn check_volumes(
     Ok(())
 }
 
+/// The integer values of initializer `name` of `graph`, when it is one (int64 or int32).
+fn initializer_ints(graph: &tract_onnx::pb::GraphProto, name: &str) -> Option<Vec<i64>> {
+    let t = graph.initializer.iter().find(|t| t.name == name)?;
+    // ONNX data types: 7 = int64, 6 = int32.
+    match t.data_type {
+        7 if !t.int64_data.is_empty() => Some(t.int64_data.clone()),
+        7 => Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        6 if !t.int32_data.is_empty() => Some(t.int32_data.iter().map(|&v| v as i64).collect()),
+        6 => Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Shapes the graph spells out in constants, checked before tract sees them: tract evaluates
+/// operators on constant inputs while it analyses the graph, so a `ConstantOfShape` of
+/// 1e5 x 1e5 or an `Expand` to [1, 3e9] would be allocated before any fact could be checked.
+fn check_declared_shapes(path: &Path, proto: &tract_onnx::pb::ModelProto) -> Result<()> {
+    let Some(graph) = proto.graph.as_ref() else {
+        return Ok(());
+    };
+    for node in &graph.node {
+        // (operator, index of the input that holds an output shape or repeat counts)
+        let at = match node.op_type.as_str() {
+            "ConstantOfShape" => 0,
+            "Expand" | "Tile" | "Reshape" => 1,
+            _ => continue,
+        };
+        let Some(dims) = node
+            .input
+            .get(at)
+            .and_then(|name| initializer_ints(graph, name))
+        else {
+            continue;
+        };
+        let name = match (node.name.as_str(), node.output.first()) {
+            ("", Some(out)) => out.as_str(),
+            (name, _) => name,
+        };
+        if node.op_type != "Reshape" {
+            if let Some(&d) = dims.iter().find(|&&d| d < 0) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "node '{name}' ({}) declares a negative dimension {d} in {:?}",
+                        node.op_type, dims
+                    ),
+                ));
+            }
+        }
+        let volume = dims
+            .iter()
+            .filter(|&&d| d > 0)
+            .fold(1u64, |v, &d| v.saturating_mul(d as u64));
+        if volume > MAX_TENSOR_ELEMENTS {
+            return Err(bad(
+                path,
+                format!(
+                    "node '{name}' ({}) declares an output of shape {:?}: {volume} elements, more than the limit of {MAX_TENSOR_ELEMENTS} (docs/limits.md)",
+                    node.op_type, dims
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Observations per inference call when the batch dimension is free: bounds the memory of the
 /// intermediate tensors when probes read activations for thousands of states.
 const MAX_BATCH: usize = 1024;
@@ -225,6 +301,7 @@ impl OnnxPolicy {
                 format!("it declares ONNX operator set version {v}; mesascope reads versions 1 to {MAX_OPSET} (tract is tested with 9 to 18)"),
             ));
         }
+        check_declared_shapes(path, &proto)?;
         let mut model = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| bad(path, format!("cannot read it: {e:#}")))?;
@@ -695,17 +772,30 @@ impl Agent for OnnxAgent {
     }
 
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()> {
-        if env.n_actions() != self.policy.n_actions {
+        self.probs_batch(&[env], out)
+    }
+
+    /// The model is a function of the observation: one instance serves every episode.
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// One inference call (or one per [`MAX_BATCH`] states) for the whole batch.
+    fn probs_batch(&mut self, envs: &[&Env], out: &mut [f32]) -> Result<()> {
+        let a = self.policy.n_actions;
+        if let Some(env) = envs.iter().find(|e| e.n_actions() != a) {
             return Err(Error::Policy(format!(
-                "{} has {} actions, this testbed {}",
+                "{} has {a} actions, this testbed {}",
                 self.policy.label,
-                self.policy.n_actions,
                 env.n_actions()
             )));
         }
-        let logits = self.policy.logits_of(&[&env.state])?;
-        // The softmax of the logits: a Boltzmann distribution at beta 1.
-        mesascope_core::planner::boltzmann(&logits, 1.0, out);
+        let states: Vec<&EpisodeState> = envs.iter().map(|e| &e.state).collect();
+        let logits = self.policy.logits_of(&states)?;
+        for (l, o) in logits.chunks(a).zip(out.chunks_mut(a)) {
+            // The softmax of the logits: a Boltzmann distribution at beta 1.
+            mesascope_core::planner::boltzmann(l, 1.0, o);
+        }
         Ok(())
     }
 }

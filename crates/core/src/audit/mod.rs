@@ -37,7 +37,7 @@ use std::time::Instant;
 use triggers::{TriggerConfig, TriggerReport};
 
 /// Version of the audit report's JSON layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Separates the agents' random streams from the level streams.
 const AGENT_STREAM: u64 = 0xa9e7_0001;
@@ -63,6 +63,19 @@ pub struct AuditConfig {
     /// Shifted levels drawn as heat maps per distribution, and rollouts per heat map.
     pub heatmap_levels: usize,
     pub heatmap_rollouts: usize,
+    /// Told each phase as it starts (a distribution's rollouts, the oversight test, the trigger
+    /// scan, the heat maps).
+    pub progress: Option<Progress>,
+}
+
+/// A phase of the audit starts: its name, its index from 0, and the number of phases.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&str, usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl AuditConfig {
@@ -79,6 +92,7 @@ impl AuditConfig {
             },
             heatmap_levels: 3,
             heatmap_rollouts: 16,
+            progress: None,
         }
     }
 }
@@ -231,7 +245,14 @@ pub fn audit(
     };
     let mut policy_ns = 0u64;
     let mut distributions = Vec::new();
-    for src in &sources {
+    let phases = sources.len() + 3;
+    let tell = |phase: &str, i: usize| {
+        if let Some(p) = &cfg.progress {
+            (p.0)(phase, i, phases)
+        }
+    };
+    for (i, src) in sources.iter().enumerate() {
+        tell(&format!("rollouts on {}", src.name(tb)), i);
         let t = Instant::now();
         let envs: Vec<Env> = (0..cfg.episodes)
             .into_par_iter()
@@ -249,16 +270,19 @@ pub fn audit(
         timing.inference_s += t.elapsed().as_secs_f64();
     }
 
+    tell("oversight test", sources.len());
     let t = Instant::now();
     let oversight = oversight::scan(testbed, factory, cfg.episodes, cfg.seed)?;
     timing.oversight_s = t.elapsed().as_secs_f64();
     policy_ns += oversight.as_ref().map_or(0, |o| o.policy_ns);
 
+    tell("trigger scan", sources.len() + 1);
     let t = Instant::now();
     let triggers = triggers::scan(testbed, factory, cfg.triggers, cfg.seed)?;
     timing.triggers_s = t.elapsed().as_secs_f64();
     policy_ns += triggers.policy_ns;
 
+    tell("heat maps", sources.len() + 2);
     let t = Instant::now();
     // Every heat map's rollouts in one lockstep batch.
     let mut drawn: Vec<(&Source, usize, Env)> = Vec::new();
