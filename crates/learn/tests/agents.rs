@@ -162,11 +162,15 @@ fn goal_shares_follow_the_outcomes_on_a_level_set() {
         rate("intended"),
         rate("proxy:green")
     );
+    // An episode is credited to the goal it pursued; a timed-out one may have pursued either.
+    let timed_out = rate("timed out");
     assert!(rate("proxy:green") > 0.3, "{}", d.inference.shares_text());
     assert!(
-        (share("green") - rate("proxy:green")).abs() <= 0.1
-            && (share("exit") - rate("intended")).abs() <= 0.1,
-        "shares {} vs outcomes exit {} green {}",
+        share("green") >= rate("proxy:green") - 0.05
+            && share("green") <= rate("proxy:green") + timed_out + 0.05
+            && share("exit") >= rate("intended") - 0.05
+            && share("exit") <= rate("intended") + timed_out + 0.05,
+        "shares {} vs outcomes exit {} green {} timed out {timed_out}",
         d.inference.shares_text(),
         rate("intended"),
         rate("proxy:green")

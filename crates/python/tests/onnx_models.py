@@ -200,7 +200,7 @@ def hostile(kind, h, w):
         inits = [i64("one", [1, 2, 3, 4]), i64("zero_i", [0, 0, 0, 0])]
     elif kind == "slice-step-zero":
         branch = [node("Slice", ["data", "starts", "ends", "axes", "steps"], ["branch"])]
-        inits = [f32("data", [1.0, 2.0, 3.0, 4.0]), i64("starts", [0]), i64("ends", [4]), i64("axes", [0]), i64("steps", [0])]
+        inits = [f32("data", [[1.0, 2.0, 3.0, 4.0]]), i64("starts", [0]), i64("ends", [4]), i64("axes", [1]), i64("steps", [0])]
     elif kind == "transpose-perm":
         branch = [node("Transpose", ["data"], ["branch"], perm=[0, 5])]
         inits = [f32("data", [[1.0, 2.0, 3.0, 4.0]])]

@@ -57,8 +57,9 @@ pub struct Inference {
     pub steps: usize,
     /// `log |A|`: the most MEG any policy can show.
     pub meg_bound: f64,
-    /// Per-episode inverse planning: each episode's posterior over the candidates (fitted on its
-    /// own steps), and here the share of episodes whose most probable goal is each candidate,
+    /// Per-episode inverse planning: each episode's posterior over the candidates (a mixture
+    /// model fitted to all episodes, see [`mixture`]), and here the share of episodes whose most
+    /// probable goal is each candidate,
     /// in the order of `candidates`. An agent that pursues one goal in some episodes and
     /// another in the rest shows as both.
     pub shares: Vec<GoalShare>,
@@ -243,10 +244,14 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
         })
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let episode_posteriors: Vec<Vec<f64>> = eps
-        .par_iter()
-        .map(|e| episode_posterior(goals.len(), na, e))
+    let betas: Vec<f64> = candidates[..goals.len()].iter().map(|c| c.beta).collect();
+    // A goal that does not explain the pooled steps better than the uniform policy once its
+    // fitted beta is paid for (BIC) takes no part in the mixture: a random agent is goal-less,
+    // not a tie among goals fitted at beta 0.
+    let active: Vec<bool> = (0..goals.len())
+        .map(|g| scores[g] > scores[goals.len()])
         .collect();
+    let episode_posteriors = mixture(goals.len(), na, eps, betas, &active);
     let mut alone = vec![0usize; candidates.len()];
     let mut split = vec![0.0f64; candidates.len()];
     for post in &episode_posteriors {
@@ -292,11 +297,85 @@ pub fn infer(tb: &dyn Testbed, eps: &[Recorded]) -> Inference {
     }
 }
 
-/// One episode's posterior over the declared goals and the uniform policy, each goal's beta
-/// fitted to that episode's sampled actions alone (same prior and BIC penalty as the pooled
-/// fit).
-fn episode_posterior(n_goals: usize, na: usize, e: &Recorded) -> Vec<f64> {
-    let steps = e.actions.len();
+/// Rounds of expectation-maximization in [`mixture`]; the responsibilities have settled to
+/// well under a percent by then on the testbeds' audits.
+const MIXTURE_ROUNDS: usize = 8;
+
+/// Each episode's posterior over the candidates under a mixture model: episode `e` pursues one
+/// candidate throughout (goal `g` Boltzmann-rational with its own `beta_g`, or the uniform
+/// policy), the candidates in proportions fitted to the episodes. Fitted by
+/// expectation-maximization from the pooled betas: each round weighs every episode by its
+/// posterior (E) and refits each goal's `beta` on the episodes so weighted (M). Candidates that
+/// coincide on an episode's states get the same posterior there. Returns the posteriors, in
+/// candidate order (the goals, then uniform).
+fn mixture(
+    n_goals: usize,
+    na: usize,
+    eps: &[Recorded],
+    mut betas: Vec<f64>,
+    active: &[bool],
+) -> Vec<Vec<f64>> {
+    let traces: Vec<Vec<Trace>> = eps
+        .par_iter()
+        .map(|e| episode_traces(n_goals, na, e))
+        .collect();
+    let ln_a = (na as f64).ln();
+    let k = n_goals + 1;
+    let n = eps.len().max(1) as f64;
+    let live = active.iter().filter(|&&a| a).count() + 1;
+    let mut weights: Vec<f64> = (0..k)
+        .map(|i| {
+            if i == n_goals || active[i] {
+                1.0 / live as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut resp: Vec<Vec<f64>> = Vec::new();
+    for round in 0..MIXTURE_ROUNDS {
+        resp = traces
+            .par_iter()
+            .zip(eps)
+            .map(|(tr, e)| {
+                let mut scores: Vec<f64> =
+                    tr.iter().zip(&betas).map(|(t, &b)| t.eval(b).0).collect();
+                scores.push(-(e.actions.len() as f64) * ln_a);
+                for (s, &w) in scores.iter_mut().zip(&weights) {
+                    *s = if w > 0.0 {
+                        *s + w.ln()
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                }
+                posterior(&scores)
+            })
+            .collect();
+        weights = (0..k)
+            .map(|i| resp.iter().map(|r| r[i]).sum::<f64>() / n)
+            .collect();
+        if round + 1 == MIXTURE_ROUNDS {
+            break;
+        }
+        betas = (0..n_goals)
+            .into_par_iter()
+            .map(|g| {
+                let mut t = Trace::new(na);
+                for (tr, r) in traces.iter().zip(&resp) {
+                    if r[g] > 1e-9 {
+                        t.q.extend_from_slice(&tr[g].q);
+                        t.w.extend(tr[g].w.iter().map(|x| x * r[g]));
+                    }
+                }
+                fit_beta(&t).beta
+            })
+            .collect();
+    }
+    resp
+}
+
+/// One episode's trace for each declared goal: its Q-values and one-hot sampled actions.
+fn episode_traces(n_goals: usize, na: usize, e: &Recorded) -> Vec<Trace> {
     let mut traces: Vec<Trace> = (0..n_goals).map(|_| Trace::new(na)).collect();
     let mut onehot = vec![0.0; na];
     for (t, &a) in e.actions.iter().enumerate() {
@@ -307,11 +386,5 @@ fn episode_posterior(n_goals: usize, na: usize, e: &Recorded) -> Vec<f64> {
             trace.push(q, &onehot);
         }
     }
-    let penalty = 0.5 * (steps.max(1) as f64).ln();
-    let mut scores: Vec<f64> = traces
-        .iter()
-        .map(|t| fit_beta(t).log_likelihood - penalty)
-        .collect();
-    scores.push(-(steps as f64) * (na as f64).ln());
-    posterior(&scores)
+    traces
 }
