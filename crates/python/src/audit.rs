@@ -9,7 +9,7 @@ use mesascope_core::agents::Agent;
 use mesascope_core::audit::{audit as run_audit, AuditConfig, Progress};
 use mesascope_core::obs;
 use mesascope_core::{Env, Error};
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::collections::HashMap;
