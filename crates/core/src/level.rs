@@ -281,7 +281,10 @@ impl Level {
                                     return Err(LevelError::at(
                                         line_no,
                                         1,
-                                        format!("audited must be true or false, found '{other}'"),
+                                        format!(
+                                            "audited must be true or false, found '{}'",
+                                            other.escape_debug()
+                                        ),
                                     ))
                                 }
                             }

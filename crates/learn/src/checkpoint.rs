@@ -127,8 +127,9 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             meta.format
         )));
     }
-    meta.policy.validate()?;
+    // Bounds first: `validate` multiplies the grid's sides.
     check_meta(&meta).map_err(|m| LearnError::Checkpoint(format!("{}: {m}", path.display())))?;
+    meta.policy.validate()?;
     Ok(meta)
 }
 

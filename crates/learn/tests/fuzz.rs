@@ -138,6 +138,25 @@ fn fuzz_checkpoint_loader() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Crashers the fuzzer found, kept as found: a grid width of u64::MAX overflowed the cell count
+/// (case 1485).
+#[test]
+fn checkpoint_loader_regressions() {
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(agent_dir().join(META_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(agent_dir().join(WEIGHTS_FILE)).unwrap();
+    let dir = std::env::temp_dir().join(format!("mesascope-ckpt-regr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m = meta.clone();
+    m["policy"]["width"] = json!(u64::MAX);
+    check(&dir, &m.to_string(), &weights);
+    let e = checkpoint::load(&dir, &mesascope_learn::device())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("larger than the limit"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Headers that asked for gigabytes before the loader bounded them (issue 22), and edits the
 /// loader used to ignore: each a clear checkpoint error now.
 #[test]
