@@ -38,17 +38,27 @@ fn the_library_and_the_binding_leave_the_command_line_out() {
     }
 }
 
-/// `crate::X` modules each `.rs` file under `src` imports, keyed by its own module path.
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut graph = BTreeMap::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let (mut files, mut stack) = (Vec::new(), vec![dir.to_path_buf()]);
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else {
+                files.push(path);
             }
+        }
+    }
+    files
+}
+
+/// `crate::X` modules each `.rs` file under `src` imports, keyed by its own module path.
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph = BTreeMap::new();
+    {
+        for path in files_under(src) {
             let rel = path.strip_prefix(src).unwrap().with_extension("");
             let mut module: Vec<String> = rel
                 .components()
@@ -174,14 +184,8 @@ fn no_import_cycles_and_reports_import_no_pipeline() {
 
 #[test]
 fn the_library_prints_nothing() {
-    let mut stack = vec![workspace().join("crates/mesascope/src")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
+    {
+        for path in files_under(&workspace().join("crates/mesascope/src")) {
             let text = std::fs::read_to_string(&path).unwrap();
             // Code only: the crate's docs show a user printing a report.
             let code: String = text
