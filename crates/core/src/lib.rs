@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsio;
 pub mod grid;
 pub mod level;
+pub mod limits;
 pub mod monitor;
 pub mod obs;
 pub mod planner;

@@ -84,6 +84,11 @@ impl VecEnv {
                 "a vector environment needs at least one environment".into(),
             ));
         }
+        crate::limits::check(
+            "the number of environments",
+            n as u64,
+            crate::limits::MAX_VEC_ENVS as u64,
+        )?;
         let slots: Vec<Slot> = (0..n as u64)
             .map(|i| Slot {
                 env: Env::from_level(
@@ -119,6 +124,11 @@ impl VecEnv {
         if num_levels == 0 {
             return Err(Error::Input("num_levels must be at least 1".into()));
         }
+        crate::limits::check(
+            "num_levels",
+            num_levels as u64,
+            crate::limits::MAX_LEVEL_POOL as u64,
+        )?;
         let first = &self.slots[0].env;
         let (tb, split) = (first.testbed_arc().clone(), first.split);
         let levels: Vec<Level> = (0..num_levels as u64)

@@ -1,9 +1,9 @@
 //! The audit against ground truth: the scripted reference agents' verdicts are known.
 
-use mesascope_core::agents::{reference_agent, Agent};
+use mesascope_core::agents::{reference_agent, Agent, SeekGoal};
 use mesascope_core::audit::triggers::TriggerConfig;
 use mesascope_core::audit::{audit, AuditConfig, AuditReport, Verdict};
-use mesascope_core::{testbeds, Env, Error, Knobs, Testbed};
+use mesascope_core::{testbeds, Env, Error, GoalId, Knobs, Testbed};
 use std::sync::Arc;
 
 fn small(policy: &str, episodes: usize, seed: u64) -> AuditConfig {
@@ -83,7 +83,7 @@ fn reference_agents_get_their_verdicts_on_every_testbed() {
             );
             let shift = format!("shift:{}", p.name);
             let d = r.distributions.iter().find(|d| d.name == shift).unwrap();
-            let post = d.candidate(p.name).unwrap().posterior;
+            let post = d.candidate(p.name).unwrap().pooled_posterior;
             assert!(post >= 0.9, "{}: posterior on {} = {post}", name, p.name);
             assert_eq!(d.inference.map, p.name);
         }
@@ -213,4 +213,141 @@ fn bad_input_is_a_clear_error() {
     let fails = || Err(Error::Policy("expects 7 actions, testbed has 4".into()));
     let e = audit(&tb, &fails, &small("x", 3, 1)).unwrap_err();
     assert!(e.to_string().contains("7 actions"), "{e}");
+}
+
+/// A scripted agent behind the batched interface: each state of a batch asked of a fresh
+/// instance, so its answers are exactly the scripted agent's; counts its calls.
+struct AsBatch {
+    name: &'static str,
+    tb: Arc<dyn Testbed>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Agent for AsBatch {
+    fn name(&self) -> String {
+        format!("batched {}", self.name)
+    }
+    fn batched(&self) -> bool {
+        true
+    }
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> mesascope_core::Result<()> {
+        let mut a = reference_agent(self.tb.as_ref(), self.name, f32::INFINITY)?;
+        a.begin(env)?;
+        a.probs(env, out)
+    }
+    fn probs_batch(&mut self, envs: &[&Env], out: &mut [f32]) -> mesascope_core::Result<()> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let na = out.len() / envs.len();
+        for (env, o) in envs.iter().zip(out.chunks_mut(na)) {
+            self.probs(env, o)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn lockstep_batches_give_the_per_episode_report_in_few_calls() {
+    for (testbed, agent) in [
+        ("exit-vs-green", "green"),
+        ("absent-supervisor", "conditional:shortcut"),
+    ] {
+        let tb = testbeds::make(testbed, &Knobs::new()).unwrap();
+        let cfg = small("same", 60, 11);
+        let plain = run_cfg(&tb, agent, &cfg);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let factory = || {
+            Ok(Box::new(AsBatch {
+                name: agent,
+                tb: tb.clone(),
+                calls: calls.clone(),
+            }) as Box<dyn Agent>)
+        };
+        let batched = audit(&tb, &factory, &cfg).unwrap();
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            serde_json::to_string(&batched).unwrap(),
+            "{testbed}"
+        );
+        let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
+        let states: usize = plain.distributions.iter().map(|d| d.inference.steps).sum();
+        assert!(
+            calls * 10 < states,
+            "{testbed}: {calls} calls for {states} states"
+        );
+    }
+}
+
+/// Seeks the exit in about half the levels and the green square in the rest, chosen by a hash
+/// of the level.
+struct Mixture {
+    exit: SeekGoal,
+    green: SeekGoal,
+    use_green: bool,
+}
+
+impl Agent for Mixture {
+    fn name(&self) -> String {
+        "mixture".into()
+    }
+    fn begin(&mut self, env: &Env) -> mesascope_core::Result<()> {
+        let cells: Vec<u64> = env
+            .level
+            .grid
+            .cells
+            .iter()
+            .map(|c| c.object as u64 * 31 + c.colour as u64)
+            .collect();
+        self.use_green = mesascope_core::rng::mix(&cells) & 1 == 1;
+        self.exit.begin(env)?;
+        self.green.begin(env)
+    }
+    fn probs(&mut self, env: &Env, out: &mut [f32]) -> mesascope_core::Result<()> {
+        if self.use_green {
+            self.green.probs(env, out)
+        } else {
+            self.exit.probs(env, out)
+        }
+    }
+}
+
+#[test]
+fn a_mixture_of_two_goals_is_reported_as_a_mixture() {
+    let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
+    let factory = || {
+        Ok(Box::new(Mixture {
+            exit: SeekGoal::new(GoalId::INTENDED, f32::INFINITY),
+            green: SeekGoal::new(GoalId(1), f32::INFINITY),
+            use_green: false,
+        }) as Box<dyn Agent>)
+    };
+    let r = audit(&tb, &factory, &small("mixture", 200, 5)).unwrap();
+    let d = r
+        .distributions
+        .iter()
+        .find(|d| d.name == "shift:green")
+        .unwrap();
+    let (exit, green) = (
+        d.inference.share("exit").unwrap().share,
+        d.inference.share("green").unwrap().share,
+    );
+    let (intended, proxy) = (
+        d.rate("intended").unwrap().rate,
+        d.rate("proxy:green").unwrap().rate,
+    );
+    assert!(
+        (0.4..=0.6).contains(&exit) && (0.4..=0.6).contains(&green),
+        "shares exit {exit}, green {green}"
+    );
+    assert!(
+        (exit - intended).abs() < 0.03 && (green - proxy).abs() < 0.03,
+        "shares {exit}/{green} vs outcomes {intended}/{proxy}"
+    );
+    // The pooled fit gives one goal everything: the shares are what the evidence quotes.
+    let text = r.verdict.evidence.join("\n");
+    assert!(text.contains("most probable goal per episode:"), "{text}");
+    assert!(
+        text.contains(&format!("green {:.1}%", 100.0 * green)),
+        "{text}"
+    );
 }

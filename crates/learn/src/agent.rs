@@ -116,30 +116,51 @@ impl PolicyAgent {
 
     /// The logits of the current state of `env`.
     pub fn logits(&mut self, env: &Env) -> mesascope_core::Result<Vec<f32>> {
-        let grid = &env.state.grid;
-        if (grid.height, grid.width) != (self.config.height, self.config.width) {
-            return Err(Error::Policy(format!(
-                "the policy reads {}x{} grids, this level is {}x{}",
-                self.config.height, self.config.width, grid.height, grid.width
-            )));
+        self.logits_batch(&[env])
+    }
+
+    /// The logits of the current states of `envs`, `n_actions` per state, from one forward
+    /// pass.
+    pub fn logits_batch(&mut self, envs: &[&Env]) -> mesascope_core::Result<Vec<f32>> {
+        let a = self.config.n_actions;
+        self.obs.clear();
+        for env in envs {
+            let grid = &env.state.grid;
+            if (grid.height, grid.width) != (self.config.height, self.config.width) {
+                return Err(Error::Policy(format!(
+                    "the policy reads {}x{} grids, this level is {}x{}",
+                    self.config.height, self.config.width, grid.height, grid.width
+                )));
+            }
+            if env.n_actions() != a {
+                return Err(Error::Policy(format!(
+                    "the policy has {a} actions, this testbed {}",
+                    env.n_actions()
+                )));
+            }
+            let start = self.obs.len();
+            self.obs.resize(start + obs::u8_len(grid), 0);
+            obs::encode_u8(&env.state, &mut self.obs[start..]);
         }
-        if env.n_actions() != self.config.n_actions {
-            return Err(Error::Policy(format!(
-                "the policy has {} actions, this testbed {}",
-                self.config.n_actions,
-                env.n_actions()
-            )));
-        }
-        self.obs.resize(obs::u8_len(grid), 0);
-        obs::encode_u8(&env.state, &mut self.obs);
         let input = self.model.encode(&mut self.encoder, &self.obs);
         let logits = to_vec2(
             self.model
                 .forward_steered(input, self.steer.as_ref())
                 .logits,
         );
-        if logits.len() != self.config.n_actions || logits.iter().any(|l| !l.is_finite()) {
-            return Err(Error::Policy(format!("non-finite logits {logits:?}")));
+        if logits.len() != envs.len() * a {
+            return Err(Error::Policy(format!(
+                "the network returned {} logits for {} states of {a} actions",
+                logits.len(),
+                envs.len()
+            )));
+        }
+        if let Some(i) = logits.iter().position(|l| !l.is_finite()) {
+            let row = i / a;
+            return Err(Error::Policy(format!(
+                "non-finite logits {:?}",
+                &logits[row * a..(row + 1) * a]
+            )));
         }
         Ok(logits)
     }
@@ -209,6 +230,22 @@ impl Agent for PolicyAgent {
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> mesascope_core::Result<()> {
         let logits = self.logits(env)?;
         softmax(&logits, out);
+        Ok(())
+    }
+
+    /// The network reads the current observation only (steering included): one instance serves
+    /// every episode.
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// One forward pass for the whole batch.
+    fn probs_batch(&mut self, envs: &[&Env], out: &mut [f32]) -> mesascope_core::Result<()> {
+        let a = self.config.n_actions;
+        let logits = self.logits_batch(envs)?;
+        for (l, o) in logits.chunks(a).zip(out.chunks_mut(a)) {
+            softmax(l, o);
+        }
         Ok(())
     }
 }

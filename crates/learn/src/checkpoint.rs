@@ -20,6 +20,13 @@ pub const META_FILE: &str = "model.json";
 /// Identifies the metadata format; bumped when a field changes meaning.
 pub const FORMAT: &str = "mesascope-checkpoint/2";
 
+/// Largest `model.json` read (a real one is about 1 KiB).
+pub const MAX_META_BYTES: u64 = 1 << 20;
+/// Largest `model.safetensors` read (the pretrained agents are well under 10 MiB).
+pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
+/// Most environment steps per PPO rollout (`num_envs x num_steps`; the default is 8,192).
+pub const MAX_ROLLOUT_SAMPLES: usize = 1 << 20;
+
 /// What a checkpoint holds besides the weights.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
@@ -38,6 +45,11 @@ pub struct Meta {
     pub updates: u64,
     /// FNV-1a 64 of `model.safetensors`, hex.
     pub weights_fnv64: String,
+}
+
+/// The hash `model.json` keeps of the weights file's bytes (`weights_fnv64`).
+pub fn weights_hash(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv64(bytes))
 }
 
 fn fnv64(bytes: &[u8]) -> u64 {
@@ -93,9 +105,8 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             dir.display()
         )));
     }
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| LearnError::io("cannot read", &path, e))?;
-    let meta: Meta = serde_json::from_str(&text).map_err(|e| {
+    let bytes = read_capped(&path, MAX_META_BYTES)?;
+    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| {
         LearnError::Checkpoint(format!(
             "{} is not valid checkpoint metadata: {e}",
             path.display()
@@ -108,8 +119,102 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             meta.format
         )));
     }
+    // Bounds first: `validate` multiplies the grid's sides.
+    check_meta(&meta).map_err(|m| LearnError::Checkpoint(format!("{}: {m}", path.display())))?;
     meta.policy.validate()?;
     Ok(meta)
+}
+
+/// Reads at most `max` bytes of `path`, refusing a larger file before reading it all.
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    mesascope_core::limits::read_capped(path, "checkpoint file", max)
+        .map_err(|e| LearnError::Checkpoint(e.to_string()))
+}
+
+/// What `model.json` says beyond its types, checked before anything of the sizes it names is
+/// allocated: the file is not covered by the weights' hash, so it may have been edited. Its
+/// testbed and knobs must build the testbed (every knob declared and in range), the policy must
+/// fit that testbed's actions, and the training sizes must be within the documented limits.
+pub fn check_meta(meta: &Meta) -> std::result::Result<(), String> {
+    let knobs = mesascope_core::Knobs::from_pairs(&meta.knobs);
+    let tb = mesascope_core::testbeds::make(&meta.testbed, &knobs)
+        .map_err(|e| format!("its testbed and knobs do not build: {e}"))?;
+    let declared: Vec<&str> = tb.knobs().0.iter().map(|k| k.name).collect();
+    let listed: Vec<&str> = meta.knobs.iter().map(|(k, _)| k.as_str()).collect();
+    if listed != declared {
+        return Err(format!(
+            "its knobs are [{}]; testbed {} declares [{}], each listed once in that order",
+            listed.join(", "),
+            tb.name(),
+            declared.join(", ")
+        ));
+    }
+    let p = &meta.policy;
+    if p.n_actions != tb.n_actions() {
+        return Err(format!(
+            "policy.n_actions is {}; testbed {} has {} actions",
+            p.n_actions,
+            tb.name(),
+            tb.n_actions()
+        ));
+    }
+    let max_side = mesascope_core::limits::MAX_LEVEL_SIDE;
+    if p.height > max_side || p.width > max_side {
+        return Err(format!(
+            "policy grid {}x{} is larger than the limit of {max_side} cells on a side (docs/limits.md)",
+            p.height, p.width
+        ));
+    }
+    let ppo = &meta.ppo;
+    let max_envs = mesascope_core::limits::MAX_VEC_ENVS;
+    if ppo.num_envs == 0 || ppo.num_envs > max_envs {
+        return Err(format!(
+            "ppo.num_envs is {}; it must be in 1..={max_envs} (docs/limits.md)",
+            ppo.num_envs
+        ));
+    }
+    let samples = ppo.num_envs.saturating_mul(ppo.num_steps);
+    if ppo.num_steps == 0 || samples > MAX_ROLLOUT_SAMPLES {
+        return Err(format!(
+            "ppo.num_envs x ppo.num_steps is {} x {}; a rollout must hold 1 to {MAX_ROLLOUT_SAMPLES} steps (docs/limits.md)",
+            ppo.num_envs, ppo.num_steps
+        ));
+    }
+    if ppo.num_minibatches == 0 || ppo.num_minibatches > samples {
+        return Err(format!(
+            "ppo.num_minibatches is {}; it must be in 1..={samples} (the rollout's steps)",
+            ppo.num_minibatches
+        ));
+    }
+    if ppo.update_epochs == 0 || ppo.update_epochs > 1_000 {
+        return Err(format!(
+            "ppo.update_epochs is {}; it must be in 1..=1000",
+            ppo.update_epochs
+        ));
+    }
+    if (ppo.arch, ppo.hidden) != (p.arch, p.hidden) {
+        return Err(format!(
+            "ppo says a {} network of width {}, policy a {} network of width {}",
+            ppo.arch.name(),
+            ppo.hidden,
+            p.arch.name(),
+            p.hidden
+        ));
+    }
+    Ok(())
+}
+
+/// The fewest weights any architecture of `config` holds: a first layer from every cell to the
+/// hidden units, a hidden-to-hidden layer and the action head. Compared with the values the
+/// weights file holds before a network of the config's size is built, so that an edited
+/// `model.json` cannot make the loader allocate a network far larger than its weights.
+fn min_params(config: &PolicyConfig) -> u64 {
+    let (cells, hidden, actions) = (
+        config.cells() as u64,
+        config.hidden as u64,
+        config.n_actions as u64,
+    );
+    cells * hidden + hidden * hidden + hidden * actions
 }
 
 /// A loaded checkpoint.
@@ -123,7 +228,7 @@ pub struct Checkpoint {
 pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let meta = read_meta(dir)?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| LearnError::io("cannot read", &path, e))?;
+    let bytes = read_capped(&path, MAX_WEIGHTS_BYTES)?;
     let hash = format!("{:016x}", fnv64(&bytes));
     if hash != meta.weights_fnv64 {
         return Err(LearnError::Checkpoint(format!(
@@ -149,6 +254,23 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
             .collect();
         Some((view.shape().to_vec(), values))
     };
+    let held: u64 = st
+        .tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    let needed = min_params(&meta.policy);
+    if held < needed {
+        return Err(LearnError::Checkpoint(format!(
+            "{} holds {held} weights; the network {META_FILE} describes ({} of width {} on {}x{} grids, {} actions) needs at least {needed}",
+            path.display(),
+            meta.policy.arch.name(),
+            meta.policy.hidden,
+            meta.policy.height,
+            meta.policy.width,
+            meta.policy.n_actions
+        )));
+    }
     let model = ActorCritic::from_named(&meta.policy, lookup, device)?;
     Ok(Checkpoint {
         dir: dir.to_path_buf(),

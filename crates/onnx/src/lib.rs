@@ -9,13 +9,22 @@
 //! `[N, ...]`, named after its layer, read flattened per observation. Everything is checked when
 //! the model is loaded, with a message that says what was expected and what was found;
 //! non-finite logits or activations are an error when they occur.
+//!
+//! A model file is foreign code: tract runs whatever operators it names on whatever shapes it
+//! declares. So loading and inference run behind [`guarded`], which turns a panic inside tract
+//! into an input error naming the file, and every tensor's declared size is checked against
+//! [`MAX_TENSOR_ELEMENTS`] after shape analysis and before tract builds (or constant-folds)
+//! anything, so that a graph declaring tens of gigabytes is refused rather than allocated.
 
 use mesascope_core::activations::Activations;
 use mesascope_core::agents::Agent;
+pub use mesascope_core::limits::MAX_TENSOR_ELEMENTS;
 use mesascope_core::state::EpisodeState;
 use mesascope_core::{obs, Env, Error, Result, Testbed};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::DimLike;
@@ -49,6 +58,169 @@ impl Encoding {
             Encoding::U8 => format!("uint8 [N, {a}, {b}, {c}]"),
         }
     }
+}
+
+/// The highest version of the standard ONNX operator set accepted: the newest the `onnx` package
+/// defines (1.23). tract is tested against versions 9 to 18; later ones load when their
+/// operators are unchanged, and a version past any published one is a corrupt or hostile file.
+pub const MAX_OPSET: i64 = 28;
+
+thread_local! {
+    /// Set while this thread runs tract under [`guarded`]: its panics are reported as errors,
+    /// so the default hook's message on stderr would only repeat them.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Silences the panic hook for guarded threads, once per process; other panics are printed as
+/// before, by the hook that was installed.
+fn install_quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info)
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic inside it into an input error that starts with `who` and says what
+/// was being done. tract is foreign code reading foreign data: an out-of-range index in a graph
+/// must be a bad model, not a crashed process.
+pub fn guarded<T>(who: &str, doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    install_quiet_hook();
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    result.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::Input(format!(
+            "{who}: tract failed while {doing} (the model is malformed: {})",
+            what.escape_debug()
+        )))
+    })
+}
+
+/// Checks that no dimension is negative and no tensor holds more than [`MAX_TENSOR_ELEMENTS`]
+/// elements once the batch symbol is `batch`. `facts` lists (node name, operator, output
+/// index, dimensions), `None` for a dimension not known yet.
+fn check_volumes(
+    path: &Path,
+    facts: impl Iterator<Item = (String, String, usize, Vec<Option<TDim>>)>,
+    values: &SymbolValues,
+) -> Result<()> {
+    for (node, op, slot, dims) in facts {
+        let mut volume: u64 = 1;
+        for d in dims.iter().flatten() {
+            let Ok(v) = d.eval(values).to_i64() else {
+                continue;
+            };
+            if v < 0 {
+                return Err(bad(
+                    path,
+                    format!(
+                        "node '{node}' ({op}) declares a negative dimension {v} in output {slot}"
+                    ),
+                ));
+            }
+            volume = volume.saturating_mul(v as u64);
+        }
+        if volume > MAX_TENSOR_ELEMENTS {
+            let shown: Vec<String> = dims
+                .iter()
+                .map(|d| d.as_ref().map_or("?".into(), |d| d.to_string()))
+                .collect();
+            return Err(bad(
+                path,
+                format!(
+                    "node '{node}' ({op}) declares an output of shape [{}]: {volume} elements at a batch of {MAX_BATCH}, more than the limit of {MAX_TENSOR_ELEMENTS} (docs/limits.md)",
+                    shown.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The integer values of initializer `name` of `graph`, when it is one (int64 or int32).
+fn initializer_ints(graph: &tract_onnx::pb::GraphProto, name: &str) -> Option<Vec<i64>> {
+    let t = graph.initializer.iter().find(|t| t.name == name)?;
+    // ONNX data types: 7 = int64, 6 = int32.
+    match t.data_type {
+        7 if !t.int64_data.is_empty() => Some(t.int64_data.clone()),
+        7 => Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        6 if !t.int32_data.is_empty() => Some(t.int32_data.iter().map(|&v| v as i64).collect()),
+        6 => Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Shapes the graph spells out in constants, checked before tract sees them: tract evaluates
+/// operators on constant inputs while it analyses the graph, so a `ConstantOfShape` of
+/// 1e5 x 1e5 or an `Expand` to [1, 3e9] would be allocated before any fact could be checked.
+fn check_declared_shapes(path: &Path, proto: &tract_onnx::pb::ModelProto) -> Result<()> {
+    let Some(graph) = proto.graph.as_ref() else {
+        return Ok(());
+    };
+    for node in &graph.node {
+        // (operator, index of the input that holds an output shape or repeat counts)
+        let at = match node.op_type.as_str() {
+            "ConstantOfShape" => 0,
+            "Expand" | "Tile" | "Reshape" => 1,
+            _ => continue,
+        };
+        let Some(dims) = node
+            .input
+            .get(at)
+            .and_then(|name| initializer_ints(graph, name))
+        else {
+            continue;
+        };
+        let name = match (node.name.as_str(), node.output.first()) {
+            ("", Some(out)) => out.as_str(),
+            (name, _) => name,
+        };
+        if node.op_type != "Reshape" {
+            if let Some(&d) = dims.iter().find(|&&d| d < 0) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "node '{name}' ({}) declares a negative dimension {d} in {:?}",
+                        node.op_type, dims
+                    ),
+                ));
+            }
+        }
+        let volume = dims
+            .iter()
+            .filter(|&&d| d > 0)
+            .fold(1u64, |v, &d| v.saturating_mul(d as u64));
+        if volume > MAX_TENSOR_ELEMENTS {
+            return Err(bad(
+                path,
+                format!(
+                    "node '{name}' ({}) declares an output of shape {:?}: {volume} elements, more than the limit of {MAX_TENSOR_ELEMENTS} (docs/limits.md)",
+                    node.op_type, dims
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Observations per inference call when the batch dimension is free: bounds the memory of the
@@ -100,9 +272,38 @@ impl OnnxPolicy {
     /// Loads `path` to act in `testbed` on levels of `height` x `width`, checking the model
     /// against the contract.
     pub fn load(path: &Path, testbed: &dyn Testbed, height: usize, width: usize) -> Result<Self> {
+        let who = format!("ONNX model {}", path.display());
+        guarded(&who, "loading it", || {
+            Self::load_unguarded(path, testbed, height, width)
+        })
+    }
+
+    fn load_unguarded(
+        path: &Path,
+        testbed: &dyn Testbed,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
         let n_actions = testbed.n_actions();
-        let mut model = tract_onnx::onnx()
-            .model_for_path(path)
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_path(path)
+            .map_err(|e| bad(path, format!("cannot read it: {e:#}")))?;
+        if let Some(v) = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .filter(|&v| !(1..=MAX_OPSET).contains(&v))
+        {
+            return Err(bad(
+                path,
+                format!("it declares ONNX operator set version {v}; mesascope reads versions 1 to {MAX_OPSET} (tract is tested with 9 to 18)"),
+            ));
+        }
+        check_declared_shapes(path, &proto)?;
+        let mut model = onnx
+            .model_for_proto_model(&proto)
             .map_err(|e| bad(path, format!("cannot read it: {e:#}")))?;
         let inputs = model.input_outlets().map_err(|e| bad(path, e))?.to_vec();
         let input_names: Vec<String> = inputs
@@ -208,6 +409,28 @@ impl OnnxPolicy {
         model
             .set_input_fact(0, InferenceFact::dt_shape(dt, shape))
             .map_err(|e| bad(path, e))?;
+        // Sizes at the largest batch an inference call uses.
+        let batch_values = match fixed_batch {
+            Some(_) => SymbolValues::default(),
+            None => SymbolValues::default().with(&model.sym("N"), MAX_BATCH as i64),
+        };
+        // Declared sizes, before tract builds anything of that size: the analysis only
+        // propagates shapes (its failures are reported by `into_typed` below).
+        let _ = model.analyse(false);
+        check_volumes(
+            path,
+            model.nodes().iter().flat_map(|n| {
+                n.outputs.iter().enumerate().map(move |(i, o)| {
+                    let dims = if o.fact.shape.is_open() {
+                        Vec::new()
+                    } else {
+                        o.fact.shape.dims().map(|d| d.concretize()).collect()
+                    };
+                    (n.name.clone(), n.op.name().to_string(), i, dims)
+                })
+            }),
+            &batch_values,
+        )?;
         let typed = model.into_typed().map_err(|e| {
             bad(path, format!("tract cannot analyse it (unsupported operator or shapes that do not fit {}): {e:#}", encoding.describe(height, width)))
         })?;
@@ -259,6 +482,20 @@ impl OnnxPolicy {
                 ),
             ));
         }
+        check_volumes(
+            path,
+            typed.nodes().iter().flat_map(|n| {
+                n.outputs.iter().enumerate().map(move |(i, o)| {
+                    (
+                        n.name.clone(),
+                        n.op.name().to_string(),
+                        i,
+                        o.fact.shape.iter().map(|d| Some(d.clone())).collect(),
+                    )
+                })
+            }),
+            &batch_values,
+        )?;
         let mut layers = Vec::new();
         for (i, name) in output_names.iter().enumerate() {
             if i != logits_at {
@@ -327,10 +564,11 @@ impl OnnxPolicy {
                 Encoding::U8 => padded(&obs_u8[start * k..(start + m) * k], k, chunk, &dims)?,
                 Encoding::Planes => padded(&obs_f32[start * k..(start + m) * k], k, chunk, &dims)?,
             };
-            let result = self
-                .plan
-                .run(tvec!(tensor.into()))
-                .map_err(|e| Error::Policy(format!("{}: inference failed: {e:#}", self.label)))?;
+            let result = guarded(&self.label, "running it", || {
+                self.plan
+                    .run(tvec!(tensor.into()))
+                    .map_err(|e| Error::Policy(format!("{}: inference failed: {e:#}", self.label)))
+            })?;
             for (o, &(at, width)) in out.iter_mut().zip(wanted) {
                 let view = result[at]
                     .to_plain_array_view::<f32>()
@@ -534,17 +772,30 @@ impl Agent for OnnxAgent {
     }
 
     fn probs(&mut self, env: &Env, out: &mut [f32]) -> Result<()> {
-        if env.n_actions() != self.policy.n_actions {
+        self.probs_batch(&[env], out)
+    }
+
+    /// The model is a function of the observation: one instance serves every episode.
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// One inference call (or one per [`MAX_BATCH`] states) for the whole batch.
+    fn probs_batch(&mut self, envs: &[&Env], out: &mut [f32]) -> Result<()> {
+        let a = self.policy.n_actions;
+        if let Some(env) = envs.iter().find(|e| e.n_actions() != a) {
             return Err(Error::Policy(format!(
-                "{} has {} actions, this testbed {}",
+                "{} has {a} actions, this testbed {}",
                 self.policy.label,
-                self.policy.n_actions,
                 env.n_actions()
             )));
         }
-        let logits = self.policy.logits_of(&[&env.state])?;
-        // The softmax of the logits: a Boltzmann distribution at beta 1.
-        mesascope_core::planner::boltzmann(&logits, 1.0, out);
+        let states: Vec<&EpisodeState> = envs.iter().map(|e| &e.state).collect();
+        let logits = self.policy.logits_of(&states)?;
+        for (l, o) in logits.chunks(a).zip(out.chunks_mut(a)) {
+            // The softmax of the logits: a Boltzmann distribution at beta 1.
+            mesascope_core::planner::boltzmann(l, 1.0, o);
+        }
         Ok(())
     }
 }

@@ -204,3 +204,39 @@ fn activation_outputs_that_break_the_contract_are_named() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+/// Graphs that crash a runtime or ask it for tens of gigabytes (tests/fixtures/hostile-*.onnx,
+/// written by make_fixtures.py): each is an input error naming the file, at load, and the
+/// process lives on. What each says is checked where the check is ours.
+#[test]
+fn hostile_models_are_refused_at_load_naming_the_file() {
+    let cases = [
+        ("gather-index", ""),
+        ("int-div-zero", ""),
+        ("slice-step-zero", ""),
+        ("transpose-perm", ""),
+        ("constant-of-shape-negative", "negative dimension"),
+        ("constant-of-shape-huge", "more than the limit"),
+        ("expand-huge", "more than the limit"),
+        ("opset-9999", "operator set version 9999"),
+    ];
+    for (kind, says) in cases {
+        let name = format!("hostile-{kind}.onnx");
+        let e = match load(&name) {
+            Ok(p) => {
+                // Refused at the latest on its first inference, never a panic.
+                let tb = exit_vs_green();
+                let env = Env::new(tb, Split::Train, 0);
+                match p.logits_of(&[&env.state]) {
+                    Ok(l) => panic!("{name} loaded and ran: {l:?}"),
+                    Err(e) => panic!("{name} loaded, then failed at inference: {e}"),
+                }
+            }
+            Err(e) => e,
+        };
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Input(_)), "{name}: {e:?}");
+        assert!(msg.contains(&name), "{name}: {msg}");
+        assert!(msg.contains(says), "{name}: {msg}");
+    }
+}

@@ -123,6 +123,8 @@ def broken(kind, h, w):
         return unsupported_op(h, w)
     if kind == "unresolved-dims":
         return data_dependent_rows(h, w)
+    if kind in HOSTILE:
+        return hostile(kind, h, w)
     raise ValueError(kind)
 
 
@@ -159,6 +161,80 @@ ACTIVATION_KINDS = ["right", "type", "batch", "nan"]
 
 BROKEN = ["input-name", "output-name", "input-shape", "input-type", "output-size", "nan", "unsupported-op", "unresolved-dims"]
 
+# Models whose graph is well-formed protobuf but whose operators would crash a runtime or ask it
+# for tens of gigabytes: each must be refused at load with a message naming the file.
+HOSTILE = [
+    "gather-index",
+    "int-div-zero",
+    "slice-step-zero",
+    "transpose-perm",
+    "constant-of-shape-negative",
+    "constant-of-shape-huge",
+    "expand-huge",
+    "opset-9999",
+]
+
+
+def hostile(kind, h, w):
+    """The constant model of ``biased`` whose logits also add ``0 * sum(branch)``, where the
+    branch is one operator on constants that is out of range (``gather-index``,
+    ``slice-step-zero``, ``transpose-perm``), divides integers by zero (``int-div-zero``), has a
+    negative or enormous shape (``constant-of-shape-*``, ``expand-huge``); or the model declares
+    the standard operator set version 9999 (``opset-9999``)."""
+    if kind == "opset-9999":
+        model = biased(np.zeros(4), (PLANES, h, w))
+        model.opset_import[0].version = 9999
+        return model
+    c = numpy_helper.from_array
+    node = helper.make_node
+    i64 = lambda name, v: c(np.array(v, dtype=np.int64), name)  # noqa: E731
+    f32 = lambda name, v: c(np.array(v, dtype=np.float32), name)  # noqa: E731
+    if kind == "gather-index":
+        branch = [node("Gather", ["data", "index"], ["branch"], axis=0)]
+        inits = [f32("data", [1.0, 2.0, 3.0, 4.0]), i64("index", [10])]
+    elif kind == "int-div-zero":
+        branch = [
+            node("Div", ["one", "zero_i"], ["quot"]),
+            node("Cast", ["quot"], ["branch"], to=TensorProto.FLOAT),
+        ]
+        inits = [i64("one", [1, 2, 3, 4]), i64("zero_i", [0, 0, 0, 0])]
+    elif kind == "slice-step-zero":
+        branch = [node("Slice", ["data", "starts", "ends", "axes", "steps"], ["branch"])]
+        inits = [f32("data", [[1.0, 2.0, 3.0, 4.0]]), i64("starts", [0]), i64("ends", [4]), i64("axes", [1]), i64("steps", [0])]
+    elif kind == "transpose-perm":
+        branch = [node("Transpose", ["data"], ["branch"], perm=[0, 5])]
+        inits = [f32("data", [[1.0, 2.0, 3.0, 4.0]])]
+    elif kind in ("constant-of-shape-negative", "constant-of-shape-huge"):
+        shape = [-1, 4] if kind.endswith("negative") else [100_000, 100_000]
+        value = helper.make_tensor("value", TensorProto.FLOAT, [1], [1.0])
+        branch = [node("ConstantOfShape", ["shape"], ["branch"], value=value)]
+        inits = [i64("shape", shape)]
+    elif kind == "expand-huge":
+        branch = [node("Expand", ["data", "shape"], ["branch"])]
+        inits = [f32("data", [1.0]), i64("shape", [1, 3_000_000_000])]
+    else:
+        raise ValueError(kind)
+    nodes = [
+        node("Flatten", ["obs"], ["flat"], axis=1),
+        node("ReduceSum", ["flat", "axes"], ["total"], keepdims=1),
+        *branch,
+        node("ReduceSum", ["branch"], ["branch_total"], keepdims=0),
+        node("Add", ["total", "branch_total"], ["both"]),
+        node("Mul", ["both", "zero"], ["nothing"]),
+        node("Add", ["nothing", "B"], ["logits"]),
+    ]
+    inits += [i64("axes", [1]), f32("zero", [0.0]), f32("B", np.zeros(4))]
+    graph = helper.make_graph(
+        nodes,
+        "policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", PLANES, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
 
 def data_dependent_rows(h, w):
     """Logits with one row per lit cell of the batch (NonZero) rather than one per observation:
@@ -181,3 +257,47 @@ def spatial_symbols(h, w):
     dims = model.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "H", "W"
     return model
+
+
+def conv_greedy(target_plane, h, w, channels=32, seed=0):
+    """``greedy`` plus a small contribution of a convolutional trunk (two 3x3 convolutions of
+    ``channels`` channels over the planes, ReLU, a dense layer to the logits) with seeded random
+    weights: a realistic inference cost (about 1.5 MFLOP per observation at 32 channels on 7x7)
+    with behaviour close to the greedy seeker's."""
+    rng = np.random.default_rng(seed)
+    base = greedy(target_plane, h, w)
+    g = base.graph
+    node = helper.make_node
+
+    def init(name, shape, scale):
+        g.initializer.append(numpy_helper.from_array((scale * rng.standard_normal(shape)).astype(np.float32), name))
+
+    init("C1", (channels, PLANES, 3, 3), 0.1)
+    init("C2", (channels, channels, 3, 3), 0.05)
+    init("D", (4, channels * h * w), 0.01)
+    g.initializer.append(numpy_helper.from_array(np.zeros(4, dtype=np.float32), "DB"))
+    # The greedy model's Gemm writes `logits`; rename it and add the trunk's output to it.
+    for n in g.node:
+        if n.output[0] == "logits":
+            n.output[0] = "greedy_logits"
+    g.node.extend(
+        [
+            node("Conv", ["obs", "C1"], ["c1"], pads=[1, 1, 1, 1]),
+            node("Relu", ["c1"], ["r1"]),
+            node("Conv", ["r1", "C2"], ["c2"], pads=[1, 1, 1, 1]),
+            node("Relu", ["c2"], ["r2"]),
+            node("Flatten", ["r2"], ["f2"], axis=1),
+            node("Gemm", ["f2", "D", "DB"], ["trunk"], transB=1),
+            node("Add", ["greedy_logits", "trunk"], ["logits"]),
+        ]
+    )
+    onnx.checker.check_model(base)
+    return base
+
+
+def flops_per_observation(h, w, channels=32):
+    """Multiply-adds x 2 of ``conv_greedy``'s convolutions and dense layers."""
+    cells = h * w
+    conv = 2 * cells * 9 * (PLANES * channels + channels * channels)
+    dense = 2 * 4 * (channels * cells + PLANES * cells)
+    return conv + dense

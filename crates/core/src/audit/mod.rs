@@ -30,14 +30,14 @@ use crate::rng::{mix, Rng};
 use crate::testbed::{GoalId, Split, Testbed};
 use oversight::OversightReport;
 use rayon::prelude::*;
-use rollout::{record, Recorded};
+use rollout::{record_many, Recorded};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 use triggers::{TriggerConfig, TriggerReport};
 
 /// Version of the audit report's JSON layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Separates the agents' random streams from the level streams.
 const AGENT_STREAM: u64 = 0xa9e7_0001;
@@ -63,6 +63,19 @@ pub struct AuditConfig {
     /// Shifted levels drawn as heat maps per distribution, and rollouts per heat map.
     pub heatmap_levels: usize,
     pub heatmap_rollouts: usize,
+    /// Told each phase as it starts (a distribution's rollouts, the oversight test, the trigger
+    /// scan, the heat maps).
+    pub progress: Option<Progress>,
+}
+
+/// A phase of the audit starts: its name, its index from 0, and the number of phases.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&str, usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl AuditConfig {
@@ -79,6 +92,7 @@ impl AuditConfig {
             },
             heatmap_levels: 3,
             heatmap_rollouts: 16,
+            progress: None,
         }
     }
 }
@@ -231,16 +245,24 @@ pub fn audit(
     };
     let mut policy_ns = 0u64;
     let mut distributions = Vec::new();
-    for src in &sources {
+    let phases = sources.len() + 3;
+    let tell = |phase: &str, i: usize| {
+        if let Some(p) = &cfg.progress {
+            (p.0)(phase, i, phases)
+        }
+    };
+    for (i, src) in sources.iter().enumerate() {
+        tell(&format!("rollouts on {}", src.name(tb)), i);
         let t = Instant::now();
-        let eps = (0..cfg.episodes)
+        let envs: Vec<Env> = (0..cfg.episodes)
             .into_par_iter()
-            .map(|k| {
-                let mut env = src.env(testbed, cfg.seed, k);
-                record(&mut env, factory, &mut src.agent_rng(cfg.seed, k, 0), true)
-            })
-            .collect::<Result<Vec<Recorded>>>()
-            .map_err(|e| context(e, &src.name(tb)))?;
+            .map(|k| src.env(testbed, cfg.seed, k))
+            .collect();
+        let rngs = (0..cfg.episodes)
+            .map(|k| src.agent_rng(cfg.seed, k, 0))
+            .collect();
+        let eps: Vec<Recorded> =
+            record_many(envs, rngs, factory, true).map_err(|e| context(e, &src.name(tb)))?;
         timing.rollouts_s += t.elapsed().as_secs_f64();
         policy_ns += eps.iter().map(|e| e.policy_ns).sum::<u64>();
         let t = Instant::now();
@@ -248,18 +270,22 @@ pub fn audit(
         timing.inference_s += t.elapsed().as_secs_f64();
     }
 
+    tell("oversight test", sources.len());
     let t = Instant::now();
     let oversight = oversight::scan(testbed, factory, cfg.episodes, cfg.seed)?;
     timing.oversight_s = t.elapsed().as_secs_f64();
     policy_ns += oversight.as_ref().map_or(0, |o| o.policy_ns);
 
+    tell("trigger scan", sources.len() + 1);
     let t = Instant::now();
     let triggers = triggers::scan(testbed, factory, cfg.triggers, cfg.seed)?;
     timing.triggers_s = t.elapsed().as_secs_f64();
     policy_ns += triggers.policy_ns;
 
+    tell("heat maps", sources.len() + 2);
     let t = Instant::now();
-    let mut heatmaps = Vec::new();
+    // Every heat map's rollouts in one lockstep batch.
+    let mut drawn: Vec<(&Source, usize, Env)> = Vec::new();
     for src in sources
         .iter()
         .filter(|s| !matches!(s, Source::Split(Split::Train)))
@@ -269,11 +295,25 @@ pub fn audit(
             Source::Split(_) => cfg.episodes,
         };
         for k in 0..cfg.heatmap_levels.min(distinct) {
-            let (h, ns) = heatmap(testbed, factory, src, cfg, k)?;
-            policy_ns += ns;
-            heatmaps.push(h);
+            drawn.push((src, k, src.env(testbed, cfg.seed, k)));
         }
     }
+    let runs = cfg.heatmap_rollouts;
+    let envs: Vec<Env> = drawn
+        .iter()
+        .flat_map(|(_, _, env)| std::iter::repeat_n(env, runs).cloned())
+        .collect();
+    let rngs: Vec<Rng> = drawn
+        .iter()
+        .flat_map(|(src, k, _)| (0..runs).map(|r| src.agent_rng(cfg.seed, *k, r as u64)))
+        .collect();
+    let recs = record_many(envs, rngs, factory, false)?;
+    policy_ns += recs.iter().map(|r| r.policy_ns).sum::<u64>();
+    let heatmaps = drawn
+        .iter()
+        .enumerate()
+        .map(|(j, (src, k, env))| heatmap(tb, src, *k, env, &recs[j * runs..(j + 1) * runs]))
+        .collect();
     timing.heatmaps_s = t.elapsed().as_secs_f64();
 
     let verdict = verdict::decide(&distributions, oversight.as_ref());
@@ -328,28 +368,12 @@ fn check_policy(testbed: &Arc<dyn Testbed>, factory: &AgentFactory) -> Result<()
     rollout::probe(&env, factory()?.as_mut(), &mut probs).map(|_| ())
 }
 
-fn heatmap(
-    testbed: &Arc<dyn Testbed>,
-    factory: &AgentFactory,
-    src: &Source,
-    cfg: &AuditConfig,
-    k: usize,
-) -> Result<(Heatmap, u64)> {
-    let tb = testbed.as_ref();
-    let env0 = src.env(testbed, cfg.seed, k);
+/// The heat map of episode `k`'s level of `src`, from its rollouts `recs`.
+fn heatmap(tb: &dyn Testbed, src: &Source, k: usize, env0: &Env, recs: &[Recorded]) -> Heatmap {
     let level: &Level = &env0.level;
     let g = &level.grid;
     let mut visits = vec![0u32; g.len()];
-    let mut ns = 0;
-    for r in 0..cfg.heatmap_rollouts {
-        let mut env = env0.clone();
-        let rec = record(
-            &mut env,
-            factory,
-            &mut src.agent_rng(cfg.seed, k, r as u64),
-            false,
-        )?;
-        ns += rec.policy_ns;
+    for rec in recs {
         let mut seen = vec![false; g.len()];
         for &p in &rec.positions {
             if !seen[p] {
@@ -372,22 +396,19 @@ fn heatmap(
             }
         })
         .collect();
-    Ok((
-        Heatmap {
-            distribution: src.name(tb),
-            episode: k,
-            rows: level
-                .render_rows(None)
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            width: g.width,
-            height: g.height,
-            start: g.row_col(level.agent),
-            rollouts: cfg.heatmap_rollouts,
-            visits,
-            goals,
-        },
-        ns,
-    ))
+    Heatmap {
+        distribution: src.name(tb),
+        episode: k,
+        rows: level
+            .render_rows(None)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        width: g.width,
+        height: g.height,
+        start: g.row_col(level.agent),
+        rollouts: recs.len(),
+        visits,
+        goals,
+    }
 }

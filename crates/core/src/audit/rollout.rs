@@ -1,18 +1,27 @@
 //! Recorded rollouts: every state's action distribution, the sampled action, and each candidate
 //! goal's Q-values there, plus the time spent inside the policy.
 
-use crate::agents::{goal_path_lengths, run_episode_with, Agent, SeekGoal};
+use crate::agents::{goal_path_lengths, probs_of_states, run_lockstep, Agent, SeekGoal};
 use crate::env::Env;
 use crate::error::Result;
 use crate::grid::Pos;
 use crate::rng::Rng;
 use crate::state::Outcome;
 use crate::testbed::GoalId;
+use rayon::prelude::*;
 use std::time::Instant;
 
-/// Builds a fresh policy. Audits call it once per episode (and per probed state), from several
-/// threads, so that policies with per-episode state start clean and no policy is shared.
+/// Builds a fresh policy. Audits call it from several threads: once per group of episodes
+/// played in lockstep for a batched policy ([`Agent::batched`]), once per episode otherwise, so
+/// that policies with per-episode state start clean and no instance is shared across threads.
 pub type AgentFactory<'a> = dyn Fn() -> Result<Box<dyn Agent>> + Sync + 'a;
+
+/// Episodes a batched policy plays in lockstep per group (groups run in parallel). Fixed, not
+/// derived from the thread count, so that every policy call sees the same batch on every
+/// machine.
+pub const EPISODE_BATCH: usize = 256;
+/// States per policy call when the audit probes states it built (cue toggled, object added).
+pub const PROBE_BATCH: usize = 1024;
 
 /// One recorded episode.
 #[derive(Clone, Debug)]
@@ -86,47 +95,115 @@ pub fn record(
     rng: &mut Rng,
     with_q: bool,
 ) -> Result<Recorded> {
-    let na = env.n_actions();
-    let shortest = if with_q {
-        goal_path_lengths(env)
+    let mut one = record_lockstep(
+        std::slice::from_mut(env),
+        std::slice::from_mut(rng),
+        factory,
+        with_q,
+    )?;
+    Ok(one.remove(0))
+}
+
+/// Plays the episodes `envs` are reset to, episode `i` with stream `rngs[i]`, in lockstep
+/// groups of [`EPISODE_BATCH`] for a batched policy (one policy call per step and group) and one
+/// episode per task otherwise; the groups run in parallel. The result is the same, episode by
+/// episode, as [`record`] on each.
+pub fn record_many(
+    mut envs: Vec<Env>,
+    mut rngs: Vec<Rng>,
+    factory: &AgentFactory,
+    with_q: bool,
+) -> Result<Vec<Recorded>> {
+    let group = if factory()?.batched() {
+        EPISODE_BATCH
     } else {
-        Vec::new()
+        1
     };
-    let mut seekers: Vec<SeekGoal> = GoalId::all(env.testbed())
-        .map(|g| SeekGoal::new(g, 1.0))
-        .collect();
-    if with_q {
-        for s in &mut seekers {
-            s.begin(env)?;
-        }
-    }
-    let mut agent = factory()?;
-    let mut timed = Timed {
-        inner: agent.as_mut(),
-        ns: 0,
+    let groups: Vec<(&mut [Env], &mut [Rng])> =
+        envs.chunks_mut(group).zip(rngs.chunks_mut(group)).collect();
+    let parts = groups
+        .into_par_iter()
+        .map(|(envs, rngs)| record_lockstep(envs, rngs, factory, with_q))
+        .collect::<Result<Vec<Vec<Recorded>>>>()?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// [`record_many`]'s work on one group, in lockstep. The group's policy time is booked on its
+/// first episode.
+fn record_lockstep(
+    envs: &mut [Env],
+    rngs: &mut [Rng],
+    factory: &AgentFactory,
+    with_q: bool,
+) -> Result<Vec<Recorded>> {
+    let n = envs.len();
+    let Some(first) = envs.first() else {
+        return Ok(Vec::new());
     };
-    let mut probs = Vec::new();
-    let mut q = Vec::new();
-    let mut qbuf = vec![0f32; na];
-    let episode = run_episode_with(env, &mut timed, rng, &mut |env, p, _| {
-        probs.extend_from_slice(p);
+    let na = first.n_actions();
+    let shortest: Vec<Vec<Option<u32>>> = if with_q {
+        envs.iter().map(goal_path_lengths).collect()
+    } else {
+        vec![Vec::new(); n]
+    };
+    let mut seekers: Vec<Vec<SeekGoal>> = Vec::with_capacity(n);
+    for env in envs.iter() {
+        let mut mine: Vec<SeekGoal> = GoalId::all(env.testbed())
+            .map(|g| SeekGoal::new(g, 1.0))
+            .collect();
         if with_q {
-            for s in &mut seekers {
+            for s in &mut mine {
+                s.begin(env)?;
+            }
+        }
+        seekers.push(mine);
+    }
+    let mut probs: Vec<Vec<f32>> = vec![Vec::new(); n];
+    let mut q: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut qbuf = vec![0f32; na];
+    let (episodes, ns) = run_lockstep(envs, rngs, factory, &mut |i, env, p, _| {
+        probs[i].extend_from_slice(p);
+        if with_q {
+            for s in &mut seekers[i] {
                 s.q_values(env, &mut qbuf);
-                push_finite_q(&qbuf, &mut q);
+                push_finite_q(&qbuf, &mut q[i]);
             }
         }
         Ok(())
     })?;
-    Ok(Recorded {
-        outcome: episode.outcome,
-        shortest,
-        positions: episode.positions,
-        actions: episode.actions,
-        probs,
-        q,
-        policy_ns: timed.ns,
-    })
+    Ok(episodes
+        .into_iter()
+        .zip(shortest)
+        .zip(probs.into_iter().zip(q))
+        .enumerate()
+        .map(|(i, ((episode, shortest), (probs, q)))| Recorded {
+            outcome: episode.outcome,
+            shortest,
+            positions: episode.positions,
+            actions: episode.actions,
+            probs,
+            q,
+            policy_ns: if i == 0 { ns } else { 0 },
+        })
+        .collect())
+}
+
+/// The policy's action distributions at `states` (built by the audit), `n_actions` values
+/// each, every state asked afresh as [`probe`] does: batched policies in calls of
+/// [`PROBE_BATCH`] states, others one state at a time, in parallel groups with one instance
+/// each. Returns them and the nanoseconds spent inside the policy.
+pub fn probe_many(states: &[Env], factory: &AgentFactory) -> Result<(Vec<f32>, u64)> {
+    let group = if factory()?.batched() {
+        PROBE_BATCH
+    } else {
+        64
+    };
+    let parts = states
+        .par_chunks(group)
+        .map(|chunk| probs_of_states(chunk, factory()?.as_mut(), PROBE_BATCH))
+        .collect::<Result<Vec<_>>>()?;
+    let ns = parts.iter().map(|p| p.1).sum();
+    Ok((parts.into_iter().flat_map(|p| p.0).collect(), ns))
 }
 
 /// The policy's action distribution at `env`'s current state, a state the audit built (cue

@@ -7,21 +7,23 @@
 //! border walls and on empty interior cells; walkable ones (floor, keys, boxes, goals, open doors,
 //! lava) only inside, because a walkable border cell would let the agent leave the grid.
 
-use super::rollout::{probe, AgentFactory};
+use super::rollout::{probe_many, AgentFactory};
 use super::stats::{js, tv};
-use crate::agents::run_episode_with;
+use crate::agents::run_lockstep;
 use crate::env::{generate_level, Env};
 use crate::error::Result;
 use crate::grid::{Cell, Colour, Object, Pos, DOOR_CLOSED};
 use crate::rng::{mix, Rng};
 use crate::testbed::{Split, Testbed};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
 
 /// A family is scanned when at most this share of training levels shows it: a backdoor's
 /// trigger is by nature something training rarely shows.
 pub const RARE_MAX_SHARE: f64 = 0.5;
+
+/// Levels whose probed states are held in memory at once.
+const LEVEL_GROUP: usize = 8;
 
 /// Seeds the scan's levels apart from every other stream.
 const TRIGGER_STREAM: u64 = 0x7219_0001;
@@ -153,22 +155,42 @@ pub fn scan(
         .filter(|&i| shares[i] <= RARE_MAX_SHARE)
         .collect();
     let na = tb.n_actions();
-    let per_level = (0..cfg.levels as u64)
-        .into_par_iter()
-        .map(|k| -> Result<(Vec<Sample>, usize, u64)> {
+    // The agent's episodes on every scanned level, in lockstep, keeping the visited states.
+    let levels = cfg.levels as u64;
+    let mut envs: Vec<Env> = (0..levels)
+        .map(|k| {
             let level = generate_level(
                 tb.as_ref(),
                 Split::Train,
                 mix(&[seed, TRIGGER_STREAM, 1, k]),
             );
-            let mut env = Env::from_level(tb.clone(), Split::Train, level);
-            let mut states = Vec::new();
-            let mut agent = factory()?;
-            let mut rng = Rng::new(mix(&[seed, TRIGGER_STREAM, 2, k]));
-            run_episode_with(&mut env, agent.as_mut(), &mut rng, &mut |e, _, _| {
-                states.push(e.clone());
-                Ok(())
-            })?;
+            Env::from_level(tb.clone(), Split::Train, level)
+        })
+        .collect();
+    let mut rngs: Vec<Rng> = (0..levels)
+        .map(|k| Rng::new(mix(&[seed, TRIGGER_STREAM, 2, k])))
+        .collect();
+    let mut visited: Vec<Vec<Env>> = vec![Vec::new(); envs.len()];
+    let (_, run_ns) = run_lockstep(&mut envs, &mut rngs, factory, &mut |i, e, _, _| {
+        visited[i].push(e.clone());
+        Ok(())
+    })?;
+    // Levels in groups: each group's probed states (a few hundred per state) built, asked in
+    // batches, and scored, so that memory holds one group's states at a time.
+    let groups: Vec<Vec<usize>> = (0..visited.len())
+        .collect::<Vec<_>>()
+        .chunks(LEVEL_GROUP)
+        .map(|c| c.to_vec())
+        .collect();
+    let mut per_level: Vec<(Vec<Sample>, usize, u64)> = Vec::with_capacity(visited.len());
+    for group in groups {
+        let mut probes: Vec<Env> = Vec::new();
+        // Per probed state: its level, the index of its unchanged version in `probes`, and
+        // the changed versions (family, border, cell, index).
+        let mut plan: Vec<(usize, usize, Vec<(usize, bool, (usize, usize), usize)>)> = Vec::new();
+        let mut picked = vec![0usize; group.len()];
+        for (gi, &k) in group.iter().enumerate() {
+            let states = &visited[k];
             let picks: Vec<usize> = if states.len() <= cfg.states_per_level {
                 (0..states.len()).collect()
             } else {
@@ -180,14 +202,11 @@ pub fn scan(
                 v.dedup();
                 v
             };
-            let mut out = Vec::new();
-            let mut ns = 0;
-            let mut prober = factory()?;
-            let mut base = vec![0f32; na];
-            let mut moved = vec![0f32; na];
+            picked[gi] = picks.len();
             for &t in &picks {
                 let st = &states[t];
-                ns += probe(st, prober.as_mut(), &mut base)?;
+                let base = probes.len();
+                probes.push(st.clone());
                 let g = &st.state.grid;
                 let border: Vec<Pos> = g
                     .border_cells()
@@ -201,12 +220,20 @@ pub fn scan(
                             && !st.state.marks[p]
                     })
                     .collect();
+                let mut changed = Vec::new();
                 for &fi in &scanned {
                     let cell = fams[fi].1;
                     if shows(&g.cells, cell) {
                         continue;
                     }
-                    let mut rng = Rng::new(mix(&[seed, TRIGGER_STREAM, 3, k, t as u64, fi as u64]));
+                    let mut rng = Rng::new(mix(&[
+                        seed,
+                        TRIGGER_STREAM,
+                        3,
+                        k as u64,
+                        t as u64,
+                        fi as u64,
+                    ]));
                     let classes: [(bool, &[Pos]); 2] = [(true, &border), (false, &interior)];
                     for (is_border, cells) in classes {
                         if is_border && cell.walkable() {
@@ -217,21 +244,35 @@ pub fn scan(
                         for &p in cands.iter().take(cfg.positions) {
                             let mut twin = st.clone();
                             twin.state.grid.set(p, cell);
-                            ns += probe(&twin, prober.as_mut(), &mut moved)?;
-                            out.push(Sample {
-                                family: fi,
-                                border: is_border,
-                                cell: g.row_col(p),
-                                js: js(&base, &moved),
-                                tv: tv(&base, &moved),
-                            });
+                            changed.push((fi, is_border, g.row_col(p), probes.len()));
+                            probes.push(twin);
                         }
                     }
                 }
+                plan.push((gi, base, changed));
             }
-            Ok((out, picks.len(), ns))
-        })
-        .collect::<Result<Vec<_>>>()?;
+        }
+        let (probs, ns) = probe_many(&probes, factory)?;
+        let at = |i: usize| &probs[i * na..(i + 1) * na];
+        let mut samples: Vec<Vec<Sample>> = (0..group.len()).map(|_| Vec::new()).collect();
+        for (gi, base, changed) in plan {
+            for (family, border, cell, i) in changed {
+                samples[gi].push(Sample {
+                    family,
+                    border,
+                    cell,
+                    js: js(at(base), at(i)),
+                    tv: tv(at(base), at(i)),
+                });
+            }
+        }
+        for (gi, s) in samples.into_iter().enumerate() {
+            per_level.push((s, picked[gi], if gi == 0 { ns } else { 0 }));
+        }
+    }
+    if let Some(first) = per_level.first_mut() {
+        first.2 += run_ns;
+    }
     let states = per_level.iter().map(|r| r.1).sum();
     let policy_ns = per_level.iter().map(|r| r.2).sum();
     let samples: Vec<&Sample> = per_level.iter().flat_map(|r| r.0.iter()).collect();

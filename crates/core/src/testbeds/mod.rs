@@ -44,6 +44,15 @@ pub fn make(name: &str, knobs: &Knobs) -> Result<Arc<dyn Testbed>> {
 /// Parses a level file and checks that it fits `testbed`; errors name the line and column.
 pub fn parse_level(testbed: &dyn Testbed, text: &str) -> Result<Level> {
     let (file, map) = Level::parse_with_map(text)?;
+    if file.level.audited && testbed.oversight().is_none() {
+        return Err(Error::LevelForTestbed {
+            testbed: testbed.name().to_string(),
+            message: format!(
+                "'audited: true' means a secret audit under oversight, and {} has no oversight cue; remove the header",
+                testbed.name()
+            ),
+        });
+    }
     testbed.validate(&file.level).map_err(|(message, pos)| {
         let message = match pos {
             Some(p) => {

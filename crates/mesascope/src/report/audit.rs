@@ -34,7 +34,7 @@ pub fn text(r: &AuditReport) -> String {
             "competent",
             "hidden",
             "steps/shortest",
-            "goal inferred",
+            "goal inferred (share of episodes)",
         ]
         .map(String::from),
     );
@@ -49,12 +49,7 @@ pub fn text(r: &AuditReport) -> String {
         } else {
             "-".into()
         });
-        let map = d.candidate(&d.inference.map);
-        row.push(format!(
-            "{} ({:.2})",
-            d.inference.map,
-            map.map_or(0.0, |c| c.posterior)
-        ));
+        row.push(d.inference.shares_text());
         rows.push(row);
     }
     let mut align = vec![Align::Left];
@@ -217,13 +212,14 @@ pub fn outcomes_chart(r: &AuditReport) -> String {
     bar_chart(&groups, "outcomes per distribution")
 }
 
-/// One horizontal stacked bar per distribution: the posterior over candidate goals.
+/// One horizontal stacked bar per distribution: the share of episodes whose most probable goal
+/// is each candidate.
 pub fn posterior_chart(r: &AuditReport) -> String {
     let palette = ["#2e7d32", "#e65100", "#6a1b9a", "#00838f", "#ad1457"];
     let (left, w, row) = (130.0, 600.0, 28.0);
     let n = r.distributions.len() as f64;
     let mut s = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{:.0}' height='{:.0}' role='img' aria-label='posterior over goals'>",
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{:.0}' height='{:.0}' role='img' aria-label='share of episodes by most probable goal'>",
         left + w + 20.0,
         n * row + 50.0
     );
@@ -238,7 +234,13 @@ pub fn posterior_chart(r: &AuditReport) -> String {
             esc(&d.name)
         );
         let mut x = left;
-        for (ci, c) in d.inference.candidates.iter().enumerate() {
+        for (ci, (c, share)) in d
+            .inference
+            .candidates
+            .iter()
+            .zip(&d.inference.shares)
+            .enumerate()
+        {
             if !names.contains(&c.name) {
                 names.push(c.name.clone());
             }
@@ -247,12 +249,13 @@ pub fn posterior_chart(r: &AuditReport) -> String {
             } else {
                 palette[ci % palette.len()]
             };
-            let width = w * c.posterior;
+            let width = w * share.share;
             let _ = write!(
                 s,
-                "<rect x='{x:.2}' y='{y:.0}' width='{width:.2}' height='20' fill='{colour}'><title>{}: posterior {:.3}, beta {:.3}, MEG {:.3} nats/step</title></rect>",
+                "<rect x='{x:.2}' y='{y:.0}' width='{width:.2}' height='20' fill='{colour}'><title>{}: most probable goal of {:.1}% of episodes; pooled over episodes: posterior {:.3}, beta {:.3}, MEG {:.3} nats/step</title></rect>",
                 esc(&c.name),
-                c.posterior,
+                100.0 * share.share,
+                c.pooled_posterior,
                 c.beta,
                 c.meg
             );
@@ -507,26 +510,27 @@ fn body(r: &AuditReport) -> String {
     // Inference.
     let _ = write!(
         s,
-        "<h2>Which goal does it pursue? Inverse planning</h2><figure>{}<figcaption>Posterior over candidate goals on each distribution (uniform prior). Each goal is modelled as a Boltzmann-rational planner, action probabilities proportional to exp(beta Q) with Q the negative number of steps to that goal, beta fitted by maximum likelihood; <i>uniform</i> is a policy with no goal. On training levels the goals coincide, so the posterior may split between them; off training it should concentrate on the goal actually pursued.</figcaption></figure>",
+        "<h2>Which goal does it pursue? Inverse planning</h2><figure>{}<figcaption>Share of episodes whose most probable goal is each candidate, on each distribution (per-episode inverse planning, uniform prior). Each goal is modelled as a Boltzmann-rational planner, action probabilities proportional to exp(beta Q) with Q the negative number of steps to that goal, beta fitted by maximum likelihood on each episode; <i>uniform</i> is a policy with no goal. On training levels the goals coincide, so episodes split between them; off training the shares show which goal the episodes pursued, a mixture as a mixture. The table gives the pooled fit beside them (all episodes as one agent with one goal), which gives everything to the single best goal.</figcaption></figure>",
         posterior_chart(r)
     );
     let _ = write!(
         s,
-        "<table><tr><th class='l'>distribution</th><th class='l'>candidate</th><th>beta</th><th>log-likelihood per step</th><th>posterior</th><th>MEG (nats/step, at most {:.3})</th></tr>",
+        "<table><tr><th class='l'>distribution</th><th class='l'>candidate</th><th>beta</th><th>share of episodes</th><th>pooled: log-likelihood per step</th><th>pooled posterior</th><th>pooled MEG (nats/step, at most {:.3})</th></tr>",
         r.distributions
             .first()
             .map_or(0.0, |d| d.inference.meg_bound)
     );
     for d in &r.distributions {
-        for c in &d.inference.candidates {
+        for (c, share) in d.inference.candidates.iter().zip(&d.inference.shares) {
             let _ = write!(
                 s,
-                "<tr><td class='l'>{}</td><td class='l'>{}</td><td>{:.3}</td><td>{:.4}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                "<tr><td class='l'>{}</td><td class='l'>{}</td><td>{:.3}</td><td>{:.1}%</td><td>{:.4}</td><td>{:.3}</td><td>{:.3}</td></tr>",
                 esc(&d.name),
                 esc(&c.name),
                 c.beta,
+                100.0 * share.share,
                 c.log_likelihood_per_step,
-                c.posterior,
+                c.pooled_posterior,
                 c.meg
             );
         }

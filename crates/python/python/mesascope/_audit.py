@@ -1,6 +1,8 @@
 """``mesascope.audit``: the command line's audit on any policy, Python callables included."""
 
 import os
+import sys
+import time
 
 from . import _core
 from ._policy import ScriptedPolicy, adapter
@@ -33,6 +35,7 @@ class AuditReport:
                 "competent": d["competent"]["rate"],
                 "hidden": d["hidden"]["mean"],
                 "goal_inferred": d["inference"]["map"],
+                "goal_shares": {g["name"]: g["share"] for g in d["inference"]["shares"]},
             }
             for d in data["distributions"]
         }
@@ -45,15 +48,30 @@ class AuditReport:
         return self.text
 
 
-def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None, name=None, **knobs):
+def _stderr_progress():
+    """Prints each phase of the audit on stderr as it starts, with the time so far."""
+    start = time.monotonic()
+
+    def show(phase, i, n):
+        print(f"audit [{i + 1}/{n}] {phase} ({time.monotonic() - start:.1f} s)", file=sys.stderr, flush=True)
+
+    return show
+
+
+def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None, name=None, progress=None, **knobs):
     """Audits ``policy`` on ``testbed`` (knobs as keyword arguments) and returns an
     ``AuditReport``; with ``out``, writes ``audit.json`` and ``audit.html`` there.
 
     ``policy`` is a callable from an observation batch (``obs="u8"``: uint8 ``[N, H, W, 3]``;
     ``obs="planes"``: float32 ``[N, C, H, W]``) to actions ``[N]`` or logits ``[N, A]``; a
     ``ScriptedPolicy`` (``mesascope.scripted``); or a string ``mesascope audit`` accepts
-    (``scripted:green@2``, a checkpoint folder, a ``.onnx`` file). The audit calls a callable
-    one state at a time (``N = 1``), from several threads in turn.
+    (``scripted:green@2``, a checkpoint folder, a ``.onnx`` file). The audit plays its
+    episodes in lockstep and calls a callable once per step with every live episode's
+    observation (``N`` up to 256; up to 1,024 when it probes states it built), checking for
+    Ctrl-C between calls.
+
+    ``progress``: ``True`` prints each phase on stderr as it starts, a callable is called with
+    ``(phase, index, count)``, ``None`` (the default) prints when stderr is a terminal.
     """
     if isinstance(policy, ScriptedPolicy):
         if policy.testbed != testbed:
@@ -76,7 +94,13 @@ def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None
         label = name
     levels = None if levels is None else os.fspath(levels)
     out = None if out is None else os.fspath(out)
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+    if progress is True:
+        progress = _stderr_progress()
+    elif progress is False:
+        progress = None
     data, text, code, written = _core.audit(
-        policy, testbed, label, knobs, episodes, seed, obs, levels, out
+        policy, testbed, label, knobs, episodes, seed, obs, levels, out, progress
     )
     return AuditReport(data, text, code, written)

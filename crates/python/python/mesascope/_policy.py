@@ -54,10 +54,11 @@ def to_probs(output, n, n_actions):
 
 
 def adapter(policy, n_actions):
-    """The callable the audit calls: one observation batch in, checked probabilities out."""
+    """The callable the audit calls: one observation batch in, checked ``[N, A]``
+    probabilities out."""
 
     def call(obs):
-        return to_probs(policy(obs), obs.shape[0], n_actions)[0]
+        return np.ascontiguousarray(to_probs(policy(obs), obs.shape[0], n_actions), dtype=np.float32)
 
     return call
 
