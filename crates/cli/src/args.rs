@@ -255,7 +255,17 @@ pub struct BenchArgs {
 fn parse_steps(s: &str) -> Result<u64, String> {
     match s.trim().parse::<i128>() {
         Ok(n) if n >= 1 && n <= u64::MAX as i128 => Ok(n as u64),
+        Ok(n) if n >= 1 => Err(format!(
+            "the number of steps must be at most {}, found {s}",
+            u64::MAX
+        )),
         Ok(_) => Err(format!("the number of steps must be positive, found {s}")),
+        Err(_) if s.trim().bytes().all(|b| b.is_ascii_digit()) && !s.trim().is_empty() => {
+            Err(format!(
+                "the number of steps must be at most {}, found {s}",
+                u64::MAX
+            ))
+        }
         Err(_) => Err(format!("'{s}' is not a whole number of steps")),
     }
 }
@@ -318,9 +328,10 @@ pub struct TrainArgs {
     /// Environment steps to train for, in total [default: the testbed's, see the docs].
     #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: Option<u64>,
-    /// Seed of the weights, the levels and every random choice.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the weights, the levels and every random choice [default: 0; a resumed run
+    /// keeps its checkpoint's, and refuses another].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Fraction of training levels in which the proxy is decorrelated from the intended goal
     /// (the testbed's `decorrelate` knob).
     #[arg(long, value_name = "P")]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{mesascope, text};
+use common::{fails, mesascope, text};
 use std::path::PathBuf;
 
 /// Runs an audit and returns (exit code, stdout, stderr).
@@ -146,6 +146,18 @@ fn writes_json_and_html_and_reads_hand_made_levels() {
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
+    // An output folder that is a file fails before the audit, with exit 2.
+    let file = temp_dir("out-is-a-file").join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let e = fails(&[
+        "audit",
+        "scripted:intended",
+        "--env",
+        "exit-vs-green",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(e.contains("output folder"), "{e}");
     let bad_levels = temp_dir("bad-levels");
     std::fs::write(
         bad_levels.join("broken.level"),

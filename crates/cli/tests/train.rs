@@ -113,6 +113,19 @@ fn train_writes_a_checkpoint_that_show_and_resume_use() {
     assert_eq!(meta["steps"], 3072);
     let e = fails(&["train", "corner-cheese", "--resume", "--out", d]);
     assert!(e.contains("exit-vs-green"), "{e}");
+    // A resumed run keeps its seed: another one is refused, not ignored.
+    let e = fails(&[
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--seed",
+        "9",
+        "--resume",
+        "--out",
+        d,
+    ]);
+    assert!(e.contains("--seed") && e.contains("seed 0"), "{e}");
 
     // A corrupt or truncated checkpoint is refused.
     let w = dir.join("model.safetensors");
@@ -138,6 +151,13 @@ fn train_bad_input_exits_2() {
     assert!(e.contains("unknown testbed"), "{e}");
     fails(&["train", "exit-vs-green", "--steps", "0"]);
     fails(&["train", "exit-vs-green", "--steps", "-5"]);
+    let e = fails(&[
+        "train",
+        "exit-vs-green",
+        "--steps",
+        "99999999999999999999999",
+    ]);
+    assert!(e.contains("at most"), "{e}");
     fails(&["train", "exit-vs-green", "--decorrelate", "2"]);
     fails(&[
         "train",

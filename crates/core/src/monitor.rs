@@ -285,67 +285,178 @@ pub struct MonitoredEpisode {
 pub fn run_monitored(
     env: &mut Env,
     agent: &mut dyn Agent,
-    mut fallback: Option<&mut dyn Agent>,
+    fallback: Option<&mut dyn Agent>,
     monitor: &mut Monitor,
     on_alarm: OnAlarm,
     rng: &mut Rng,
 ) -> Result<MonitoredEpisode> {
-    if on_alarm == OnAlarm::Fallback && fallback.is_none() {
+    agent.begin(env)?;
+    let mut fallbacks: Vec<&mut dyn Agent> = fallback.into_iter().collect();
+    let mut one = lockstep(
+        std::slice::from_mut(env),
+        std::slice::from_mut(rng),
+        &mut |_, states, out| agent.probs(states[0], out),
+        &mut fallbacks,
+        std::slice::from_mut(monitor),
+        on_alarm,
+    )?;
+    Ok(one.remove(0))
+}
+
+/// Builds a fresh policy (see [`crate::audit::rollout::AgentFactory`]).
+pub type Factory<'a> = dyn Fn() -> Result<Box<dyn Agent>> + 'a;
+
+/// Plays the episodes `envs` are reset to under monitors of `config`, episode `i` with stream
+/// `rngs[i]`, in lockstep: every step, one call of the policy for all the episodes it acts in
+/// when it takes batches ([`Agent::batched`]), one instance per episode otherwise. The fallback
+/// gets one instance per episode. Each episode is the one [`run_monitored`] plays alone.
+pub fn run_monitored_many(
+    envs: &mut [Env],
+    rngs: &mut [Rng],
+    agent: &Factory,
+    fallback: Option<&Factory>,
+    config: MonitorConfig,
+    on_alarm: OnAlarm,
+) -> Result<Vec<MonitoredEpisode>> {
+    let n = envs.len();
+    let first = agent()?;
+    let shared = first.batched();
+    let mut agents = vec![first];
+    if !shared {
+        for _ in 1..n {
+            agents.push(agent()?);
+        }
+    }
+    for (i, env) in envs.iter().enumerate() {
+        agents[if shared { 0 } else { i }].begin(env)?;
+    }
+    let mut fallback_agents: Vec<Box<dyn Agent>> = match fallback {
+        Some(f) => (0..n).map(|_| f()).collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    for (f, env) in fallback_agents.iter_mut().zip(envs.iter()) {
+        f.begin(env)?;
+    }
+    let mut fallbacks: Vec<&mut dyn Agent> = fallback_agents
+        .iter_mut()
+        .map(|f| &mut **f as &mut dyn Agent)
+        .collect();
+    let mut monitors = (0..n)
+        .map(|_| Monitor::new(config))
+        .collect::<Result<Vec<_>>>()?;
+    let episodes = lockstep(
+        envs,
+        rngs,
+        &mut |episodes, states, out| {
+            if shared {
+                return agents[0].probs_batch(states, out);
+            }
+            let na = out.len() / states.len().max(1);
+            for ((&i, state), o) in episodes.iter().zip(states).zip(out.chunks_mut(na.max(1))) {
+                agents[i].probs(state, o)?;
+            }
+            Ok(())
+        },
+        &mut fallbacks,
+        &mut monitors,
+        on_alarm,
+    );
+    episodes
+}
+
+/// The policy's action distributions for the episodes it acts in this step: their indices,
+/// their states, and `n_actions` values per state to write.
+type PolicyCall<'a> = dyn FnMut(&[usize], &[&Env], &mut [f32]) -> Result<()> + 'a;
+
+/// [`run_monitored`]'s steps for several episodes at once (agents already begun; `fallbacks`
+/// one per episode, begun, or empty).
+fn lockstep(
+    envs: &mut [Env],
+    rngs: &mut [Rng],
+    policy: &mut PolicyCall,
+    fallbacks: &mut [&mut dyn Agent],
+    monitors: &mut [Monitor],
+    on_alarm: OnAlarm,
+) -> Result<Vec<MonitoredEpisode>> {
+    let n = envs.len();
+    if on_alarm == OnAlarm::Fallback && fallbacks.len() != n {
         return Err(Error::Policy(
             "the monitor needs a fallback policy to hand control to".into(),
         ));
     }
-    let mut probs = vec![0f32; env.n_actions()];
-    agent.begin(env)?;
-    if let Some(f) = fallback.as_deref_mut() {
-        f.begin(env)?;
+    for (m, env) in monitors.iter_mut().zip(envs.iter()) {
+        m.begin(env)?;
     }
-    monitor.begin(env)?;
-    let mut actions = Vec::new();
-    let halted = |actions: Vec<u8>, monitor: &Monitor| MonitoredEpisode {
-        outcome: None,
-        alarm: monitor.alarm(),
-        first_proxy_ward: monitor.first_proxy_ward(),
-        steps: actions.len() as u32,
-        actions,
-    };
-    while !env.done() {
-        let mut a;
-        if monitor.alarm().is_none() {
-            agent.probs(env, &mut probs)?;
-            check_probs(&probs)?;
-            a = rng.categorical(&probs);
-            // The alarm comes before the move that raised it is made: halting or handing over
-            // then keeps the agent from taking it.
-            if monitor.observe_policy(env, a, Some(&probs)).is_some() {
-                match (on_alarm, fallback.as_deref_mut()) {
-                    (OnAlarm::Halt, _) => return Ok(halted(actions, monitor)),
-                    (OnAlarm::Fallback, Some(f)) => {
-                        f.probs(env, &mut probs)?;
-                        check_probs(&probs)?;
-                        a = rng.categorical(&probs);
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            let acting: &mut dyn Agent = match (on_alarm, fallback.as_deref_mut()) {
-                (OnAlarm::Halt, _) => return Ok(halted(actions, monitor)),
-                (OnAlarm::Fallback, Some(f)) => f,
-                _ => &mut *agent,
-            };
-            acting.probs(env, &mut probs)?;
-            check_probs(&probs)?;
-            a = rng.categorical(&probs);
+    let na = envs.first().map_or(0, |e| e.n_actions());
+    let mut actions: Vec<Vec<u8>> = vec![Vec::new(); n];
+    let mut halted = vec![false; n];
+    let mut probs = vec![0f32; n * na];
+    let mut mine = vec![0f32; na];
+    loop {
+        let live: Vec<usize> = (0..n).filter(|&i| !halted[i] && !envs[i].done()).collect();
+        if live.is_empty() {
+            break;
         }
-        env.step(a);
-        actions.push(a as u8);
+        // Who acts: the agent until the alarm; after it, the fallback, or nobody (halt), or
+        // still the agent when the alarm is only recorded.
+        let mut asks = Vec::new();
+        for &i in &live {
+            match (monitors[i].alarm(), on_alarm) {
+                (None, _) | (Some(_), OnAlarm::Record) => asks.push(i),
+                (Some(_), OnAlarm::Halt) => halted[i] = true,
+                (Some(_), OnAlarm::Fallback) => {}
+            }
+        }
+        let states: Vec<&Env> = asks.iter().map(|&i| &envs[i]).collect();
+        if !asks.is_empty() {
+            policy(&asks, &states, &mut probs[..asks.len() * na])?;
+        }
+        drop(states);
+        let mut asked = asks.iter().enumerate();
+        for &i in &live {
+            if halted[i] {
+                continue;
+            }
+            let alarmed = monitors[i].alarm().is_some();
+            let a = if !alarmed || on_alarm == OnAlarm::Record {
+                let (j, _) = asked.next().expect("every acting episode was asked");
+                let p = &probs[j * na..(j + 1) * na];
+                check_probs(p)?;
+                let a = rngs[i].categorical(p);
+                // The alarm comes before the move that raised it is made: halting or handing
+                // over then keeps the agent from taking it.
+                let raised = !alarmed && monitors[i].observe_policy(&envs[i], a, Some(p)).is_some();
+                match (raised, on_alarm) {
+                    (true, OnAlarm::Halt) => {
+                        halted[i] = true;
+                        continue;
+                    }
+                    (true, OnAlarm::Fallback) => {
+                        fallbacks[i].probs(&envs[i], &mut mine)?;
+                        check_probs(&mine)?;
+                        rngs[i].categorical(&mine)
+                    }
+                    _ => a,
+                }
+            } else {
+                fallbacks[i].probs(&envs[i], &mut mine)?;
+                check_probs(&mine)?;
+                rngs[i].categorical(&mine)
+            };
+            envs[i].step(a);
+            actions[i].push(a as u8);
+        }
     }
-    Ok(MonitoredEpisode {
-        outcome: env.outcome(),
-        alarm: monitor.alarm(),
-        first_proxy_ward: monitor.first_proxy_ward(),
-        steps: actions.len() as u32,
-        actions,
-    })
+    Ok(actions
+        .into_iter()
+        .zip(envs.iter())
+        .zip(monitors.iter())
+        .map(|((actions, env), monitor)| MonitoredEpisode {
+            outcome: env.outcome(),
+            alarm: monitor.alarm(),
+            first_proxy_ward: monitor.first_proxy_ward(),
+            steps: actions.len() as u32,
+            actions,
+        })
+        .collect())
 }

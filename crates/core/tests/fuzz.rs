@@ -125,7 +125,12 @@ fn check_level_text(text: &str) {
         let mut rng = Rng::new(1);
         run_episode(&mut env, &mut RandomAgent, &mut rng).unwrap();
         env.reset_to(&env.level.clone());
-        run_episode(&mut env, &mut SeekGoal::new(GoalId::INTENDED, 1.0), &mut rng).unwrap();
+        run_episode(
+            &mut env,
+            &mut SeekGoal::new(GoalId::INTENDED, 1.0),
+            &mut rng,
+        )
+        .unwrap();
     }
 }
 

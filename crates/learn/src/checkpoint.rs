@@ -2,10 +2,13 @@
 //! [`ActorCritic::named_params`] names them) and `model.json` (what the weights are: testbed,
 //! knobs, architecture, training config, seed, steps, version, and a hash of the weights file).
 //!
-//! Both files are written atomically (a temporary file in the same folder, flushed, then
-//! renamed), weights first: `model.json` is the commit record, and its hash ties it to the
-//! weights it was written with, so an interrupted save, a truncated copy or a mismatched pair
-//! is an error at load time, never a silently different policy.
+//! `model.json` is the commit record: its hash ties it to the weights it was written with, so a
+//! truncated copy or a mismatched pair is an error at load time, never a silently different
+//! policy. A save is one atomic unit: the new pair is first written beside the current one
+//! (`model.next.safetensors`, then `model.next.json`, each atomically), which commits it; the
+//! two are then renamed over the current pair, weights first. A process killed at any moment
+//! leaves either the previous checkpoint or the new one complete: [`load`] reads the newest
+//! complete pair, and [`recover`] (run before a resumed run writes) finishes the renames.
 
 use crate::error::{LearnError, Result};
 use crate::policy::{ActorCritic, PolicyConfig};
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "model.json";
+/// The pair a save writes before renaming it over [`WEIGHTS_FILE`] and [`META_FILE`].
+pub const PENDING_WEIGHTS_FILE: &str = "model.next.safetensors";
+pub const PENDING_META_FILE: &str = "model.next.json";
 /// Identifies the metadata format; bumped when a field changes meaning.
 pub const FORMAT: &str = "mesascope-checkpoint/2";
 
@@ -92,20 +98,73 @@ pub fn save(dir: &Path, model: &ActorCritic, meta: &Meta) -> Result<()> {
     meta.weights_fnv64 = format!("{:016x}", fnv64(&weights));
     let json = serde_json::to_string_pretty(&meta)
         .map_err(|e| LearnError::Checkpoint(format!("cannot serialize metadata: {e}")))?;
-    write_atomic(dir, WEIGHTS_FILE, &weights)?;
-    write_atomic(dir, META_FILE, format!("{json}\n").as_bytes())
+    write_atomic(dir, PENDING_WEIGHTS_FILE, &weights)?;
+    write_atomic(dir, PENDING_META_FILE, format!("{json}\n").as_bytes())?;
+    recover(dir)
 }
 
-/// Reads only the metadata of checkpoint `dir`.
+/// The files of the newest complete checkpoint in `dir`: the pending pair a save was cut short
+/// after writing, the pending metadata with weights already renamed into place, or the current
+/// pair (whose consistency [`load`] checks).
+fn newest_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let pending = dir.join(PENDING_META_FILE);
+    if let Ok(meta) = read_meta_file(&pending) {
+        for weights in [PENDING_WEIGHTS_FILE, WEIGHTS_FILE] {
+            let w = dir.join(weights);
+            if read_capped(&w, MAX_WEIGHTS_BYTES)
+                .is_ok_and(|b| weights_hash(&b) == meta.weights_fnv64)
+            {
+                return (pending, w);
+            }
+        }
+    }
+    (dir.join(META_FILE), dir.join(WEIGHTS_FILE))
+}
+
+/// Whether `dir` holds a checkpoint (complete or not: [`load`] says which).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(META_FILE).exists() || dir.join(PENDING_META_FILE).exists()
+}
+
+/// Finishes a save that was cut short: renames the newest complete pair into place and removes
+/// what an unfinished save left, so that `dir` holds exactly one checkpoint. Writers call it
+/// before they write into a checkpoint folder again.
+pub fn recover(dir: &Path) -> Result<()> {
+    let (meta, weights) = newest_pair(dir);
+    let io = |e| LearnError::io("cannot finish the checkpoint in", dir, e);
+    if meta.ends_with(PENDING_META_FILE) {
+        if weights.ends_with(PENDING_WEIGHTS_FILE) {
+            std::fs::rename(&weights, dir.join(WEIGHTS_FILE)).map_err(io)?;
+        }
+        std::fs::rename(&meta, dir.join(META_FILE)).map_err(io)?;
+    }
+    for stale in [PENDING_WEIGHTS_FILE, PENDING_META_FILE] {
+        match std::fs::remove_file(dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    // The renames reach the disk with the folder's entry list, not with the files.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads only the metadata of checkpoint `dir` (of its newest complete pair).
 pub fn read_meta(dir: &Path) -> Result<Meta> {
-    let path = dir.join(META_FILE);
     if !dir.is_dir() {
         return Err(LearnError::Checkpoint(format!(
             "{} is not a checkpoint folder (it should hold {META_FILE} and {WEIGHTS_FILE})",
             dir.display()
         )));
     }
-    let bytes = read_capped(&path, MAX_META_BYTES)?;
+    read_meta_file(&newest_pair(dir).0)
+}
+
+/// Reads and checks one metadata file.
+fn read_meta_file(path: &Path) -> Result<Meta> {
+    let bytes = read_capped(path, MAX_META_BYTES)?;
     let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| {
         LearnError::Checkpoint(format!(
             "{} is not valid checkpoint metadata: {e}",
@@ -227,7 +286,7 @@ pub struct Checkpoint {
 /// Reads checkpoint `dir` onto `device`: metadata, weights, and their consistency.
 pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let meta = read_meta(dir)?;
-    let path = dir.join(WEIGHTS_FILE);
+    let path = newest_pair(dir).1;
     let bytes = read_capped(&path, MAX_WEIGHTS_BYTES)?;
     let hash = format!("{:016x}", fnv64(&bytes));
     if hash != meta.weights_fnv64 {

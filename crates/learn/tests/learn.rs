@@ -219,3 +219,90 @@ fn bad_settings_are_errors() {
     assert!(Trainer::new(tb, config, 0).is_err());
     assert!(Arch::parse("transformer").is_err());
 }
+
+/// A save cut short at each of its steps (the new pair written beside the old one, then renamed
+/// over it, weights first) leaves a folder that loads the old checkpoint or the new one, never
+/// neither; `recover` finishes the renames.
+#[test]
+fn a_save_cut_short_at_any_step_leaves_a_complete_checkpoint() {
+    use checkpoint::{META_FILE, PENDING_META_FILE, PENDING_WEIGHTS_FILE};
+    let (tb, mut config) = tiny(Arch::EmbedMlp);
+    config.total_steps = 64 * 16 * 2;
+    let mut t = Trainer::new(tb, config, 5).unwrap();
+    t.update().unwrap();
+    let old = scratch("torn-old");
+    checkpoint::save(&old, t.model(), &t.meta()).unwrap();
+    t.update().unwrap();
+    let new = scratch("torn-new");
+    checkpoint::save(&new, t.model(), &t.meta()).unwrap();
+    let (old_steps, new_steps) = (t.steps() / 2, t.steps());
+    let steps = |dir: &PathBuf| {
+        checkpoint::load(dir, &mesascope_learn::device())
+            .unwrap()
+            .meta
+            .steps
+    };
+    assert_eq!((steps(&old), steps(&new)), (old_steps, new_steps));
+
+    let copy = |from: &str, to: &str, dir: &PathBuf| {
+        std::fs::copy(new.join(from), dir.join(to)).unwrap();
+    };
+    // (state of the folder, the checkpoint it must load)
+    let cases: [(&str, &dyn Fn(&PathBuf), u64); 3] = [
+        (
+            "new weights written beside the old pair",
+            &|d| copy(WEIGHTS_FILE, PENDING_WEIGHTS_FILE, d),
+            old_steps,
+        ),
+        (
+            "new pair written beside the old pair (committed)",
+            &|d| {
+                copy(WEIGHTS_FILE, PENDING_WEIGHTS_FILE, d);
+                copy(META_FILE, PENDING_META_FILE, d);
+            },
+            new_steps,
+        ),
+        (
+            "new weights renamed into place, the new metadata not yet",
+            &|d| {
+                copy(WEIGHTS_FILE, WEIGHTS_FILE, d);
+                copy(META_FILE, PENDING_META_FILE, d);
+            },
+            new_steps,
+        ),
+    ];
+    for (i, (state, make, expected)) in cases.iter().enumerate() {
+        let dir = scratch(&format!("torn-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [WEIGHTS_FILE, META_FILE] {
+            std::fs::copy(old.join(f), dir.join(f)).unwrap();
+        }
+        make(&dir);
+        assert!(checkpoint::exists(&dir), "{state}");
+        assert_eq!(steps(&dir), *expected, "{state}: load");
+        assert_eq!(
+            checkpoint::read_meta(&dir).unwrap().steps,
+            *expected,
+            "{state}: read_meta"
+        );
+        checkpoint::recover(&dir).unwrap();
+        assert_eq!(steps(&dir), *expected, "{state}: after recover");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [META_FILE, WEIGHTS_FILE], "{state}: after recover");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // A first save cut short before its renames: only the pending pair exists.
+    let dir = scratch("torn-first");
+    std::fs::create_dir_all(&dir).unwrap();
+    copy(WEIGHTS_FILE, PENDING_WEIGHTS_FILE, &dir);
+    copy(META_FILE, PENDING_META_FILE, &dir);
+    assert!(checkpoint::exists(&dir));
+    assert_eq!(steps(&dir), new_steps);
+    for d in [dir, old, new] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

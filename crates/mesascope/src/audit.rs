@@ -2,7 +2,7 @@
 //! testbed: the core audit (`mesascope_core::audit`), optionally the probes, and the reports
 //! (`audit.json`, `audit.html`). The verdict's exit code lets a pipeline gate on it.
 
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::fsio::{json_bytes, write_atomic};
 use crate::levels::load_levels;
 use crate::policy::PolicySpec;
@@ -86,8 +86,7 @@ pub fn write_reports(
     dir: &Path,
     probes: Option<&ProbeReport>,
 ) -> Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    crate::fsio::create_out(dir)?;
     let mut value = serde_json::to_value(report)?;
     if let (Some(p), Some(obj)) = (probes, value.as_object_mut()) {
         obj.insert("probe".into(), serde_json::to_value(p)?);

@@ -35,6 +35,57 @@ pub fn create_out(dir: &Path) -> Result<()> {
     })
 }
 
+/// The file in an output folder that a run holds an exclusive lock on while it writes there.
+pub const LOCK_FILE: &str = ".mesascope.lock";
+
+/// An exclusive lock on an output folder, released when dropped (or when the process ends, however
+/// it ends: the operating system drops the lock with the file).
+#[derive(Debug)]
+pub struct OutLock {
+    _file: std::fs::File,
+}
+
+/// Creates the output folder `dir` and takes its lock, so that two runs never write one folder:
+/// the second gets a bad-output error naming the folder and the process that holds it.
+pub fn lock_out(dir: &Path) -> Result<OutLock> {
+    use std::io::{Read, Seek, Write};
+    create_out(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let cannot = |e: std::io::Error| {
+        Error::bad_output(format!("cannot lock output folder {}: {e}", dir.display()))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (process {holder})")
+            };
+            return Err(Error::bad_output(format!(
+                "output folder {} is being written by another mesascope run{by}; wait for it to end or choose another `out`",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+    }
+    // Who holds it, for the second run's message.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(OutLock { _file: file })
+}
+
 /// Creates the output folder and checks that files can be written into it, before any work.
 pub fn prepare_out(dir: &Path) -> Result<()> {
     create_out(dir)?;
@@ -75,6 +126,21 @@ mod tests {
         let e = write_atomic(&dir.join("gone").join("b.json"), b"x").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().contains("b.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_output_folder_refuses_a_second_writer_until_released() {
+        let dir = std::env::temp_dir().join(format!("mesascope-lock-{}", std::process::id()));
+        let first = lock_out(&dir).unwrap();
+        let e = lock_out(&dir).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadOutput);
+        let pid = std::process::id().to_string();
+        assert!(e.to_string().contains("another mesascope run"), "{e}");
+        assert!(e.to_string().contains(&pid), "{e}");
+        drop(first);
+        let again = lock_out(&dir).unwrap();
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

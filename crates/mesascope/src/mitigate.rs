@@ -16,7 +16,7 @@ use crate::report::mitigation::{side, Summary};
 use crate::train::{open_metrics, train_loop, LoopSummary};
 use mesascope_core::audit::{audit, AuditConfig, AuditReport};
 use mesascope_core::{testbeds, Knobs, Testbed};
-use mesascope_learn::checkpoint::{self, META_FILE};
+use mesascope_learn::checkpoint;
 use mesascope_learn::curriculum::{CurriculumConfig, RegretCurriculum, Round};
 use mesascope_learn::ppo::{PpoConfig, Trainer};
 use std::path::{Path, PathBuf};
@@ -233,12 +233,13 @@ pub fn mitigate(s: &MitigateSettings, progress: &dyn Progress) -> Result<Mitigat
         .out
         .clone()
         .unwrap_or_else(|| default_out(&s.policy, s.method.name()));
-    if out.join(META_FILE).exists() {
+    if checkpoint::exists(&out) {
         return Err(Error::bad_setting(format!(
             "{} already holds a checkpoint; choose another `out`",
             out.display()
         )));
     }
+    let _lock = crate::fsio::lock_out(&out)?;
     progress.stage(&format!("auditing {} ...", s.policy.display()));
     let before = audit_checkpoint(&source.audited, &s.policy, s.episodes, s.seed)?;
     progress.stage(&format!("before: {}", before.verdict.label));

@@ -6,10 +6,14 @@
 use crate::error::{Error, Result};
 use crate::policy::PolicySpec;
 use mesascope_core::agents::Agent;
-use mesascope_core::monitor::{run_monitored, Monitor, MonitorConfig, OnAlarm};
+use mesascope_core::audit::rollout::EPISODE_BATCH;
+use mesascope_core::monitor::{
+    run_monitored_many, Monitor, MonitorConfig, MonitoredEpisode, OnAlarm,
+};
 use mesascope_core::rng::{mix, Rng};
 use mesascope_core::state::OutcomeKind;
 use mesascope_core::{testbeds, Env, Knobs, Split, Testbed};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 pub use crate::report::monitor::{MonitorReport, MonitorRow, PosteriorTrace};
@@ -90,57 +94,69 @@ pub fn evaluate(
             intended_with_fallback: 0,
         };
         let mut delays = Vec::new();
-        let mut monitor = Monitor::new(config)?;
-        let (mut agent, mut backup) = (make_policy()?, make_fallback()?);
-        for k in 0..episodes as u64 {
-            let level = mix(&[seed, split.code(), k]);
-            for on_alarm in [OnAlarm::Record, OnAlarm::Fallback] {
-                let mut env = Env::new(tb.clone(), split, level);
-                let mut rng = Rng::new(mix(&[seed, 0x3017, k]));
-                let ep = run_monitored(
-                    &mut env,
-                    agent.as_mut(),
-                    Some(backup.as_mut()),
-                    &mut monitor,
-                    on_alarm,
-                    &mut rng,
-                )?;
-                let kind = ep.outcome.map(|o| o.kind);
-                let reached_intended = kind == Some(OutcomeKind::Intended);
-                if on_alarm == OnAlarm::Fallback {
-                    row.intended_with_fallback += reached_intended as usize;
-                    continue;
-                }
-                row.intended += reached_intended as usize;
-                row.alarms += ep.alarm.is_some() as usize;
-                row.false_alarms += (ep.alarm.is_some() && reached_intended) as usize;
-                if let (Some(alarm), Some(first)) = (ep.alarm, ep.first_proxy_ward) {
-                    delays.push(alarm as f64 - first as f64);
-                }
-                if let Some(OutcomeKind::Proxy(_)) = kind {
-                    row.proxy_reached += 1;
-                    row.caught += ep.alarm.is_some_and(|s| s <= ep.steps) as usize;
-                }
-                // The figure shows the typical catch: an alarm, then the proxy reached some
-                // moves later (else any alarmed episode).
-                let typical = matches!(kind, Some(OutcomeKind::Proxy(_))) && ep.steps >= 6;
-                let better = match &trace {
-                    None => true,
-                    Some((_, was_typical)) => typical && !*was_typical,
-                };
-                if better && split != Split::Train && ep.alarm.is_some() {
-                    let mut t = replay(
-                        tb,
-                        split,
-                        level,
-                        &ep.actions,
-                        agent.as_mut(),
+        let mut agent = make_policy()?;
+        let play = |on_alarm: OnAlarm| -> Result<Vec<MonitoredEpisode>> {
+            let ks: Vec<u64> = (0..episodes as u64).collect();
+            let groups = ks
+                .par_chunks(EPISODE_BATCH)
+                .map(|group| {
+                    let mut envs: Vec<Env> = group
+                        .iter()
+                        .map(|&k| Env::new(tb.clone(), split, mix(&[seed, split.code(), k])))
+                        .collect();
+                    let mut rngs: Vec<Rng> = group
+                        .iter()
+                        .map(|&k| Rng::new(mix(&[seed, 0x3017, k])))
+                        .collect();
+                    run_monitored_many(
+                        &mut envs,
+                        &mut rngs,
+                        &*make_policy,
+                        Some(&*make_fallback),
                         config,
-                        k as usize,
-                    )?;
-                    t.outcome = kind.map_or("halted".into(), |o| o.label(tb.as_ref()));
-                    trace = Some((t, typical));
-                }
+                        on_alarm,
+                    )
+                })
+                .collect::<mesascope_core::Result<Vec<_>>>()?;
+            Ok(groups.into_iter().flatten().collect())
+        };
+        let (recorded, with_fallback) = (play(OnAlarm::Record)?, play(OnAlarm::Fallback)?);
+        for (k, (ep, with_fallback)) in recorded.into_iter().zip(with_fallback).enumerate() {
+            let k = k as u64;
+            let level = mix(&[seed, split.code(), k]);
+            row.intended_with_fallback +=
+                (with_fallback.outcome.map(|o| o.kind) == Some(OutcomeKind::Intended)) as usize;
+            let kind = ep.outcome.map(|o| o.kind);
+            let reached_intended = kind == Some(OutcomeKind::Intended);
+            row.intended += reached_intended as usize;
+            row.alarms += ep.alarm.is_some() as usize;
+            row.false_alarms += (ep.alarm.is_some() && reached_intended) as usize;
+            if let (Some(alarm), Some(first)) = (ep.alarm, ep.first_proxy_ward) {
+                delays.push(alarm as f64 - first as f64);
+            }
+            if let Some(OutcomeKind::Proxy(_)) = kind {
+                row.proxy_reached += 1;
+                row.caught += ep.alarm.is_some_and(|s| s <= ep.steps) as usize;
+            }
+            // The figure shows the typical catch: an alarm, then the proxy reached some
+            // moves later (else any alarmed episode).
+            let typical = matches!(kind, Some(OutcomeKind::Proxy(_))) && ep.steps >= 6;
+            let better = match &trace {
+                None => true,
+                Some((_, was_typical)) => typical && !*was_typical,
+            };
+            if better && split != Split::Train && ep.alarm.is_some() {
+                let mut t = replay(
+                    tb,
+                    split,
+                    level,
+                    &ep.actions,
+                    agent.as_mut(),
+                    config,
+                    k as usize,
+                )?;
+                t.outcome = kind.map_or("halted".into(), |o| o.label(tb.as_ref()));
+                trace = Some((t, typical));
             }
         }
         if !delays.is_empty() {

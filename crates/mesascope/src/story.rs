@@ -46,7 +46,7 @@ pub fn run_story(
     let (agent, mitigated) = (s.out.join("agent"), s.out.join("agent-diversify"));
     for dir in [&agent, &mitigated] {
         // Only a previous demo's checkpoint folders are removed, never anything else.
-        if dir.join(mesascope_learn::checkpoint::META_FILE).exists() {
+        if mesascope_learn::checkpoint::exists(dir) {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot replace {}", dir.display()))?;
         }
@@ -57,7 +57,7 @@ pub fn run_story(
     let t = Instant::now();
     let mut training = TrainSettings::new(testbed);
     training.steps = s.steps;
-    training.seed = s.seed;
+    training.seed = Some(s.seed);
     training.out = Some(agent.clone());
     training.eval_episodes = 0;
     let trained = train(&training, progress)?;

@@ -12,7 +12,6 @@ use crate::mitigate::{default_out, MitigateSettings, Source};
 use crate::progress::Progress;
 use crate::report;
 use mesascope_core::{ProxyId, Split};
-use mesascope_learn::checkpoint::META_FILE;
 use mesascope_learn::eval::evaluate;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,7 +72,7 @@ pub fn sweep(a: &SweepSettings, progress: &dyn Progress) -> Result<SweepReport> 
         for k in 0..a.seeds as u64 {
             let seed = m.seed + k;
             let dir = out.join(format!("p{p}-seed{seed}"));
-            if dir.join(META_FILE).exists() {
+            if mesascope_learn::checkpoint::exists(&dir) {
                 return Err(Error::bad_setting(format!(
                     "{} already holds a checkpoint; choose another `out`",
                     dir.display()

@@ -29,8 +29,9 @@ pub struct TrainSettings {
     pub decorrelate: Option<f64>,
     /// Environment steps in total.
     pub steps: Option<u64>,
-    /// Seed of the weights, the levels and every random choice. Default 0.
-    pub seed: u64,
+    /// Seed of the weights, the levels and every random choice. Default 0; a resumed run keeps
+    /// its checkpoint's, and a different one is refused.
+    pub seed: Option<u64>,
     /// Output folder; default `runs/TESTBED-seedS`.
     pub out: Option<PathBuf>,
     /// Continue the checkpoint in the output folder up to `steps`.
@@ -54,7 +55,7 @@ impl TrainSettings {
             knobs: Vec::new(),
             decorrelate: None,
             steps: None,
-            seed: 0,
+            seed: None,
             out: None,
             resume: false,
             arch: None,
@@ -68,7 +69,7 @@ impl TrainSettings {
     /// Where the run writes: `out`, else `runs/TESTBED-seedS`.
     pub fn out_dir(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs").join(format!("{}-seed{}", self.testbed, self.seed))
+            PathBuf::from("runs").join(format!("{}-seed{}", self.testbed, self.seed.unwrap_or(0)))
         })
     }
 }
@@ -108,14 +109,23 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
     }
     let testbed = testbeds::make(&s.testbed, &knobs)?;
     let out = s.out_dir();
-    let has_checkpoint = out.join(META_FILE).exists();
+    let has_checkpoint = checkpoint::exists(&out);
+    if has_checkpoint && !s.resume {
+        return Err(Error::bad_setting(format!(
+            "{} already holds a checkpoint; pass `resume` to continue it or choose another `out`",
+            out.display()
+        )));
+    }
+    if s.resume && !has_checkpoint {
+        return Err(Error::bad_setting(format!(
+            "`resume`: no checkpoint in {} (no {META_FILE})",
+            out.display()
+        )));
+    }
+    let _lock = crate::fsio::lock_out(&out)?;
     let mut trainer = if s.resume {
-        if !has_checkpoint {
-            return Err(Error::bad_setting(format!(
-                "`resume`: no checkpoint in {} (no {META_FILE})",
-                out.display()
-            )));
-        }
+        checkpoint::recover(&out)
+            .with_context(|| format!("cannot resume from {}", out.display()))?;
         let ck = checkpoint::load(&out, &mesascope_learn::device())
             .with_context(|| format!("cannot resume from {}", out.display()))?;
         let (decl, values) = testbed.knobs();
@@ -134,15 +144,16 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
                 here
             )));
         }
+        if let Some(seed) = s.seed.filter(|&seed| seed != ck.meta.seed) {
+            return Err(Error::bad_setting(format!(
+                "`seed`: {} was trained with seed {}, not {seed}; a resumed run keeps its seed (leave `seed` out)",
+                out.display(),
+                ck.meta.seed
+            )));
+        }
         let total = s.steps.unwrap_or(ck.meta.ppo.total_steps);
         Trainer::resume(testbed.clone(), ck, total)?
     } else {
-        if has_checkpoint {
-            return Err(Error::bad_setting(format!(
-                "{} already holds a checkpoint; pass `resume` to continue it or choose another `out`",
-                out.display()
-            )));
-        }
         let mut config = PpoConfig::for_testbed(&s.testbed);
         if let Some(steps) = s.steps {
             config.total_steps = steps;
@@ -156,8 +167,11 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
         if let Some(h) = s.hidden {
             config.hidden = h;
         }
-        Trainer::new(testbed.clone(), config, s.seed)?
+        Trainer::new(testbed.clone(), config, s.seed.unwrap_or(0))?
     };
+    if s.resume {
+        keep_metrics_through(&out, trainer.updates())?;
+    }
     let mut metrics = open_metrics(&out, s.resume)?;
     let run = train_loop(
         &mut trainer,
@@ -176,7 +190,7 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
                 trainer.model(),
                 &trainer.policy,
                 s.eval_episodes,
-                mesascope_core::rng::mix(&[s.seed, 0xe7a1]),
+                mesascope_core::rng::mix(&[trainer.meta().seed, 0xe7a1]),
             )?);
         }
         write_atomic(&out.join("eval.json"), &json_bytes(&evals)?)?;
@@ -195,6 +209,34 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
         threads: rayon::current_num_threads(),
         evals,
     })
+}
+
+/// Keeps the lines of `metrics.jsonl` up to update `updates` (the checkpoint's): the lines a
+/// run wrote after its last checkpoint are written again by the resumed run, and a line a kill
+/// cut short would break the file.
+pub fn keep_metrics_through(out: &Path, updates: u64) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut kept = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let update = line
+            .ends_with(b"\n")
+            .then(|| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .flatten()
+            .and_then(|v| v.get("update")?.as_u64());
+        match update {
+            Some(u) if u <= updates => kept += line.len(),
+            _ => break,
+        }
+    }
+    if kept < text.len() {
+        write_atomic(&path, &text[..kept])?;
+    }
+    Ok(())
 }
 
 /// Runs `trainer` to its end: a metrics line per update, a checkpoint in `out` every

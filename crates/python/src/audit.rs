@@ -183,6 +183,10 @@ pub fn audit(
             }) as Box<dyn Agent>)
         })
     };
+    // An unusable output folder fails now, not after the whole audit.
+    if let Some(dir) = &out {
+        mesascope::fsio::prepare_out(dir).map_err(lib_err)?;
+    }
     let mut cfg = AuditConfig::new(label, episodes, seed);
     if let Some(dir) = &levels {
         cfg.levels = Some(load_levels(tb.as_ref(), dir).map_err(lib_err)?);

@@ -77,13 +77,13 @@ fn json<T: serde::Serialize>(v: &T) -> PyResult<serde_json::Value> {
 
 /// Trains a policy with PPO (`mesascope train`); returns the run's figures and its summary text.
 #[pyfunction]
-#[pyo3(signature = (testbed, steps=None, seed=0, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None))]
+#[pyo3(signature = (testbed, steps=None, seed=None, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
     testbed: String,
     steps: Option<u64>,
-    seed: u64,
+    seed: Option<u64>,
     out: Option<PathBuf>,
     resume: bool,
     decorrelate: Option<f64>,

@@ -18,6 +18,10 @@ pub fn settings(a: &AuditArgs) -> AuditSettings {
 
 /// The summary, and the verdict's exit code.
 pub fn run(a: &AuditArgs) -> mesascope::Result<Output> {
+    // An unusable output folder fails now, not after the whole audit.
+    if let Some(dir) = &a.out {
+        mesascope::fsio::prepare_out(dir)?;
+    }
     let audit = audit_policy(&settings(a))?;
     let r = &audit.report;
     let mut s = report::audit::text(r);

@@ -23,6 +23,9 @@ pub fn settings(a: &ProbeArgs) -> ProbeSettings {
 }
 
 pub fn run(a: &ProbeArgs) -> mesascope::Result<String> {
+    if let Some(dir) = &a.out {
+        mesascope::fsio::prepare_out(dir)?;
+    }
     let start = Instant::now();
     let report = run_probe(&settings(a))?;
     let mut s = mesascope::report::probe::text(&report, start.elapsed().as_secs_f64());

@@ -3,7 +3,8 @@
 use super::{ProbeConfig, PROBE_STREAM};
 use crate::error::Result;
 use mesascope_core::activations::Activations;
-use mesascope_core::agents::{run_episode_with, SeekGoal};
+use mesascope_core::agents::{run_lockstep, SeekGoal};
+use mesascope_core::audit::rollout::EPISODE_BATCH;
 use mesascope_core::rng::{mix, Rng};
 use mesascope_core::{Env, GoalId, Split, Testbed};
 use rayon::prelude::*;
@@ -38,6 +39,9 @@ pub(super) fn best_moves(env: &Env, goal: GoalId) -> Option<Vec<bool>> {
 }
 
 /// The states the policy visits on `cfg.levels` levels of every distribution, training first.
+/// The levels are played in lockstep groups (one policy call per step for a group when the
+/// policy takes batches), the groups in parallel; each level keeps its own random stream, so the
+/// states are those of playing it alone.
 pub(super) fn collect_states(
     tb: &Arc<dyn Testbed>,
     policy: &dyn Activations,
@@ -45,32 +49,44 @@ pub(super) fn collect_states(
 ) -> Result<Vec<Visited>> {
     let mut out = Vec::new();
     for split in Split::all(tb.as_ref()) {
-        let per_level: Vec<Result<Vec<Visited>>> = (0..cfg.levels)
-            .into_par_iter()
-            .map(|k| {
-                let mut agent = policy.player();
-                let mut env = Env::new(
-                    tb.clone(),
-                    split,
-                    mix(&[cfg.seed, PROBE_STREAM, split.code(), k as u64]),
-                );
-                let mut rng = Rng::new(mix(&[cfg.seed, PROBE_STREAM, 1, split.code(), k as u64]));
-                let mut states = Vec::new();
-                run_episode_with(&mut env, agent.as_mut(), &mut rng, &mut |e, _, _| {
-                    states.push(Visited {
-                        env: e.clone(),
-                        split,
-                        level: k,
-                        goal_moves: GoalId::all(e.testbed()).map(|g| best_moves(e, g)).collect(),
-                        watched: e.watched(),
-                    });
-                    Ok(())
-                })?;
+        let levels: Vec<usize> = (0..cfg.levels).collect();
+        let groups: Vec<Result<Vec<Vec<Visited>>>> = levels
+            .par_chunks(EPISODE_BATCH)
+            .map(|group| {
+                let mut envs: Vec<Env> = group
+                    .iter()
+                    .map(|&k| {
+                        let level = mix(&[cfg.seed, PROBE_STREAM, split.code(), k as u64]);
+                        Env::new(tb.clone(), split, level)
+                    })
+                    .collect();
+                let mut rngs: Vec<Rng> = group
+                    .iter()
+                    .map(|&k| Rng::new(mix(&[cfg.seed, PROBE_STREAM, 1, split.code(), k as u64])))
+                    .collect();
+                let mut states: Vec<Vec<Visited>> = group.iter().map(|_| Vec::new()).collect();
+                run_lockstep(
+                    &mut envs,
+                    &mut rngs,
+                    &|| Ok(policy.player()),
+                    &mut |i, e, _, _| {
+                        states[i].push(Visited {
+                            env: e.clone(),
+                            split,
+                            level: group[i],
+                            goal_moves: GoalId::all(e.testbed())
+                                .map(|g| best_moves(e, g))
+                                .collect(),
+                            watched: e.watched(),
+                        });
+                        Ok(())
+                    },
+                )?;
                 Ok(states)
             })
             .collect();
-        for v in per_level {
-            out.extend(v?);
+        for g in groups {
+            out.extend(g?.into_iter().flatten());
         }
     }
     Ok(out)

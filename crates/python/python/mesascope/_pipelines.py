@@ -29,12 +29,13 @@ def _path(p):
     return None if p is None else os.fspath(p)
 
 
-def train(testbed, steps=None, seed=0, out=None, resume=False, decorrelate=None, arch=None,
+def train(testbed, steps=None, seed=None, out=None, resume=False, decorrelate=None, arch=None,
           num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None,
           **knobs):
     """Trains a policy with PPO on ``testbed``'s training distribution (knobs as keyword
     arguments) and writes its checkpoint, ``metrics.jsonl`` and ``eval.json`` into ``out``
-    (default ``runs/TESTBED-seedS``). ``progress`` is an optional callable
+    (default ``runs/TESTBED-seedS``). ``seed`` defaults to 0; a resumed run keeps its
+    checkpoint's (another raises ``SettingError``). ``progress`` is an optional callable
     ``progress(done, total, message)``. Ctrl-C stops it cleanly: the checkpoint is written and
     resumes with ``resume=True``; then ``KeyboardInterrupt`` is raised.
 
