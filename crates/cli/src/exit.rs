@@ -22,6 +22,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("out", "--out"),
     ("policy", "--policy"),
     ("resume", "--resume"),
+    ("seed", "--seed"),
     ("seeds", "--seeds"),
     ("shares", "--shares"),
     ("steps", "--steps"),

@@ -58,21 +58,25 @@ fn checkpoint_meta(dir: &Path) -> serde_json::Value {
 fn sigkill_at_any_moment_leaves_a_checkpoint_that_resumes() {
     const KILLS: u64 = 50;
     const STEPS: u64 = 2048;
-    let mut with_checkpoint = 0;
+    let mut mid_run = 0;
     for i in 0..KILLS {
         let dir = temp_dir(&format!("kill-{i}"));
         let mut child = spawn_train(&dir, STEPS);
-        // Moments spread over the whole run (start-up, updates, saves, the end), in a mixed order.
-        let delay = Duration::from_millis(20 + (i * 31 % KILLS) * 14);
+        // After the first checkpoint, at moments spread over the rest of the run (updates, saves,
+        // the end), in a mixed order.
+        let started = Instant::now();
+        while !dir.join("model.json").exists() && child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let delay = Duration::from_millis((i * 31 % KILLS) * 8);
         std::thread::sleep(delay);
+        mid_run += child.try_wait().unwrap().is_none() as u64;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let killed_before_first_save =
-            !dir.join("model.json").exists() && !dir.join("model.next.json").exists();
-        if killed_before_first_save {
-            continue;
-        }
-        with_checkpoint += 1;
         // The resumed run goes one update past the end, so that it always trains.
         let out = ok(&[
             "train",
@@ -100,10 +104,10 @@ fn sigkill_at_any_moment_leaves_a_checkpoint_that_resumes() {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    // Most kills land after the first save; the count shows the test tested something.
+    // Most kills land while the run still trains; the count shows the test tested something.
     assert!(
-        with_checkpoint >= KILLS * 3 / 4,
-        "only {with_checkpoint} of {KILLS} kills came after a checkpoint"
+        mid_run >= KILLS / 2,
+        "only {mid_run} of {KILLS} kills came before the run ended"
     );
 }
 

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod env;
 pub mod error;
+pub mod foreign;
 pub mod fsio;
 pub mod grid;
 pub mod level;

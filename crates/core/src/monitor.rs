@@ -292,6 +292,9 @@ pub fn run_monitored(
 ) -> Result<MonitoredEpisode> {
     agent.begin(env)?;
     let mut fallbacks: Vec<&mut dyn Agent> = fallback.into_iter().collect();
+    for f in fallbacks.iter_mut() {
+        f.begin(env)?;
+    }
     let mut one = lockstep(
         std::slice::from_mut(env),
         std::slice::from_mut(rng),

@@ -90,6 +90,19 @@ impl Model {
     /// Loads a GGUF file, or a Hugging Face folder (`config.json`, safetensors, `tokenizer.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
+        // candle, safetensors and tokenizers read the files; a panic of theirs on a malformed
+        // one is that file's error.
+        mesascope_core::foreign::catch_panic(|| Model::load_unguarded(path)).unwrap_or_else(
+            |what| {
+                Err(LmError::BadConfig {
+                    path: path.to_path_buf(),
+                    reason: format!("a reader failed on a malformed file: {what}"),
+                })
+            },
+        )
+    }
+
+    fn load_unguarded(path: &Path) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(error::io_error(path))?;
         let loaded = if meta.is_dir() {
             load::load_hf_folder(path)?

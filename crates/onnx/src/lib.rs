@@ -21,10 +21,8 @@ use mesascope_core::agents::Agent;
 pub use mesascope_core::limits::MAX_TENSOR_ELEMENTS;
 use mesascope_core::state::EpisodeState;
 use mesascope_core::{obs, Env, Error, Result, Testbed};
-use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, GenericFactoid, ShapeFactoid};
 use tract_onnx::tract_hir::internal::DimLike;
@@ -65,43 +63,13 @@ impl Encoding {
 /// operators are unchanged, and a version past any published one is a corrupt or hostile file.
 pub const MAX_OPSET: i64 = 28;
 
-thread_local! {
-    /// Set while this thread runs tract under [`guarded`]: its panics are reported as errors,
-    /// so the default hook's message on stderr would only repeat them.
-    static GUARDED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Silences the panic hook for guarded threads, once per process; other panics are printed as
-/// before, by the hook that was installed.
-fn install_quiet_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !GUARDED.with(|g| g.get()) {
-                previous(info)
-            }
-        }));
-    });
-}
-
 /// Runs `f`, turning a panic inside it into an input error that starts with `who` and says what
 /// was being done. tract is foreign code reading foreign data: an out-of-range index in a graph
 /// must be a bad model, not a crashed process.
 pub fn guarded<T>(who: &str, doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    install_quiet_hook();
-    let was = GUARDED.with(|g| g.replace(true));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(was));
-    result.unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+    mesascope_core::foreign::catch_panic(f).unwrap_or_else(|what| {
         Err(Error::Input(format!(
-            "{who}: tract failed while {doing} (the model is malformed: {})",
-            what.escape_debug()
+            "{who}: tract failed while {doing} (the model is malformed: {what})"
         )))
     })
 }
