@@ -19,7 +19,7 @@ use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-/// A weight matrix `[out, in]` in its stored type: Q4_1 and Q8_0 blocks multiplied here in f32,
+/// A weight matrix `[out, in]` in its stored type: Q4_1, Q8_0, F16 and BF16 blocks multiplied here in f32,
 /// other types by candle.
 pub(crate) enum Matrix {
     Blocks(QuantMatrix),

@@ -1,5 +1,6 @@
-//! Products with quantized weights in f32 arithmetic, for the types SmolLM2's GGUF uses (Q4_1 for
-//! the blocks, Q8_0 for the embedding). candle multiplies Q4_1 with scalar code and rounds each
+//! Products with quantized or half-precision weights in f32 arithmetic, for the types SmolLM2's GGUF
+//! uses (Q4_1 for the blocks, Q8_0 for the embedding) and for F16 and BF16 weights (GGUF or
+//! safetensors), which stay 2 bytes a weight in memory and are widened as they are multiplied. candle multiplies Q4_1 with scalar code and rounds each
 //! activation row to 8 bits first (as llama.cpp does); here the weights are expanded block by
 //! block and multiplied with the activations as they are, so the results are the dequantized
 //! model's to f32 rounding (the reference's numbers), and faster. The blocks stay as the file
@@ -16,7 +17,8 @@ use rayon::prelude::*;
 
 const BLOCK: usize = 32;
 
-/// The block types multiplied here.
+/// The block types multiplied here. F16 and BF16 have no block structure; they are cut into blocks of
+/// 32 weights like the others so that one code path serves all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BlockType {
     /// `d`, `m` (f16), then 16 bytes of nibbles: byte `j` holds weight `j` in its low nibble
@@ -24,6 +26,10 @@ pub(crate) enum BlockType {
     Q4_1,
     /// `d` (f16), then 32 signed bytes.
     Q8_0,
+    /// 32 IEEE half-precision weights.
+    F16,
+    /// 32 bfloat16 weights (the top half of an f32).
+    BF16,
 }
 
 impl BlockType {
@@ -31,6 +37,8 @@ impl BlockType {
         match dtype {
             GgmlDType::Q4_1 => Some(BlockType::Q4_1),
             GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+            GgmlDType::F16 => Some(BlockType::F16),
+            GgmlDType::BF16 => Some(BlockType::BF16),
             _ => None,
         }
     }
@@ -39,11 +47,13 @@ impl BlockType {
         match self {
             BlockType::Q4_1 => 20,
             BlockType::Q8_0 => 34,
+            BlockType::F16 | BlockType::BF16 => 64,
         }
     }
 }
 
-/// A `[rows, cols]` matrix of Q4_1 or Q8_0 blocks, byte for byte as the GGUF file stores them.
+/// A `[rows, cols]` matrix of Q4_1, Q8_0, F16 or BF16 blocks, byte for byte as the file stores them
+/// (`cols` a multiple of 32).
 pub(crate) struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
@@ -53,6 +63,10 @@ pub(crate) struct QuantMatrix {
 
 fn f16_at(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+fn bf16_at(b: &[u8]) -> f32 {
+    half::bf16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
 impl QuantMatrix {
@@ -73,7 +87,7 @@ impl QuantMatrix {
         )
     }
 
-    /// The matrix of a Q4_1 or Q8_0 tensor (`None` for other types).
+    /// The matrix of a Q4_1, Q8_0, F16 or BF16 tensor (`None` for other types).
     #[cfg(test)]
     pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
         let (rows, cols) = t.shape().dims2().ok()?;
@@ -111,6 +125,16 @@ impl QuantMatrix {
                     let d = f16_at(&blk[0..2]);
                     for j in 0..BLOCK {
                         dst[j] = d * blk[2 + j] as i8 as f32;
+                    }
+                }
+                BlockType::F16 => {
+                    for (j, v) in dst.iter_mut().enumerate() {
+                        *v = f16_at(&blk[2 * j..]);
+                    }
+                }
+                BlockType::BF16 => {
+                    for (j, v) in dst.iter_mut().enumerate() {
+                        *v = bf16_at(&blk[2 * j..]);
                     }
                 }
             }
@@ -213,6 +237,20 @@ impl QuantMatrix {
                         .sum();
                     acc += f16_at(&blk[0..2]) * s;
                 }
+                BlockType::F16 => {
+                    acc += xb
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &xj)| f16_at(&blk[2 * j..]) * xj)
+                        .sum::<f32>();
+                }
+                BlockType::BF16 => {
+                    acc += xb
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &xj)| bf16_at(&blk[2 * j..]) * xj)
+                        .sum::<f32>();
+                }
             }
         }
         acc
@@ -283,6 +321,23 @@ impl QuantMatrix {
                         t,
                     );
                     acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), t, acc);
+                }
+            }
+            BlockType::F16 | BlockType::BF16 => {
+                let bf16 = self.kind == BlockType::BF16;
+                for i in 0..blocks {
+                    let blk = base.add(i * size);
+                    let xs = xp.add(i * BLOCK);
+                    for k in 0..4 {
+                        let h = _mm_loadu_si128(blk.add(16 * k) as *const __m128i);
+                        let w = if bf16 {
+                            // A bfloat16 is the high 16 bits of the f32 it stands for.
+                            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                        } else {
+                            _mm256_cvtph_ps(h)
+                        };
+                        acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs.add(8 * k)), acc);
+                    }
                 }
             }
         }
@@ -357,8 +412,10 @@ mod tests {
     }
 
     #[test]
-    fn q4_1_and_q8_0_products_equal_the_dequantized_ones() {
+    fn block_products_equal_the_dequantized_ones() {
         check(GgmlDType::Q4_1);
         check(GgmlDType::Q8_0);
+        check(GgmlDType::F16);
+        check(GgmlDType::BF16);
     }
 }
