@@ -208,13 +208,13 @@ impl Checkpoint for GgufCheckpoint {
             blocks_of(BlockType::of(info.ggml_dtype), info.shape.dims())
         {
             // Read straight into the matrix's own buffer: no second copy of the weights.
-            let size = (rows * cols / 32).saturating_mul(kind.bytes());
+            let size = (rows * cols / kind.weights()).saturating_mul(kind.bytes());
             let start = self.content.tensor_data_offset.saturating_add(info.offset);
             let corrupt = |reason: String| LmError::CorruptGguf {
                 path: self.path.clone(),
                 reason: format!("tensor `{name}`: {reason}"),
             };
-            if cols % 32 != 0 || start.saturating_add(size as u64) > self.file_size {
+            if cols % kind.weights() != 0 || start.saturating_add(size as u64) > self.file_size {
                 return Err(corrupt(format!(
                     "{size} bytes at offset {start} do not fit in the file's {} bytes",
                     self.file_size

@@ -15,7 +15,10 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+/// Weights per block of the 32-weight types (and the unit of the Q4_1 block sums).
 const BLOCK: usize = 32;
+/// Weights per super-block of the K-quants.
+const SUPER_BLOCK: usize = 256;
 
 /// The block types multiplied here. F16 and BF16 have no block structure; they are cut into blocks of
 /// 32 weights like the others so that one code path serves all.
@@ -26,6 +29,14 @@ pub(crate) enum BlockType {
     Q4_1,
     /// `d` (f16), then 32 signed bytes.
     Q8_0,
+    /// `d` (f16), then 16 bytes of nibbles laid out as Q4_1's: `w_j = d (q_j - 8)`.
+    Q4_0,
+    /// 256 weights in 8 sub-blocks of 32: `d`, `dmin` (f16), 12 bytes of 6-bit sub-block scales
+    /// and minima, 128 bytes of nibbles; `w = d sc q - dmin m`.
+    Q4K,
+    /// 256 weights in 16 sub-blocks of 16: the low 4 bits (128 bytes), the high 2 bits (64 bytes),
+    /// 16 signed 8-bit sub-block scales, `d` (f16); `w = d sc (q - 32)`.
+    Q6K,
     /// 32 IEEE half-precision weights.
     F16,
     /// 32 bfloat16 weights (the top half of an f32).
@@ -37,6 +48,9 @@ impl BlockType {
         match dtype {
             GgmlDType::Q4_1 => Some(BlockType::Q4_1),
             GgmlDType::Q8_0 => Some(BlockType::Q8_0),
+            GgmlDType::Q4_0 => Some(BlockType::Q4_0),
+            GgmlDType::Q4K => Some(BlockType::Q4K),
+            GgmlDType::Q6K => Some(BlockType::Q6K),
             GgmlDType::F16 => Some(BlockType::F16),
             GgmlDType::BF16 => Some(BlockType::BF16),
             _ => None,
@@ -47,13 +61,24 @@ impl BlockType {
         match self {
             BlockType::Q4_1 => 20,
             BlockType::Q8_0 => 34,
+            BlockType::Q4_0 => 18,
+            BlockType::Q4K => 144,
+            BlockType::Q6K => 210,
             BlockType::F16 | BlockType::BF16 => 64,
+        }
+    }
+
+    /// Weights per block.
+    pub fn weights(self) -> usize {
+        match self {
+            BlockType::Q4K | BlockType::Q6K => SUPER_BLOCK,
+            _ => BLOCK,
         }
     }
 }
 
-/// A `[rows, cols]` matrix of Q4_1, Q8_0, F16 or BF16 blocks, byte for byte as the file stores them
-/// (`cols` a multiple of 32).
+/// A `[rows, cols]` matrix of blocks, byte for byte as the file stores them (`cols` a multiple of
+/// the block's weights).
 pub(crate) struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
@@ -77,17 +102,16 @@ impl QuantMatrix {
         rows: usize,
         cols: usize,
     ) -> Option<QuantMatrix> {
-        (cols % BLOCK == 0 && data.len() == rows * cols / BLOCK * kind.bytes()).then_some(
-            QuantMatrix {
-                rows,
-                cols,
-                kind,
-                data,
-            },
-        )
+        let n = kind.weights();
+        (cols % n == 0 && data.len() == rows * cols / n * kind.bytes()).then_some(QuantMatrix {
+            rows,
+            cols,
+            kind,
+            data,
+        })
     }
 
-    /// The matrix of a Q4_1, Q8_0, F16 or BF16 tensor (`None` for other types).
+    /// The matrix of a tensor of one of the block types (`None` for other types).
     #[cfg(test)]
     pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
         let (rows, cols) = t.shape().dims2().ok()?;
@@ -110,34 +134,10 @@ impl QuantMatrix {
 
     /// Row `r` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let per_row = self.cols / BLOCK;
-        for (i, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
-            let blk = self.block(r * per_row + i);
-            match self.kind {
-                BlockType::Q4_1 => {
-                    let (d, m) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
-                    for j in 0..16 {
-                        dst[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
-                        dst[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
-                    }
-                }
-                BlockType::Q8_0 => {
-                    let d = f16_at(&blk[0..2]);
-                    for j in 0..BLOCK {
-                        dst[j] = d * blk[2 + j] as i8 as f32;
-                    }
-                }
-                BlockType::F16 => {
-                    for (j, v) in dst.iter_mut().enumerate() {
-                        *v = f16_at(&blk[2 * j..]);
-                    }
-                }
-                BlockType::BF16 => {
-                    for (j, v) in dst.iter_mut().enumerate() {
-                        *v = bf16_at(&blk[2 * j..]);
-                    }
-                }
-            }
+        let n = self.kind.weights();
+        let per_row = self.cols / n;
+        for (i, dst) in out.chunks_exact_mut(n).enumerate() {
+            dequantize_block(self.kind, self.block(r * per_row + i), dst);
         }
     }
 
@@ -177,7 +177,7 @@ impl QuantMatrix {
     }
 
     fn matmul_dots(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let per_row = self.cols / BLOCK;
+        let per_row = self.cols / self.kind.weights();
         // Per activation row, each block's sum (the Q4_1 minimum multiplies it).
         let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|c| c.iter().sum()).collect();
         let avx2 = has_avx2();
@@ -191,7 +191,7 @@ impl QuantMatrix {
                 let mut out = Vec::with_capacity(m * (r1 - r0));
                 for i in 0..m {
                     let xr = &x[i * self.cols..(i + 1) * self.cols];
-                    let sr = &sums[i * per_row..(i + 1) * per_row];
+                    let sr = &sums[i * self.cols / BLOCK..(i + 1) * self.cols / BLOCK];
                     out.extend((r0..r1).map(|r| self.dot(r * per_row, xr, sr, avx2)));
                 }
                 out
@@ -210,6 +210,9 @@ impl QuantMatrix {
 
     /// The dot product of the weight row whose first block is `b0` with `x`.
     fn dot(&self, b0: usize, x: &[f32], block_sums: &[f32], avx2: bool) -> f32 {
+        if matches!(self.kind, BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K) {
+            return self.dot_dequantized(b0, x);
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time); indices are in bounds as
@@ -237,6 +240,9 @@ impl QuantMatrix {
                         .sum();
                     acc += f16_at(&blk[0..2]) * s;
                 }
+                BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K => {
+                    unreachable!("dot() sends these to dot_dequantized")
+                }
                 BlockType::F16 => {
                     acc += xb
                         .iter()
@@ -254,6 +260,23 @@ impl QuantMatrix {
             }
         }
         acc
+    }
+
+    /// The dot product by way of each block expanded to f32: the types without a kernel of their own.
+    fn dot_dequantized(&self, b0: usize, x: &[f32]) -> f32 {
+        let n = self.kind.weights();
+        let mut w = [0f32; SUPER_BLOCK];
+        let mut lanes = [0f32; 8];
+        for (i, xb) in x.chunks_exact(n).enumerate() {
+            dequantize_block(self.kind, self.block(b0 + i), &mut w[..n]);
+            // Eight partial sums that the compiler keeps in one vector register.
+            for (wc, xc) in w[..n].chunks_exact(8).zip(xb.chunks_exact(8)) {
+                for k in 0..8 {
+                    lanes[k] += wc[k] * xc[k];
+                }
+            }
+        }
+        lanes.iter().sum()
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -323,6 +346,9 @@ impl QuantMatrix {
                     acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), t, acc);
                 }
             }
+            BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K => {
+                unreachable!("dot() sends these to dot_dequantized")
+            }
             BlockType::F16 | BlockType::BF16 => {
                 let bf16 = self.kind == BlockType::BF16;
                 for i in 0..blocks {
@@ -348,6 +374,95 @@ impl QuantMatrix {
     }
 }
 
+/// One block of `kind` (`blk`, its bytes) as f32 weights.
+fn dequantize_block(kind: BlockType, blk: &[u8], dst: &mut [f32]) {
+    match kind {
+        BlockType::Q4_1 => {
+            let (d, m) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+            for j in 0..16 {
+                dst[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
+                dst[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
+            }
+        }
+        BlockType::Q4_0 => {
+            let d = f16_at(&blk[0..2]);
+            for j in 0..16 {
+                dst[j] = d * ((blk[2 + j] & 0x0F) as i32 - 8) as f32;
+                dst[j + 16] = d * ((blk[2 + j] >> 4) as i32 - 8) as f32;
+            }
+        }
+        BlockType::Q8_0 => {
+            let d = f16_at(&blk[0..2]);
+            for j in 0..BLOCK {
+                dst[j] = d * blk[2 + j] as i8 as f32;
+            }
+        }
+        BlockType::Q4K => {
+            let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+            let scales = &blk[4..16];
+            // Sub-block `j`'s 6-bit scale and minimum: bytes 0-3 hold scales 0-3 (low 6 bits),
+            // bytes 4-7 minima 0-3, bytes 8-11 the low 4 bits of scales and minima 4-7, whose
+            // high 2 bits are the top bits of bytes 0-7.
+            let scale_min = |j: usize| -> (f32, f32) {
+                if j < 4 {
+                    ((scales[j] & 63) as f32, (scales[j + 4] & 63) as f32)
+                } else {
+                    (
+                        ((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4)) as f32,
+                        ((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4)) as f32,
+                    )
+                }
+            };
+            // Each 32 bytes of nibbles hold two sub-blocks: the low nibbles, then the high ones.
+            for (chunk, q) in blk[16..144].chunks_exact(32).enumerate() {
+                let (sc_lo, m_lo) = scale_min(2 * chunk);
+                let (sc_hi, m_hi) = scale_min(2 * chunk + 1);
+                let (d_lo, min_lo, d_hi, min_hi) = (d * sc_lo, dmin * m_lo, d * sc_hi, dmin * m_hi);
+                let out = &mut dst[64 * chunk..64 * (chunk + 1)];
+                for l in 0..32 {
+                    out[l] = d_lo * (q[l] & 0x0F) as f32 - min_lo;
+                    out[l + 32] = d_hi * (q[l] >> 4) as f32 - min_hi;
+                }
+            }
+        }
+        BlockType::Q6K => {
+            let (low, high, scales) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+            let d = f16_at(&blk[208..210]);
+            // Two halves of 128 weights; in each, weight `l + 32 k` takes its low 4 bits from
+            // `low` (nibble k / 2 of byte l + 32 (k % 2)) and its high 2 bits from bits 2k of
+            // `high[l]`, and the scale of its 16-weight sub-block.
+            for half in 0..2 {
+                let (ql, qh) = (&low[64 * half..], &high[32 * half..]);
+                let sc = &scales[8 * half..8 * half + 8];
+                let out = &mut dst[128 * half..128 * (half + 1)];
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q = [
+                        (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
+                        (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
+                        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                    ];
+                    for (k, &qk) in q.iter().enumerate() {
+                        out[l + 32 * k] =
+                            d * (sc[is + 2 * k] as i8 as f32) * (qk as i32 - 32) as f32;
+                    }
+                }
+            }
+        }
+        BlockType::F16 => {
+            for (j, v) in dst.iter_mut().enumerate() {
+                *v = f16_at(&blk[2 * j..]);
+            }
+        }
+        BlockType::BF16 => {
+            for (j, v) in dst.iter_mut().enumerate() {
+                *v = bf16_at(&blk[2 * j..]);
+            }
+        }
+    }
+}
+
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -364,7 +479,8 @@ mod tests {
     use super::*;
 
     fn check(dtype: GgmlDType) {
-        let (rows, cols) = (40, 96);
+        let kind = BlockType::of(dtype).unwrap();
+        let (rows, cols) = (40, 3 * kind.weights());
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
@@ -417,5 +533,8 @@ mod tests {
         check(GgmlDType::Q8_0);
         check(GgmlDType::F16);
         check(GgmlDType::BF16);
+        check(GgmlDType::Q4_0);
+        check(GgmlDType::Q4K);
+        check(GgmlDType::Q6K);
     }
 }
