@@ -10,7 +10,7 @@
 //!
 //! with grouped-query causal attention under rotary position embeddings and a SwiGLU MLP,
 //! `MLP(h) = W_down (silu(W_gate h) * W_up h)`. Activations are `[tokens, d_model]` matrices of one
-//! sequence; the quantized matrix products are candle's, the rest is here.
+//! sequence; the weight products are `quant.rs`'s (candle's for the rarer block types), the rest is here.
 
 use crate::config::{Config, RopeLayout};
 use crate::error::{LmError, Result};

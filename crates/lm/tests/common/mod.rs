@@ -91,7 +91,18 @@ pub fn write_sentencepiece_gguf(
     chat_template: &str,
     edit: impl FnOnce(&mut Vec<(String, Value)>),
 ) -> PathBuf {
-    let vocab = vocabulary();
+    write_vocabulary_gguf(dir, file_name, &vocabulary(), chat_template, edit)
+}
+
+/// The tiny model's GGUF copy with the SentencePiece vocabulary `vocab` ((piece, score, type) in id
+/// order; ids 0, 1, 2 are `<unk>`, `<s>`, `</s>`).
+pub fn write_vocabulary_gguf(
+    dir: &Path,
+    file_name: &str,
+    vocab: &[(String, f32, i32)],
+    chat_template: &str,
+    edit: impl FnOnce(&mut Vec<(String, Value)>),
+) -> PathBuf {
     let n = vocab.len();
     write_tiny_gguf(dir, file_name, |meta, tensors| {
         meta.retain(|(k, _)| !k.starts_with("tokenizer."));
