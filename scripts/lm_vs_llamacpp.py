@@ -11,6 +11,14 @@ Then, from the repository root:
     python3 scripts/lm_vs_llamacpp.py [MODEL.gguf] [--rounds N] [--llama-python PATH]
 It builds `cargo build --release -p mesascope-lm --example lm_speed` first (CARGO_TARGET_DIR is
 honoured) and runs the peer script /work/shared/peers/llamacpp_speed.py (or $LLAMACPP_SPEED).
+
+llama.cpp runs with OMP_WAIT_POLICY=PASSIVE unless --omp-wait-policy says otherwise: its OpenMP
+threads otherwise spin at every barrier, and on a machine that other work keeps busy a descheduled
+thread stalls the other (measured here at load 7 to 8: prompt 19 to 29 tok/s, generation 1.0 to 1.5
+tok/s with the default policy, against 86 and 27 passive). mesascope's rayon threads sleep when idle.
+On a CPU with AMX, build llama.cpp without it where the kernel does not grant AMX to processes
+(SIGILL on `tileloadd`): add `"-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"` and the
+same CMAKE_CXX_FLAGS to CMAKE_ARGS.
 """
 import argparse
 import os
@@ -36,9 +44,9 @@ LLAMA_LOAD = (
 )
 
 
-def run(cmd):
+def run(cmd, env=None):
     """Runs `cmd` under /usr/bin/time -v; returns its stdout and peak resident memory in bytes."""
-    out = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
@@ -67,6 +75,7 @@ def main():
     ap.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--llama-python", default=os.path.join(ROOT, "..", "llama-venv", "bin", "python"))
+    ap.add_argument("--omp-wait-policy", default="PASSIVE", help="llama.cpp's OMP_WAIT_POLICY ('' leaves it unset)")
     args = ap.parse_args()
     if not os.path.isfile(args.model):
         sys.exit(f"error: {args.model} does not exist (scripts/fetch_smollm2.sh fetches SmolLM2)")
@@ -81,12 +90,16 @@ def main():
     lm_speed = os.path.join(target, "release", "examples", "lm_speed")
     size = os.path.getsize(args.model)
     print(f"model {args.model} ({size / 1e6:.1f} MB); {os.cpu_count()} CPUs; {args.rounds} rounds")
+    llama_env = dict(os.environ)
+    if args.omp_wait_policy:
+        llama_env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    print(f"llama.cpp: {args.llama_python}, OMP_WAIT_POLICY={llama_env.get('OMP_WAIT_POLICY', '(unset)')}")
     rows = []
     for r in range(args.rounds):
         load_before = load_average()
-        text, llama_peak = run([args.llama_python, PEER, args.model])
+        text, llama_peak = run([args.llama_python, PEER, args.model], llama_env)
         llama_pp, llama_tg = best(text)
-        llama_load = load_seconds(run([args.llama_python, "-c", LLAMA_LOAD, args.model])[0])
+        llama_load = load_seconds(run([args.llama_python, "-c", LLAMA_LOAD, args.model], llama_env)[0])
         text, ours_peak = run([lm_speed, args.model])
         ours_pp, ours_tg = best(text)
         ours_load = load_seconds(text)
