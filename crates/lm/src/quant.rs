@@ -31,12 +31,18 @@ pub(crate) enum BlockType {
     Q8_0,
     /// `d` (f16), then 16 bytes of nibbles laid out as Q4_1's: `w_j = d (q_j - 8)`.
     Q4_0,
+    /// `d` (f16), 4 bytes holding bit 4 of each weight, 16 bytes of nibbles: `w_j = d (q_j - 16)`.
+    Q5_0,
+    /// `d`, `m` (f16), then Q5_0's bits: `w_j = d q_j + m`.
+    Q5_1,
     /// 256 weights in 8 sub-blocks of 32: `d`, `dmin` (f16), 12 bytes of 6-bit sub-block scales
     /// and minima, 128 bytes of nibbles; `w = d sc q - dmin m`.
     Q4K,
     /// 256 weights in 16 sub-blocks of 16: the low 4 bits (128 bytes), the high 2 bits (64 bytes),
     /// 16 signed 8-bit sub-block scales, `d` (f16); `w = d sc (q - 32)`.
     Q6K,
+    /// Q4_K with a fifth bit per weight (32 bytes after the scales): `w = d sc q - dmin m`.
+    Q5K,
     /// 32 IEEE half-precision weights.
     F16,
     /// 32 bfloat16 weights (the top half of an f32).
@@ -49,6 +55,9 @@ impl BlockType {
             GgmlDType::Q4_1 => Some(BlockType::Q4_1),
             GgmlDType::Q8_0 => Some(BlockType::Q8_0),
             GgmlDType::Q4_0 => Some(BlockType::Q4_0),
+            GgmlDType::Q5_0 => Some(BlockType::Q5_0),
+            GgmlDType::Q5_1 => Some(BlockType::Q5_1),
+            GgmlDType::Q5K => Some(BlockType::Q5K),
             GgmlDType::Q4K => Some(BlockType::Q4K),
             GgmlDType::Q6K => Some(BlockType::Q6K),
             GgmlDType::F16 => Some(BlockType::F16),
@@ -62,16 +71,27 @@ impl BlockType {
             BlockType::Q4_1 => 20,
             BlockType::Q8_0 => 34,
             BlockType::Q4_0 => 18,
+            BlockType::Q5_0 => 22,
+            BlockType::Q5_1 => 24,
+            BlockType::Q5K => 176,
             BlockType::Q4K => 144,
             BlockType::Q6K => 210,
             BlockType::F16 | BlockType::BF16 => 64,
         }
     }
 
+    /// Whether the dot products expand each block to f32 first (no kernel of its own).
+    fn expanded(self) -> bool {
+        !matches!(
+            self,
+            BlockType::Q4_1 | BlockType::Q8_0 | BlockType::F16 | BlockType::BF16
+        )
+    }
+
     /// Weights per block.
     pub fn weights(self) -> usize {
         match self {
-            BlockType::Q4K | BlockType::Q6K => SUPER_BLOCK,
+            BlockType::Q4K | BlockType::Q5K | BlockType::Q6K => SUPER_BLOCK,
             _ => BLOCK,
         }
     }
@@ -210,7 +230,7 @@ impl QuantMatrix {
 
     /// The dot product of the weight row whose first block is `b0` with `x`.
     fn dot(&self, b0: usize, x: &[f32], block_sums: &[f32], avx2: bool) -> f32 {
-        if matches!(self.kind, BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K) {
+        if self.kind.expanded() {
             return self.dot_dequantized(b0, x);
         }
         #[cfg(target_arch = "x86_64")]
@@ -240,9 +260,6 @@ impl QuantMatrix {
                         .sum();
                     acc += f16_at(&blk[0..2]) * s;
                 }
-                BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K => {
-                    unreachable!("dot() sends these to dot_dequantized")
-                }
                 BlockType::F16 => {
                     acc += xb
                         .iter()
@@ -257,6 +274,7 @@ impl QuantMatrix {
                         .map(|(j, &xj)| bf16_at(&blk[2 * j..]) * xj)
                         .sum::<f32>();
                 }
+                _ => unreachable!("dot() sends the other types to dot_dequantized"),
             }
         }
         acc
@@ -346,9 +364,6 @@ impl QuantMatrix {
                     acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), t, acc);
                 }
             }
-            BlockType::Q4_0 | BlockType::Q4K | BlockType::Q6K => {
-                unreachable!("dot() sends these to dot_dequantized")
-            }
             BlockType::F16 | BlockType::BF16 => {
                 let bf16 = self.kind == BlockType::BF16;
                 for i in 0..blocks {
@@ -366,11 +381,26 @@ impl QuantMatrix {
                     }
                 }
             }
+            _ => unreachable!("dot() sends the other types to dot_dequantized"),
         }
         let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
         let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
         _mm_cvtss_f32(one) + _mm_cvtss_f32(_mm_shuffle_ps(offsets, offsets, 1))
+    }
+}
+
+/// Sub-block `j`'s 6-bit scale and minimum in a Q4_K or Q5_K block's 12 scale bytes: bytes 0-3 hold
+/// scales 0-3 (low 6 bits), bytes 4-7 minima 0-3, bytes 8-11 the low 4 bits of scales and minima
+/// 4-7, whose high 2 bits are the top bits of bytes 0-7.
+fn k_scale_min(scales: &[u8], j: usize) -> (f32, f32) {
+    if j < 4 {
+        ((scales[j] & 63) as f32, (scales[j + 4] & 63) as f32)
+    } else {
+        (
+            ((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4)) as f32,
+            ((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4)) as f32,
+        )
     }
 }
 
@@ -399,20 +429,7 @@ fn dequantize_block(kind: BlockType, blk: &[u8], dst: &mut [f32]) {
         }
         BlockType::Q4K => {
             let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
-            let scales = &blk[4..16];
-            // Sub-block `j`'s 6-bit scale and minimum: bytes 0-3 hold scales 0-3 (low 6 bits),
-            // bytes 4-7 minima 0-3, bytes 8-11 the low 4 bits of scales and minima 4-7, whose
-            // high 2 bits are the top bits of bytes 0-7.
-            let scale_min = |j: usize| -> (f32, f32) {
-                if j < 4 {
-                    ((scales[j] & 63) as f32, (scales[j + 4] & 63) as f32)
-                } else {
-                    (
-                        ((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4)) as f32,
-                        ((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4)) as f32,
-                    )
-                }
-            };
+            let scale_min = |j: usize| k_scale_min(&blk[4..16], j);
             // Each 32 bytes of nibbles hold two sub-blocks: the low nibbles, then the high ones.
             for (chunk, q) in blk[16..144].chunks_exact(32).enumerate() {
                 let (sc_lo, m_lo) = scale_min(2 * chunk);
@@ -422,6 +439,41 @@ fn dequantize_block(kind: BlockType, blk: &[u8], dst: &mut [f32]) {
                 for l in 0..32 {
                     out[l] = d_lo * (q[l] & 0x0F) as f32 - min_lo;
                     out[l + 32] = d_hi * (q[l] >> 4) as f32 - min_hi;
+                }
+            }
+        }
+        BlockType::Q5_0 | BlockType::Q5_1 => {
+            let d = f16_at(&blk[0..2]);
+            let (m, rest) = match kind {
+                BlockType::Q5_1 => (f16_at(&blk[2..4]), &blk[4..]),
+                _ => (0.0, &blk[2..]),
+            };
+            let offset = if kind == BlockType::Q5_0 { 16 } else { 0 };
+            // Bit j of `high` is bit 4 of weight j.
+            let high = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let qs = &rest[4..20];
+            for j in 0..16 {
+                let lo = (qs[j] & 0x0F) as u32 | ((high >> j) & 1) << 4;
+                let hi = (qs[j] >> 4) as u32 | ((high >> (j + 16)) & 1) << 4;
+                dst[j] = d * (lo as i32 - offset) as f32 + m;
+                dst[j + 16] = d * (hi as i32 - offset) as f32 + m;
+            }
+        }
+        BlockType::Q5K => {
+            let (d, dmin) = (f16_at(&blk[0..2]), f16_at(&blk[2..4]));
+            let (high, qs) = (&blk[16..48], &blk[48..176]);
+            // As Q4_K; sub-block pair `chunk` takes its fifth bits from bits 2 chunk and
+            // 2 chunk + 1 of `high`.
+            for (chunk, q) in qs.chunks_exact(32).enumerate() {
+                let (sc_lo, m_lo) = k_scale_min(&blk[4..16], 2 * chunk);
+                let (sc_hi, m_hi) = k_scale_min(&blk[4..16], 2 * chunk + 1);
+                let (d_lo, min_lo, d_hi, min_hi) = (d * sc_lo, dmin * m_lo, d * sc_hi, dmin * m_hi);
+                let out = &mut dst[64 * chunk..64 * (chunk + 1)];
+                for l in 0..32 {
+                    let h_lo = (high[l] >> (2 * chunk)) & 1;
+                    let h_hi = (high[l] >> (2 * chunk + 1)) & 1;
+                    out[l] = d_lo * ((q[l] & 0x0F) | h_lo << 4) as f32 - min_lo;
+                    out[l + 32] = d_hi * ((q[l] >> 4) | h_hi << 4) as f32 - min_hi;
                 }
             }
         }
@@ -536,5 +588,8 @@ mod tests {
         check(GgmlDType::Q4_0);
         check(GgmlDType::Q4K);
         check(GgmlDType::Q6K);
+        check(GgmlDType::Q5_0);
+        check(GgmlDType::Q5_1);
+        check(GgmlDType::Q5K);
     }
 }

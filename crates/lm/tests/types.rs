@@ -1,7 +1,7 @@
-//! Every GGUF weight type the crate names (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) and
-//! safetensors' F16 and BF16: loaded kept in their own type (the memory says so), with logits that
-//! match the same model written in F32 with the values the type rounds to (its dequantized
-//! reference).
+//! Every GGUF weight type the crate multiplies itself (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q4_K, Q5_K, Q6_K; Q2_K and Q3_K go to candle's products) and safetensors' F16 and BF16:
+//! loaded kept in their own type (the memory says so), with logits that match the same model
+//! written in F32 with the values the type rounds to (its dequantized reference).
 
 mod common;
 
@@ -66,7 +66,7 @@ fn load(path: &Path) -> Model {
 /// (type, wide model, bytes per weight). Every type is multiplied by this crate's kernels with the
 /// weights as stored against f32 activations, so only the order of the sums separates a model from
 /// its dequantized reference: the tolerance is 1e-5 of the largest logit (measured: below 1e-6).
-const TYPES: [(GgmlDType, bool, f64); 8] = [
+const TYPES: [(GgmlDType, bool, f64); 11] = [
     (GgmlDType::F32, false, 4.0),
     (GgmlDType::F16, false, 2.0),
     (GgmlDType::BF16, false, 2.0),
@@ -75,6 +75,9 @@ const TYPES: [(GgmlDType, bool, f64); 8] = [
     (GgmlDType::Q4_0, false, 18.0 / 32.0),
     (GgmlDType::Q4K, true, 144.0 / 256.0),
     (GgmlDType::Q6K, true, 210.0 / 256.0),
+    (GgmlDType::Q5_0, false, 22.0 / 32.0),
+    (GgmlDType::Q5_1, false, 24.0 / 32.0),
+    (GgmlDType::Q5K, true, 176.0 / 256.0),
 ];
 
 #[test]
@@ -211,5 +214,43 @@ fn half_precision_safetensors_stay_half_and_match_the_gguf_copy() {
         let (diff, same_top1) = compare(&logits(&hf), &logits(&gguf));
         assert!(diff < 1e-5, "{st_dtype:?}: {diff}");
         assert!(same_top1);
+    }
+}
+
+/// The block types left to candle's quantized products (Q2_K, Q3_K): kept in
+/// their blocks too, and near their dequantized reference; candle rounds the activations to 8 bits
+/// (as llama.cpp does), so the tolerance is 5e-2 of the largest logit rather than 1e-5.
+#[test]
+fn types_left_to_candle_are_kept_quantized_and_near_their_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dtype, wide, bytes_per_weight) in [
+        (GgmlDType::Q2K, true, 84.0 / 256.0),
+        (GgmlDType::Q3K, true, 110.0 / 256.0),
+    ] {
+        let name = format!("{dtype:?}");
+        let model = load(&write_typed_gguf(
+            dir.path(),
+            &format!("{name}.gguf"),
+            dtype,
+            wide,
+            false,
+        ));
+        let reference = load(&write_typed_gguf(
+            dir.path(),
+            &format!("{name}-reference.gguf"),
+            dtype,
+            wide,
+            true,
+        ));
+        let c = model.config();
+        let norms = 4 * c.d_model * (2 * c.n_layers + 1);
+        assert_eq!(
+            model.info().memory_bytes,
+            (matrix_weights(c) as f64 * bytes_per_weight) as usize + norms,
+            "{name}"
+        );
+        let (diff, _) = compare(&logits(&model), &logits(&reference));
+        println!("{name:>5}: max |logit difference| / max |logit| = {diff:.2e}");
+        assert!(diff < 5e-2, "{name}: {diff}");
     }
 }
