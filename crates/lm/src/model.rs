@@ -19,8 +19,8 @@ use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-/// A weight matrix `[out, in]` in its stored type: Q4_1, Q8_0, F16 and BF16 blocks multiplied here in f32,
-/// other types by candle.
+/// A weight matrix `[out, in]` in its stored type: blocks that `quant.rs` multiplies in f32, or
+/// candle's tensors (F32, and the block types `quant.rs` leaves to candle).
 pub(crate) enum Matrix {
     Blocks(QuantMatrix),
     Candle(QMatMul),
