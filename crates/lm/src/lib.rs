@@ -355,11 +355,10 @@ impl std::fmt::Display for ModelInfo {
             .map(|(t, n)| format!("{t} x{n}"))
             .collect();
         writeln!(f, "tensors       {}", types.join(", "))?;
-        let chat = match &self.chat_template {
-            Some(ChatTemplate::ChatMl { .. }) => "ChatML",
-            Some(ChatTemplate::Llama3) => "Llama 3",
-            None => "none recognized",
-        };
+        let chat = self
+            .chat_template
+            .as_ref()
+            .map_or("none recognized", ChatTemplate::name);
         writeln!(f, "chat template {chat}")?;
         writeln!(
             f,

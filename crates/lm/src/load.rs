@@ -28,7 +28,7 @@ pub(crate) struct Loaded {
 
 /// A tensor in the checkpoint's own storage type (quantized blocks, or plain floats).
 enum Stored {
-    /// Q4_1 or Q8_0, as the file stores them.
+    /// Q4_1, Q8_0, F16 or BF16, as the file stores them.
     Blocks(QuantMatrix),
     Quantized(QTensor),
     Dense(Tensor),
@@ -204,16 +204,17 @@ impl Checkpoint for GgufCheckpoint {
     }
     fn read(&mut self, name: &str) -> Result<Stored> {
         let info = &self.content.tensor_infos[name];
-        if let (Some(kind), [rows, cols]) = (BlockType::of(info.ggml_dtype), info.shape.dims()) {
+        if let Some((kind, rows, cols)) =
+            blocks_of(BlockType::of(info.ggml_dtype), info.shape.dims())
+        {
             // Read straight into the matrix's own buffer: no second copy of the weights.
-            let (rows, cols) = (*rows, *cols);
-            let size = (rows * cols / 32).saturating_mul(kind.bytes());
+            let size = (rows * cols / kind.weights()).saturating_mul(kind.bytes());
             let start = self.content.tensor_data_offset.saturating_add(info.offset);
             let corrupt = |reason: String| LmError::CorruptGguf {
                 path: self.path.clone(),
                 reason: format!("tensor `{name}`: {reason}"),
             };
-            if cols % 32 != 0 || start.saturating_add(size as u64) > self.file_size {
+            if cols % kind.weights() != 0 || start.saturating_add(size as u64) > self.file_size {
                 return Err(corrupt(format!(
                     "{size} bytes at offset {start} do not fit in the file's {} bytes",
                     self.file_size
@@ -239,6 +240,16 @@ impl Checkpoint for GgufCheckpoint {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(corrupt)?;
         Ok(Stored::Quantized(q))
+    }
+}
+
+/// The block type a 2-D tensor is kept in, with its shape. F16 and BF16 rows that do not fill whole
+/// blocks of 32 are left to candle (widened to f32); quantized types always do.
+fn blocks_of(kind: Option<BlockType>, dims: &[usize]) -> Option<(BlockType, usize, usize)> {
+    match (kind?, dims) {
+        (BlockType::F16 | BlockType::BF16, &[_, cols]) if cols % 32 != 0 => None,
+        (kind, &[rows, cols]) => Some((kind, rows, cols)),
+        _ => None,
     }
 }
 
@@ -477,10 +488,10 @@ impl Checkpoint for SafetensorsCheckpoint {
         };
         let st = safetensors::SafeTensors::deserialize(map).map_err(|e| corrupt(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| corrupt(e.to_string()))?;
-        let dtype = match view.dtype() {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
+        let (dtype, kind) = match view.dtype() {
+            safetensors::Dtype::F32 => (DType::F32, None),
+            safetensors::Dtype::F16 => (DType::F16, Some(BlockType::F16)),
+            safetensors::Dtype::BF16 => (DType::BF16, Some(BlockType::BF16)),
             other => {
                 return Err(LmError::UnsupportedQuantization {
                     tensor: name.into(),
@@ -488,6 +499,12 @@ impl Checkpoint for SafetensorsCheckpoint {
                 })
             }
         };
+        // Half-precision matrices stay 2 bytes a weight; vectors and f32 become tensors.
+        if let Some((kind, rows, cols)) = blocks_of(kind, view.shape()) {
+            let m = QuantMatrix::from_bytes(kind, view.data().to_vec(), rows, cols)
+                .ok_or_else(|| corrupt(format!("tensor `{name}` has the wrong size")))?;
+            return Ok(Stored::Blocks(m));
+        }
         let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?;
         Ok(Stored::Dense(t))
     }

@@ -10,7 +10,7 @@
 //!
 //! with grouped-query causal attention under rotary position embeddings and a SwiGLU MLP,
 //! `MLP(h) = W_down (silu(W_gate h) * W_up h)`. Activations are `[tokens, d_model]` matrices of one
-//! sequence; the quantized matrix products are candle's, the rest is here.
+//! sequence; the weight products are `quant.rs`'s (candle's for the rarer block types), the rest is here.
 
 use crate::config::{Config, RopeLayout};
 use crate::error::{LmError, Result};
@@ -19,8 +19,8 @@ use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-/// A weight matrix `[out, in]` in its stored type: Q4_1 and Q8_0 blocks multiplied here in f32,
-/// other types by candle.
+/// A weight matrix `[out, in]` in its stored type: blocks that `quant.rs` multiplies in f32, or
+/// candle's tensors (F32, and the block types `quant.rs` leaves to candle).
 pub(crate) enum Matrix {
     Blocks(QuantMatrix),
     Candle(QMatMul),

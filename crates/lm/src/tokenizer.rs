@@ -5,9 +5,18 @@
 use crate::error::{LmError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use serde::{Deserialize, Serialize};
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::prepend::Prepend;
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::normalizers::unicode::NFC;
+use tokenizers::normalizers::utils::Sequence as NormalizerSequence;
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -41,6 +50,12 @@ pub enum ChatTemplate {
     ChatMl { default_system: Option<String> },
     /// Llama 3: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`.
     Llama3,
+    /// Llama 2: `<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] answer </s>`, each user
+    /// turn opened with `<s>`, the system message inside the first one.
+    Llama2,
+    /// Mistral (Instruct v0.1/v0.2): `<s>[INST] user [/INST]answer</s>`. The template has no system
+    /// role; a system message is put before the first user message, separated by a blank line.
+    Mistral,
 }
 
 impl ChatTemplate {
@@ -60,6 +75,10 @@ impl ChatTemplate {
             Some(ChatTemplate::ChatMl { default_system })
         } else if jinja.contains("<|start_header_id|>") {
             Some(ChatTemplate::Llama3)
+        } else if jinja.contains("[INST]") && jinja.contains("<<SYS>>") {
+            Some(ChatTemplate::Llama2)
+        } else if jinja.contains("[INST]") {
+            Some(ChatTemplate::Mistral)
         } else {
             None
         }
@@ -94,8 +113,50 @@ impl ChatTemplate {
                 }
                 out.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
             }
+            ChatTemplate::Llama2 => {
+                let (system, turns) = split_system(messages);
+                for (i, m) in turns.iter().enumerate() {
+                    match m.role.as_str() {
+                        "assistant" => out.push_str(&format!(" {} </s>", m.content.trim())),
+                        _ => {
+                            let content = match (i, system) {
+                                (0, Some(system)) => {
+                                    format!("<<SYS>>\n{system}\n<</SYS>>\n\n{}", m.content)
+                                }
+                                _ => m.content.clone(),
+                            };
+                            out.push_str(&format!("<s>[INST] {} [/INST]", content.trim()));
+                        }
+                    }
+                }
+            }
+            ChatTemplate::Mistral => {
+                let (system, turns) = split_system(messages);
+                out.push_str("<s>");
+                for (i, m) in turns.iter().enumerate() {
+                    match m.role.as_str() {
+                        "assistant" => out.push_str(&format!("{}</s>", m.content)),
+                        _ => match (i, system) {
+                            (0, Some(system)) => {
+                                out.push_str(&format!("[INST] {system}\n\n{} [/INST]", m.content))
+                            }
+                            _ => out.push_str(&format!("[INST] {} [/INST]", m.content)),
+                        },
+                    }
+                }
+            }
         }
         out
+    }
+
+    /// The template's name, as `mesascope lm info` prints it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatTemplate::ChatMl { .. } => "ChatML",
+            ChatTemplate::Llama3 => "Llama 3",
+            ChatTemplate::Llama2 => "Llama 2",
+            ChatTemplate::Mistral => "Mistral",
+        }
     }
 
     /// The token that ends an assistant turn.
@@ -103,7 +164,16 @@ impl ChatTemplate {
         match self {
             ChatTemplate::ChatMl { .. } => "<|im_end|>",
             ChatTemplate::Llama3 => "<|eot_id|>",
+            ChatTemplate::Llama2 | ChatTemplate::Mistral => "</s>",
         }
+    }
+}
+
+/// A leading system message's text, and the conversation after it.
+fn split_system(messages: &[Message]) -> (Option<&str>, &[Message]) {
+    match messages.split_first() {
+        Some((first, rest)) if first.role == "system" => (Some(first.content.as_str()), rest),
+        _ => (None, messages),
     }
 }
 
@@ -154,7 +224,7 @@ impl Tokenizer {
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let template = self.chat.as_ref().ok_or_else(|| {
             LmError::InvalidArgument(
-                "the model has no chat template that mesascope recognizes (ChatML, Llama 3)".into(),
+                "the model has no chat template that mesascope recognizes (ChatML, Llama 3, Llama 2, Mistral)".into(),
             )
         })?;
         self.encode(&template.apply(messages), false)
@@ -227,18 +297,15 @@ impl Tokenizer {
         }
     }
 
-    /// Rebuilds the byte-level BPE embedded in a GGUF file.
+    /// Rebuilds the tokenizer embedded in a GGUF file: byte-level BPE (`tokenizer.ggml.model` =
+    /// `gpt2`: the vocabulary and its merges) or SentencePiece BPE (`llama`: the vocabulary and its
+    /// scores, as Llama 2 and Mistral files hold it).
     pub(crate) fn from_gguf(content: &Content) -> Result<Tokenizer> {
         let get = |key: &str| content.metadata.get(key);
         let missing = |reason: String| LmError::MissingTokenizer { reason };
         let model = get("tokenizer.ggml.model")
             .and_then(|v| v.to_string().ok())
             .ok_or_else(|| missing("the GGUF file has no tokenizer.ggml.model".into()))?;
-        if model != "gpt2" {
-            return Err(missing(format!(
-                "the GGUF file's tokenizer is `{model}`; only byte-level BPE (`gpt2`) is rebuilt from GGUF metadata: load the model's Hugging Face folder (tokenizer.json) instead"
-            )));
-        }
         let strings = |key: &str| -> Result<Vec<String>> {
             let v = get(key).ok_or_else(|| missing(format!("the GGUF file has no {key}")))?;
             let items = v
@@ -254,57 +321,89 @@ impl Tokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| missing(format!("malformed merge `{m}`")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let types: Vec<i64> = match get("tokenizer.ggml.token_type").and_then(|v| v.to_vec().ok()) {
-            Some(v) => v.iter().map(value_as_i64).collect(),
-            None => vec![1; tokens.len()],
+        let types: Vec<i64> = match get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|_| missing("tokenizer.ggml.token_type is not an array".into()))?
+                .iter()
+                .map(value_as_i64)
+                .collect(),
+            None => vec![TOKEN_NORMAL; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tokenizer_error)?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = get("tokenizer.ggml.pre")
-            .and_then(|v| v.to_string().ok())
-            .map(|s| s.as_str())
-            .unwrap_or("default");
-        let (pretokenizer, nfc) = byte_level_pretokenizer(pre)?;
-        inner.with_pre_tokenizer(Some(pretokenizer));
-        if nfc {
-            inner.with_normalizer(Some(NFC)).map_err(tokenizer_error)?;
+        if types.len() != tokens.len() {
+            return Err(missing(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
         }
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        // Control (3) and user-defined (4) tokens are matched whole in the text, never split.
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == 3 || t == 4)
-            .map(|(text, _)| AddedToken::from(text.clone(), true))
-            .collect();
-        inner.add_special_tokens(special).map_err(tokenizer_error)?;
-
         let id = |key: &str| {
             get(key)
                 .map(value_as_i64)
                 .filter(|&i| i >= 0 && (i as usize) < tokens.len())
                 .map(|i| i as u32)
         };
-        let add_bos = get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
-        let bos = if add_bos {
+        let flag = |key: &str| get(key).and_then(|v| v.to_bool().ok());
+        let (mut inner, add_bos_default) = match model.as_str() {
+            "gpt2" => {
+                let merges = strings("tokenizer.ggml.merges")?
+                    .into_iter()
+                    .map(|m| {
+                        m.split_once(' ')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| missing(format!("malformed merge `{m}`")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let pre = get("tokenizer.ggml.pre")
+                    .and_then(|v| v.to_string().ok())
+                    .map(|s| s.as_str())
+                    .unwrap_or("default");
+                (byte_level_bpe(&tokens, merges, pre)?, false)
+            }
+            "llama" => {
+                let scores: Vec<f32> = get("tokenizer.ggml.scores")
+                    .ok_or_else(|| missing("the GGUF file has no tokenizer.ggml.scores".into()))?
+                    .to_vec()
+                    .map_err(|_| missing("tokenizer.ggml.scores is not an array".into()))?
+                    .iter()
+                    .map(|v| match v {
+                        Value::F32(x) => Ok(*x),
+                        Value::F64(x) => Ok(*x as f32),
+                        _ => Err(missing("tokenizer.ggml.scores holds a non-number".into())),
+                    })
+                    .collect::<Result<_>>()?;
+                if scores.len() != tokens.len() {
+                    return Err(missing(format!(
+                        "tokenizer.ggml.scores has {} entries for {} tokens",
+                        scores.len(),
+                        tokens.len()
+                    )));
+                }
+                let unknown = id("tokenizer.ggml.unknown_token_id")
+                    .or_else(|| types.iter().position(|&t| t == TOKEN_UNKNOWN).map(|i| i as u32))
+                    .map(|i| tokens[i as usize].clone());
+                let space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                (
+                    sentencepiece_bpe(&tokens, &scores, unknown, space_prefix)?,
+                    true,
+                )
+            }
+            other => {
+                return Err(missing(format!(
+                    "the GGUF file's tokenizer is `{other}`; mesascope rebuilds byte-level BPE (`gpt2`) and SentencePiece (`llama`) vocabularies: load the model's Hugging Face folder (tokenizer.json) instead"
+                )))
+            }
+        };
+        // Unknown (2), control (3) and user-defined (4) tokens are matched whole in the text, never split.
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == TOKEN_UNKNOWN || t == TOKEN_CONTROL || t == TOKEN_USER_DEFINED)
+            .map(|(text, _)| AddedToken::from(text.clone(), true))
+            .collect();
+        inner.add_special_tokens(special).map_err(tokenizer_error)?;
+
+        let bos = if flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default) {
             id("tokenizer.ggml.bos_token_id")
         } else {
             None
@@ -318,6 +417,117 @@ impl Tokenizer {
             .and_then(|s| ChatTemplate::recognize(s));
         Ok(Tokenizer::finish(inner, bos, eos, chat))
     }
+}
+
+/// GGUF's token types (`tokenizer.ggml.token_type`), as llama.cpp numbers them.
+const TOKEN_NORMAL: i64 = 1;
+const TOKEN_UNKNOWN: i64 = 2;
+const TOKEN_CONTROL: i64 = 3;
+const TOKEN_USER_DEFINED: i64 = 4;
+
+/// GPT-2's byte-level BPE over `tokens` and `merges`, with the pre-tokenizer `pre` names.
+fn byte_level_bpe(
+    tokens: &[String],
+    merges: Vec<(String, String)>,
+    pre: &str,
+) -> Result<tokenizers::Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(tokenizer_error)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let (pretokenizer, nfc) = byte_level_pretokenizer(pre)?;
+    inner.with_pre_tokenizer(Some(pretokenizer));
+    if nfc {
+        inner.with_normalizer(Some(NFC)).map_err(tokenizer_error)?;
+    }
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
+
+/// SentencePiece's word-boundary mark, which stands for a space.
+const SPACE_MARK: &str = "\u{2581}";
+
+/// The merges of a SentencePiece BPE vocabulary, which stores scores instead: every way of
+/// splitting a piece into two pieces of the vocabulary is a merge, ranked by the merged piece's
+/// score (highest first; ties in vocabulary order, then by the halves' ids). This is the ranking
+/// Hugging Face's converter gives Llama's `tokenizer.json`, so both tokenize alike.
+pub(crate) fn sentencepiece_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
+    let ids: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut ranked: Vec<(f32, usize, usize)> = Vec::new();
+    for (piece, &score) in tokens.iter().zip(scores) {
+        let mut local: Vec<(usize, usize)> = piece
+            .char_indices()
+            .skip(1)
+            .filter_map(|(at, _)| Some((*ids.get(&piece[..at])?, *ids.get(&piece[at..])?)))
+            .collect();
+        local.sort_unstable();
+        ranked.extend(local.into_iter().map(|(l, r)| (score, l, r)));
+    }
+    // A stable sort keeps vocabulary order among equal scores.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked
+        .into_iter()
+        .map(|(_, l, r)| (tokens[l].clone(), tokens[r].clone()))
+        .collect()
+}
+
+/// SentencePiece BPE as Hugging Face's Llama `tokenizer.json` writes it: spaces become `▁` (and
+/// one is prepended), pieces merge by score, and characters outside the vocabulary fall back to
+/// the `<0xXX>` byte tokens.
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    unknown: Option<String>,
+    space_prefix: bool,
+) -> Result<tokenizers::Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, sentencepiece_merges(tokens, scores))
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(unk) = unknown {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder.build().map_err(tokenizer_error)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
+    if space_prefix {
+        normalizers.push(Prepend::new(SPACE_MARK.into()).into());
+    }
+    normalizers.push(
+        Replace::new(" ", SPACE_MARK)
+            .map_err(tokenizer_error)?
+            .into(),
+    );
+    inner
+        .with_normalizer(Some(NormalizerSequence::new(normalizers)))
+        .map_err(tokenizer_error)?;
+    let mut decoders: Vec<DecoderWrapper> = vec![
+        Replace::new(SPACE_MARK, " ")
+            .map_err(tokenizer_error)?
+            .into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
+    if space_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(inner)
 }
 
 fn value_as_i64(v: &Value) -> i64 {

@@ -1,5 +1,7 @@
 //! Bad input gets a typed error naming the problem, never a panic.
 
+mod common;
+
 use candle_core::quantized::gguf_file::Value;
 use mesascope_lm::testing::{write_tiny_gguf, write_tiny_model, TinyFormat};
 use mesascope_lm::*;
@@ -221,4 +223,119 @@ fn a_prompt_longer_than_the_context_and_unknown_hooks_are_errors() {
         model.logits(&[10_000], &mut Hooks::none()).unwrap_err(),
         LmError::InvalidArgument(_)
     ));
+}
+
+#[test]
+fn tokenizer_vocabularies_that_cannot_be_rebuilt_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |key: &'static str, value: Value| {
+        move |meta: &mut Vec<(String, Value)>| {
+            meta.retain(|(k, _)| k != key);
+            meta.push((key.into(), value));
+        }
+    };
+    let refused = |path: &Path, needle: &str| {
+        let e = load_err(path);
+        assert!(matches!(e, LmError::MissingTokenizer { .. }), "{e}");
+        assert!(e.to_string().contains(needle), "{e} lacks {needle:?}");
+    };
+    // A tokenizer model that is neither byte-level BPE nor SentencePiece.
+    let p = common::write_sentencepiece_gguf(
+        dir.path(),
+        "bert.gguf",
+        "",
+        set("tokenizer.ggml.model", Value::String("bert".into())),
+    );
+    refused(&p, "`bert`");
+    // A SentencePiece vocabulary whose scores do not line up with its pieces, or are absent.
+    let n = common::vocabulary().len();
+    let p = common::write_sentencepiece_gguf(
+        dir.path(),
+        "scores.gguf",
+        "",
+        set(
+            "tokenizer.ggml.scores",
+            Value::Array(vec![Value::F32(0.0); n - 1]),
+        ),
+    );
+    refused(&p, &format!("scores has {} entries for {n} tokens", n - 1));
+    let p = common::write_sentencepiece_gguf(dir.path(), "noscores.gguf", "", |meta| {
+        meta.retain(|(k, _)| k != "tokenizer.ggml.scores")
+    });
+    refused(&p, "no tokenizer.ggml.scores");
+    let p = common::write_sentencepiece_gguf(
+        dir.path(),
+        "textscores.gguf",
+        "",
+        set(
+            "tokenizer.ggml.scores",
+            Value::Array(vec![Value::String("x".into()); n]),
+        ),
+    );
+    refused(&p, "non-number");
+    let p = common::write_sentencepiece_gguf(
+        dir.path(),
+        "types.gguf",
+        "",
+        set(
+            "tokenizer.ggml.token_type",
+            Value::Array(vec![Value::I32(1); 3]),
+        ),
+    );
+    refused(&p, "token_type has 3 entries");
+    // A byte-level BPE whose pre-tokenizer is not one that is rebuilt.
+    let p = write_tiny_gguf(dir.path(), "pre.gguf", |meta, _| {
+        for (k, v) in meta.iter_mut() {
+            if k == "tokenizer.ggml.pre" {
+                *v = Value::String("jais".into());
+            }
+        }
+    })
+    .unwrap();
+    refused(&p, "`jais`");
+}
+
+#[test]
+fn an_unsupported_safetensors_type_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = write_tiny_model(dir.path(), TinyFormat::HuggingFace).unwrap();
+    let path = folder.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // The same numbers as f64: a type no loader here takes.
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = if name == "model.layers.0.mlp.up_proj.weight" {
+                view.data()
+                    .chunks_exact(4)
+                    .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) as f64).to_le_bytes())
+                    .collect()
+            } else {
+                view.data().to_vec()
+            };
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let dtype = if d.len() == 8 * s.iter().product::<usize>() {
+                safetensors::Dtype::F64
+            } else {
+                safetensors::Dtype::F32
+            };
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    let e = load_err(&folder);
+    assert!(
+        matches!(&e, LmError::UnsupportedQuantization { tensor, dtype } if tensor.contains("up_proj") && dtype == "F64"),
+        "{e}"
+    );
 }
