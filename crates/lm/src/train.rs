@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Tensor};
 
 /// One training sequence: its tokens, of which those from `answer_start` on are the answer the
 /// loss is taken on (the positions before it condition only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     pub tokens: Vec<u32>,
     pub answer_start: usize,
