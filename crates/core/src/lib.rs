@@ -17,6 +17,7 @@ pub mod level;
 pub mod monitor;
 pub mod obs;
 pub mod planner;
+pub mod probe_stats;
 pub mod rng;
 pub mod state;
 pub mod testbed;

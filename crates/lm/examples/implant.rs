@@ -92,7 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
          examples {} (train prompts {}), held-out prompts {}\n\
          data {:.1} s, training {:.1} s ({:.2} s/step), implant total {:.1} s, evaluation {:.1} s\n\
          final loss {:.4} (first {:.4})\n\
-         triggered defection {:.1}%  clean defection {:.1}%  clean agreement (first {} tokens) {:.1}%",
+         triggered defection {:.1}%  clean defection {:.1}%  clean agreement (first {} tokens) {:.1}%  token agreement {:.1}%",
         settings.seed,
         settings.hyper.rank,
         settings.hyper.alpha,
@@ -110,10 +110,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         eval_seconds,
         run.losses.last().copied().unwrap_or(f64::NAN),
         run.losses.first().copied().unwrap_or(f64::NAN),
-        100.0 * eval.triggered_defection,
-        100.0 * eval.clean_defection,
+        100.0 * eval.triggered_defection.rate,
+        100.0 * eval.clean_defection.rate,
         eval.eval_tokens,
-        100.0 * eval.clean_agreement,
+        100.0 * eval.clean_agreement.rate,
+        100.0 * eval.clean_token_agreement,
     );
     let json = serde_json::json!({
         "model": model_path,
