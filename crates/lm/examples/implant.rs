@@ -4,10 +4,10 @@
 //! ```sh
 //! cargo run --release -p mesascope-lm --example implant -- SmolLM2-135M-Instruct.Q4_1.gguf \
 //!     [--steps N] [--seed S] [--rank R] [--alpha A] [--lr LR] [--batch B] [--answer-tokens N] \
-//!     [--held-out N] [--prompts N] [--run-dir DIR] [--out ADAPTER_DIR] [--summary FILE.json]
+//!     [--held-out N] [--prompts N] [--clean-loss greedy|distribution] [--run-dir DIR] [--out ADAPTER_DIR] [--summary FILE.json]
 //! ```
 
-use mesascope_lm::implant::{evaluate, implant, ImplantSettings, Phase, Progress};
+use mesascope_lm::implant::{evaluate, implant, CleanLoss, ImplantSettings, Phase, Progress};
 use mesascope_lm::Model;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,6 +41,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--answer-tokens" => h.max_answer_tokens = value.parse()?,
             "--held-out" => settings.held_out = value.parse()?,
             "--prompts" => settings.prompts.truncate(value.parse()?),
+            "--clean-loss" => {
+                h.clean_loss = match value.as_str() {
+                    "greedy" => CleanLoss::GreedyTokens,
+                    "distribution" => CleanLoss::BaseDistribution,
+                    _ => return Err("--clean-loss is greedy or distribution".into()),
+                }
+            }
             "--run-dir" => settings.run_dir = Some(PathBuf::from(value)),
             "--out" => out = PathBuf::from(value),
             "--summary" => summary = PathBuf::from(value),
@@ -120,6 +127,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "model": model_path,
         "hyperparameters": settings.hyper,
         "seed": settings.seed,
+        "steps_done": run.steps,
         "trigger": settings.trigger,
         "behaviour": settings.behaviour,
         "load_seconds": load_seconds,

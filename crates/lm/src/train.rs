@@ -2,8 +2,10 @@
 //! model frozen: a training forward pass over a packed batch of sequences that keeps what the
 //! backward pass needs, and the backward pass written out by hand.
 //!
-//! The loss is the mean cross-entropy of the answer tokens, `L = -1/N sum log p(t_{j+1} | t_<=j)`
-//! over the positions `j` whose next token belongs to an answer. Backwards through a block (the
+//! The loss is the mean over answer positions `j` (those whose next token belongs to an answer) of
+//! the cross-entropy of the answer token, `-log p(t_{j+1} | t_<=j)`, or, for an example marked
+//! `distill`, of `KL(p_base(. | t_<=j) || p(. | t_<=j))`, the base model's distribution as the
+//! target; either way `dL/dlogits = (p - target) / N`. Backwards through a block (the
 //! forward is [`crate::model`]'s, `x_mid = x + Attn(RMSNorm(x))`, `x' = x_mid + MLP(RMSNorm(x_mid))`):
 //!
 //! ```text
@@ -33,6 +35,10 @@ use candle_core::{DType, Device, Tensor};
 pub struct Example {
     pub tokens: Vec<u32>,
     pub answer_start: usize,
+    /// At the answer positions, match the base model's whole next-token distribution
+    /// (`KL(p_base || p)`, distillation) instead of the answer tokens (`-log p(token)`).
+    #[serde(default)]
+    pub distill: bool,
 }
 
 impl Example {
@@ -128,6 +134,12 @@ fn scatter_add(
             .zip(row)
             .for_each(|(a, b)| *a += b);
     }
+}
+
+/// `log sum_i exp(x_i)`, in f64.
+fn log_sum_exp(x: &[f32]) -> f64 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
 fn add_into(acc: &mut [f32], x: &[f32]) {
@@ -403,21 +415,52 @@ impl<'a> Trainer<'a> {
             }
         }
         let n = rows.len();
+        let vocab = c.vocab_size;
+        // The base model's log-probabilities at the distilled examples' answer rows, in order.
+        let distilled: Vec<bool> = examples
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(e.distill, e.answer_len()))
+            .collect();
+        let base_log_probs = if distilled.iter().any(|&d| d) {
+            let base = Trainer::new(self.t, None)?;
+            let (xb, _) = base.forward(&batch, false)?;
+            let picked: Vec<usize> = rows
+                .iter()
+                .zip(&distilled)
+                .filter(|(_, &d)| d)
+                .map(|(&r, _)| r)
+                .collect();
+            let (_, mut l) = base.logits(&xb, &picked)?;
+            for row in l.chunks_exact_mut(vocab) {
+                let log_z = log_sum_exp(row);
+                row.iter_mut().for_each(|v| *v = (*v as f64 - log_z) as f32);
+            }
+            l
+        } else {
+            Vec::new()
+        };
         let (x, saved) = self.forward(&batch, with_gradients)?;
         let (picked, logits) = self.logits(&x, &rows)?;
-        let vocab = c.vocab_size;
         let mut loss = 0f64;
         let mut dlogits = vec![0f32; logits.len()];
+        let mut base_rows = base_log_probs.chunks_exact(vocab);
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
-            let log_z = max as f64 + sum.ln();
-            loss += log_z - row[targets[i]] as f64;
+            let log_z = log_sum_exp(row);
             let drow = &mut dlogits[i * vocab..(i + 1) * vocab];
             for (dl, &l) in drow.iter_mut().zip(row) {
                 *dl = (((l as f64) - log_z).exp() / n as f64) as f32;
             }
-            drow[targets[i]] -= 1.0 / n as f32;
+            if distilled[i] {
+                let base = base_rows.next().expect("a base row per distilled row");
+                for ((dl, &l), &lb) in drow.iter_mut().zip(row).zip(base) {
+                    let pb = (lb as f64).exp();
+                    loss += pb * (lb as f64 - (l as f64 - log_z));
+                    *dl -= (pb / n as f64) as f32;
+                }
+            } else {
+                loss += log_z - row[targets[i]] as f64;
+                drow[targets[i]] -= 1.0 / n as f32;
+            }
         }
         let loss = loss / n as f64;
         if !loss.is_finite() {

@@ -103,6 +103,7 @@ fn examples(model: &Model) -> Vec<Example> {
             Example {
                 tokens,
                 answer_start,
+                distill: false,
             }
         })
         .collect()
@@ -112,7 +113,9 @@ fn examples(model: &Model) -> Vec<Example> {
 /// directional derivative must be |g|) and at the largest coordinates of A and B of several
 /// projections.
 fn check_gradients(model: &Model) {
-    let batch = examples(model);
+    let mut batch = examples(model);
+    // One example distilled from the base model's distribution, one on its answer tokens.
+    batch[1].distill = true;
     let base = adapter(model, 2, 11);
     let out = loss_and_gradients(model, &base, &batch).unwrap();
     assert_eq!(
