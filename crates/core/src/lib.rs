@@ -19,6 +19,7 @@ pub mod limits;
 pub mod monitor;
 pub mod obs;
 pub mod planner;
+pub mod probe_stats;
 pub mod rng;
 pub mod state;
 pub mod testbed;

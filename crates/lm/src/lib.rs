@@ -9,16 +9,20 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod hooks;
+pub mod implant;
 mod load;
+pub mod lora;
 pub mod model;
 mod quant;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::{Config, RopeLayout};
 pub use error::{LmError, Result};
 pub use generate::{argmax, GenerateOptions, Generation, StopReason};
 pub use hooks::{hook_names, Edit, EditOp, HookPoint, Hooks, Positions, Site};
+pub use lora::{LoraAdapter, LoraConfig, LoraPair, Projection};
 pub use model::{KvCache, LogitsFor};
 pub use tokenizer::{ChatTemplate, Message, Tokenizer};
 
@@ -125,6 +129,31 @@ impl Model {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The file or folder the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds `adapter`'s low-rank updates to every forward pass from now on (`None` removes it). The
+    /// base weights are not changed. An adapter of another shape is an error.
+    pub fn set_adapter(&mut self, adapter: Option<LoraAdapter>) -> Result<()> {
+        if let Some(a) = &adapter {
+            a.check(self.config())?;
+        }
+        self.transformer.adapter = adapter;
+        Ok(())
+    }
+
+    pub fn adapter(&self) -> Option<&LoraAdapter> {
+        self.transformer.adapter.as_ref()
+    }
+
+    /// Loads a PEFT adapter folder for this model and applies it (see [`Model::set_adapter`]).
+    pub fn load_adapter(&mut self, dir: impl AsRef<Path>) -> Result<()> {
+        let adapter = LoraAdapter::load(dir.as_ref(), self.config())?;
+        self.set_adapter(Some(adapter))
     }
 
     /// The hook point named `name` (`blocks.{i}.resid_pre`, ...); an error lists the valid names.

@@ -15,6 +15,7 @@
 use crate::config::{Config, RopeLayout};
 use crate::error::{LmError, Result};
 use crate::hooks::{HookPoint, Hooks, Site};
+use crate::lora::{LoraAdapter, Projection};
 use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
@@ -28,7 +29,7 @@ pub(crate) enum Matrix {
 
 impl Matrix {
     /// `x W^T` for `x` of `rows` rows.
-    fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    pub(crate) fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         match self {
             Matrix::Blocks(q) => Ok(q.matmul(x, rows)?),
             Matrix::Candle(w) => {
@@ -39,7 +40,7 @@ impl Matrix {
     }
 
     /// Rows `ids` of the matrix (an embedding lookup).
-    fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+    pub(crate) fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
         match self {
             Matrix::Blocks(q) => {
                 let mut out = vec![0f32; ids.len() * q.cols];
@@ -70,7 +71,7 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let mut y = self.weight.matmul(x, rows)?;
         if let Some(b) = &self.bias {
             for row in y.chunks_exact_mut(b.len()) {
@@ -143,11 +144,18 @@ pub(crate) struct Transformer {
     pub config: Config,
     pub weights: Weights,
     /// `theta_i`, one per pair of head dimensions.
-    frequencies: Vec<f32>,
+    pub frequencies: Vec<f32>,
+    /// Low-rank updates added to the block's projections (the base weights stay as loaded).
+    pub adapter: Option<LoraAdapter>,
 }
 
 fn to_rows(x: &Tensor) -> Result<Vec<f32>> {
     Ok(x.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// `silu(g) = g sigmoid(g)`.
+pub(crate) fn silu(g: f32) -> f32 {
+    g / (1.0 + (-g).exp())
 }
 
 /// `RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g`, row by row.
@@ -164,7 +172,7 @@ pub(crate) fn rms_norm(x: &[f32], gain: &[f32], eps: f32) -> Vec<f32> {
 
 /// Rotates each head's pairs of dimensions by `position * theta_i` (RoPE), in place. `x` holds
 /// `rows` tokens (the first at position `start`) of `heads` heads of `head_dim`.
-fn rope(
+pub(crate) fn rope(
     x: &mut [f32],
     heads: usize,
     head_dim: usize,
@@ -192,7 +200,7 @@ fn rope(
 
 /// Softmax over each row of `scores` (`[kv_heads, group * rows, keys]`, query row `r` at sequence
 /// position `start + r % rows`), with the causal mask: a query sees keys up to its own position.
-fn causal_softmax(scores: &mut [f32], rows: usize, keys: usize, start: usize) {
+pub(crate) fn causal_softmax(scores: &mut [f32], rows: usize, keys: usize, start: usize) {
     for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
         let visible = start + i % rows + 1;
         let (seen, masked) = row.split_at_mut(visible);
@@ -216,6 +224,7 @@ impl Transformer {
             config,
             weights,
             frequencies,
+            adapter: None,
         }
     }
 
@@ -239,11 +248,49 @@ impl Transformer {
         })
     }
 
+    /// Block `layer`'s projection `p`.
+    pub(crate) fn linear(&self, layer: usize, p: Projection) -> &Linear {
+        let block = &self.weights.blocks[layer];
+        match p {
+            Projection::Q => &block.q,
+            Projection::K => &block.k,
+            Projection::V => &block.v,
+            Projection::O => &block.o,
+            Projection::Gate => &block.gate,
+            Projection::Up => &block.up,
+            Projection::Down => &block.down,
+        }
+    }
+
+    /// `x W^T (+ b) + (alpha / r) (x A^T) B^T`: block `layer`'s projection `p`, with `adapter`'s
+    /// update where it has one.
+    pub(crate) fn project_with(
+        &self,
+        adapter: Option<&LoraAdapter>,
+        layer: usize,
+        p: Projection,
+        x: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.linear(layer, p).forward(x, rows)?;
+        if let Some(adapter) = adapter {
+            if let Some(pair) = adapter.get(layer, p) {
+                pair.apply(x, rows, &mut y, adapter.config.scale())?;
+            }
+        }
+        Ok(y)
+    }
+
+    /// Block `layer`'s projection `p` with the model's adapter, if it has one.
+    fn project(&self, layer: usize, p: Projection, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.project_with(self.adapter.as_ref(), layer, p, x, rows)
+    }
+
     /// Grouped-query causal self-attention of `h` (`rows` normalized tokens), appending this
     /// chunk's keys and values to the layer's cache.
     fn attention(
         &self,
-        block: &Block,
+        layer: usize,
         h: &[f32],
         rows: usize,
         cache: &mut LayerCache,
@@ -254,9 +301,9 @@ impl Transformer {
         let group = c.n_heads / c.n_kv_heads;
         let keys = start + rows;
 
-        let mut q = block.q.forward(h, rows)?;
-        let mut k = block.k.forward(h, rows)?;
-        let v = block.v.forward(h, rows)?;
+        let mut q = self.project(layer, Projection::Q, h, rows)?;
+        let mut k = self.project(layer, Projection::K, h, rows)?;
+        let v = self.project(layer, Projection::V, h, rows)?;
         rope(
             &mut q,
             c.n_heads,
@@ -305,17 +352,17 @@ impl Transformer {
         } else {
             heads.transpose(0, 1)?.contiguous()?
         };
-        block.o.forward(&to_rows(&merged)?, rows)
+        self.project(layer, Projection::O, &to_rows(&merged)?, rows)
     }
 
     /// `MLP(h) = W_down (silu(W_gate h) * W_up h)`.
-    fn mlp(&self, block: &Block, h: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let mut gate = block.gate.forward(h, rows)?;
-        let up = block.up.forward(h, rows)?;
+    fn mlp(&self, layer: usize, h: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut gate = self.project(layer, Projection::Gate, h, rows)?;
+        let up = self.project(layer, Projection::Up, h, rows)?;
         for (g, u) in gate.iter_mut().zip(&up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+            *g = silu(*g) * u;
         }
-        block.down.forward(&gate, rows)
+        self.project(layer, Projection::Down, &gate, rows)
     }
 
     /// Applies the hooks at `point` to the activation `x` (`rows` tokens from position `start`).
@@ -359,12 +406,12 @@ impl Transformer {
             x = self.hook(hooks, at(Site::ResidPre), x, start);
 
             let h = rms_norm(&x, &block.attn_norm, c.rms_norm_eps);
-            let a = self.attention(block, &h, rows, &mut cache.layers[layer], start)?;
+            let a = self.attention(layer, &h, rows, &mut cache.layers[layer], start)?;
             let a = self.hook(hooks, at(Site::AttnOut), a, start);
             x.iter_mut().zip(&a).for_each(|(xi, ai)| *xi += ai);
 
             let h = rms_norm(&x, &block.mlp_norm, c.rms_norm_eps);
-            let m = self.mlp(block, &h, rows)?;
+            let m = self.mlp(layer, &h, rows)?;
             let m = self.hook(hooks, at(Site::MlpOut), m, start);
             x.iter_mut().zip(&m).for_each(|(xi, mi)| *xi += mi);
 

@@ -164,25 +164,6 @@ fn tiny_tensors(vocab_size: usize) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     t
 }
 
-/// llama.cpp's converter reorders each head's q/k rows from `[halves, pairs]` to `[pairs, halves]`
-/// so that rotary pairs are adjacent.
-fn permute_for_gguf(data: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let rows = data.len() / cols;
-    let hd = rows / heads;
-    let mut out = vec![0.0; data.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let src = h * hd + j * hd / 2 + i;
-                let dst = h * hd + 2 * i + j;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 fn gguf_name(hf: &str) -> String {
     let renamed = hf
         .replace("model.embed_tokens.weight", "token_embd.weight")
@@ -306,9 +287,9 @@ pub fn write_tiny_gguf(
     let mut q_tensors = Vec::new();
     for (name, (shape, data)) in &tensors {
         let data = if name.ends_with("q_proj.weight") {
-            permute_for_gguf(data, TINY_HEADS, shape[1])
+            crate::lora::permute_rope_rows(data, TINY_HEADS, shape[1], true)
         } else if name.ends_with("k_proj.weight") {
-            permute_for_gguf(data, TINY_KV_HEADS, shape[1])
+            crate::lora::permute_rope_rows(data, TINY_KV_HEADS, shape[1], true)
         } else {
             data.clone()
         };
