@@ -36,7 +36,7 @@ DEFAULTS = {"seeds": [0], "shares": [0.0], "methods": ["none"], "steps": None,
 # The columns that are a trial's figures: equal whenever the same cell runs again, wherever it
 # runs (the rest are bookkeeping: seconds, paths, restarts).
 FIGURES = ("verdict", "proxy", "label", "exit_code", "trained_steps", "extra_steps",
-           "verdict_before")
+           "label_before", "exit_code_before")
 
 # Stages a trial has finished, in order; its checkpoint's state.json names the last one.
 _STAGES = ("start", "training", "trained", "mitigated", "done")
@@ -312,7 +312,8 @@ class _Trial:
         last_ck = [self.state.get("model_updates", 0) if stage == "training" else 0]
 
         def progress(done, total, message):
-            if done is None:
+            # A stage's message (done None) or the start position (no message): no update yet.
+            if done is None or not message:
                 return
             line = tail.latest()
             metrics = {"stage": stage, "env_steps": done, "total_steps": total}
@@ -406,14 +407,15 @@ def _row(cell, work, state):
                exit_code=v["exit_code"])
     row.update(_rates(a))
     row["trained_steps"] = state.get("trained_steps")
-    row["verdict_before"], row["extra_steps"] = None, None
+    row["label_before"], row["exit_code_before"], row["extra_steps"] = None, None, None
     if cell.method != "none":
         with open(os.path.join(work, "mitigation.json")) as f:
             m = json.load(f)
         row["extra_steps"] = m.get("extra_steps")
         row["trained_steps"] = m.get("source_steps")
-        before = m.get("before", {}).get("verdict", {}).get("verdict", {})
-        row["verdict_before"] = before.get("kind") if isinstance(before, dict) else None
+        # mitigation.json's summary of the audit before fine-tuning: its label and exit code.
+        row["label_before"] = m["before"]["verdict"]
+        row["exit_code_before"] = m["before"]["exit_code"]
     else:
         row["trained_steps"] = state.get("model_steps")
     row["seconds"] = state["seconds"]
@@ -437,14 +439,34 @@ def _connect(address, cpus):
         return
     if address != "auto" and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
+        _probe(address, host or "127.0.0.1", port)
+        # Ray joins a loopback address through the machine's own address (unless
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), where a head bound to 127.0.0.1 never answers
+        # and ray.init would retry for ever.
         try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
-                pass
-        except (OSError, ValueError) as e:
-            raise SettingError(f"`address` {address}: no Ray head answers there ({e}); start one with `ray start --head --port=PORT`") from None
+            from ray._private.services import resolve_ip_for_localhost
+            joined = resolve_ip_for_localhost(host or "127.0.0.1")
+        except Exception:  # a private helper: without it, only the address as given is probed
+            joined = host
+        if joined != host:
+            _probe(address, joined, port, note=f" (Ray joins {host} through {joined}; for a head "
+                   "bound to 127.0.0.1 set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray)")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+        # Most often the cluster's token: clients need RAY_AUTH_MODE=token and its token.
+        raise SettingError(f"`address` {address}: cannot join the Ray cluster there: {e}") from None
+
+
+def _probe(address, host, port, note=""):
+    try:
+        with socket.create_connection((host, int(port)), timeout=4):
+            pass
+    except (OSError, ValueError) as e:
+        raise SettingError(f"`address` {address}: no Ray head answers at {host}:{port} ({e}){note}; "
+                           "start one with `ray start --head --port=PORT`") from None
 
 
 def _tune_trial(config):
@@ -473,7 +495,7 @@ def _tune_trial(config):
 
 
 def sweep(grid, out="runs/sweep", address=None, cpus_per_trial=1, max_failures=2,
-          resume=False, name="sweep", num_cpus=None, sequential=False):
+          resume=False, name="sweep", num_cpus=None, sequential=False, callbacks=None):
     """Runs every cell of ``grid`` (a dict, or a TOML file with the same keys; see
     docs/distributed.md) as a Ray Tune trial: train, mitigate where its method asks, audit.
 
@@ -483,6 +505,7 @@ def sweep(grid, out="runs/sweep", address=None, cpus_per_trial=1, max_failures=2
     times from its last checkpoint. ``resume=True`` restores the interrupted sweep in
     ``out/name`` and runs only its unfinished trials. ``sequential=True`` runs the cells one
     after another in this process, without Ray (the reference the figures are compared to).
+    ``callbacks``: Tune callbacks (``ray.tune.Callback``), given every reported result.
 
     Returns a pandas DataFrame, one row per trial (see ``FIGURES``), also written atomically
     as ``out/name.csv`` and ``out/name.json``.
@@ -502,7 +525,8 @@ def sweep(grid, out="runs/sweep", address=None, cpus_per_trial=1, max_failures=2
     if sequential:
         rows = _run_sequential(cells, os.path.join(out, name + "-sequential"))
     else:
-        rows = _run_tune(cells, out, name, address, cpus_per_trial, max_failures, resume, num_cpus)
+        rows = _run_tune(cells, out, name, address, cpus_per_trial, max_failures, resume,
+                         num_cpus, callbacks)
     df = pd.DataFrame(rows)
     stem = os.path.join(out, name + ("-sequential" if sequential else ""))
     _write_atomic(stem + ".csv", df.to_csv(index=False))
@@ -523,7 +547,11 @@ def _run_sequential(cells, root):
     return rows
 
 
-def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus):
+def _trial_dirname(trial):
+    return f"trial-{trial.trial_id}"
+
+
+def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus, callbacks):
     try:
         import ray  # noqa: F401
         from ray import tune
@@ -542,10 +570,12 @@ def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus):
         tuner = tune.Tuner(
             trainable,
             param_space=space,
+            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 storage_path=out, name=name,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=callbacks,
                 verbose=0,
             ),
         )
