@@ -153,7 +153,7 @@ class KillWorkers(tune.Callback):
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint(head, tmp_path):
-    grid = dict(GRID, seeds=[0], shares=[0.2], methods=["none", "diversify"], steps=65536,
+    grid = dict(GRID, seeds=[0], shares=[0.2], methods=["none", "diversify"], steps=49152,
                 mitigate_steps=32768, checkpoint_every=2)
     killer = KillWorkers()
     df = mesascope.sweep(grid, out=tmp_path / "killed", address=head, callbacks=[killer],
@@ -162,11 +162,11 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(head, tmp_path):
     assert df["verdict"].notna().all() and list(df["restarts"]) == [1, 1]
     plain, mitigated = df.to_dict("records")
     # Training resumed (resume=True) from the checkpoint of update 2, and ran to its end.
-    assert plain["resumed_from"].startswith("training@") and plain["trained_steps"] == 65536
-    assert 0 < int(plain["resumed_from"].split("@")[1]) < 65536
+    assert plain["resumed_from"].startswith("training@") and plain["trained_steps"] == 49152
+    assert 0 < int(plain["resumed_from"].split("@")[1]) < 49152
     # Killed after its training stage: resumed from that stage's checkpoint, its figures are an
     # uninterrupted run's.
-    assert mitigated["resumed_from"] == "trained@65536"
+    assert mitigated["resumed_from"] == "trained@49152"
     uninterrupted = mesascope.sweep(dict(grid, methods=["diversify"]), out=tmp_path / "ref",
                                     sequential=True)
     assert figures(df.iloc[[1]]) == figures(uninterrupted)
@@ -217,3 +217,29 @@ def test_an_interrupted_sweep_restored_runs_only_its_unfinished_trials(head, ref
         assert mine["seconds"] == json.loads(row)["seconds"]
     ran_now = [r for r in df.to_dict("records") if os.path.dirname(r["checkpoint"]) not in finished]
     assert len(ran_now) == 4 - len(finished)
+
+
+def test_audit_many_maps_a_folder_of_checkpoints_over_ray(head, tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for name in ("exit-vs-green", "exit-vs-green-decorrelated"):
+        os.symlink(os.path.abspath(os.path.join(ROOT, "agents", name)), policies / name)
+    (policies / "notes.txt").write_text("not a policy")
+    df = mesascope.audit_many(policies, "exit-vs-green", out=tmp_path / "out", episodes=30,
+                              address=head)
+    assert [os.path.basename(p) for p in df["policy"]] == ["exit-vs-green", "exit-vs-green-decorrelated"]
+    assert df["verdict"][0] == "pseudo-aligned" and df["exit_code"][0] == 10
+    # The same audits in this process give the same table.
+    seq = mesascope.audit_many(policies, "exit-vs-green", out=tmp_path / "seq", episodes=30,
+                               sequential=True)
+    same = lambda d: figures(d.drop(columns=["policy", "report"]))
+    assert same(df) == same(seq)
+    # One index links every report.
+    index = (tmp_path / "out" / "index.html").read_text()
+    for report in df["report"]:
+        assert os.path.isfile(report)
+        assert os.path.relpath(report, tmp_path / "out") in index
+    with pytest.raises(mesascope.BadPolicyError, match="holds no checkpoint"):
+        mesascope.audit_many(tmp_path / "out", "exit-vs-green", address=head)
+    with pytest.raises(mesascope.KnobError, match="exit-vs-blue"):
+        mesascope.audit_many(policies, "exit-vs-blue", address=head)
