@@ -164,6 +164,9 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(head, tmp_path):
     # Training resumed (resume=True) from the checkpoint of update 2, and ran to its end.
     assert plain["resumed_from"].startswith("training@") and plain["trained_steps"] == 49152
     assert 0 < int(plain["resumed_from"].split("@")[1]) < 49152
+    # Its metrics hold each update once: those after the checkpoint were rerun, not repeated.
+    lines = open(os.path.join(plain["checkpoint"], "model", "metrics.jsonl")).read().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2, 3, 4, 5, 6]
     # Killed after its training stage: resumed from that stage's checkpoint, its figures are an
     # uninterrupted run's.
     assert mitigated["resumed_from"] == "trained@49152"

@@ -179,8 +179,6 @@ def expand_grid(grid):
     return cells
 
 
-_checked_cache = {}
-
 
 def _check(cell):
     def fail(cls, msg):
@@ -239,6 +237,16 @@ def _copy_model(src, dst):
             shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
+def _keep_metrics_until(path, updates):
+    """Drops the metrics lines of updates after the checkpoint a training run resumes from:
+    the resumed run writes its own lines for them."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["update"] <= updates]
+    _write_atomic(path, "".join(lines))
+
+
 class _MetricsTail:
     """The lines the library appended to ``metrics.jsonl`` since the last call: it writes each
     update's line before it reports progress, so the newest line is that update's."""
@@ -283,6 +291,8 @@ class _Trial:
                 dst = os.path.join(work, "train" if self.state["stage"] == "training" else "model")
                 _copy_model(os.path.join(restored, "model"), dst)
                 self.model = dst
+                if self.state["stage"] == "training":
+                    _keep_metrics_until(os.path.join(dst, "metrics.jsonl"), self.state["model_updates"])
             for name in ("row.json", "audit.json", "audit.html", "mitigation.json"):
                 if os.path.exists(os.path.join(restored, name)):
                     shutil.copyfile(os.path.join(restored, name), os.path.join(work, name))
@@ -359,9 +369,9 @@ class _Trial:
             folder = os.path.join(self.work, "mitigated")
             if os.path.exists(folder):
                 shutil.rmtree(folder)
-            m = mitigate(base, c.testbed, method=c.method, decorrelate=c.share,
-                         steps=c.mitigate_steps, seed=c.seed, episodes=c.episodes, out=folder,
-                         progress=self._progress("mitigating", folder, 0))
+            mitigate(base, c.testbed, method=c.method, decorrelate=c.share,
+                     steps=c.mitigate_steps, seed=c.seed, episodes=c.episodes, out=folder,
+                     progress=self._progress("mitigating", folder, 0))
             for name in ("audit.json", "audit.html", "mitigation.json"):
                 shutil.copyfile(os.path.join(folder, name), os.path.join(self.work, name))
             self._checkpoint("mitigated", folder, {},
@@ -370,9 +380,8 @@ class _Trial:
         # 3. Audit, on the knobs trained with and no decorrelated levels (as mitigate does).
         if not self._done("done"):
             if c.method == "none":
-                report = audit(self.model, c.testbed, episodes=c.episodes, seed=c.seed,
-                               out=os.path.join(self.work, "audit"), name=f"sweep: {c.label()}",
-                               **knobs)
+                audit(self.model, c.testbed, episodes=c.episodes, seed=c.seed,
+                      out=os.path.join(self.work, "audit"), name=f"sweep: {c.label()}", **knobs)
                 for name in ("audit.json", "audit.html"):
                     shutil.copyfile(os.path.join(self.work, "audit", name), os.path.join(self.work, name))
             self.state["seconds"] = self._base_seconds + time.monotonic() - self._start
@@ -553,7 +562,6 @@ def _trial_dirname(trial):
 
 def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus, callbacks):
     try:
-        import ray  # noqa: F401
         from ray import tune
     except ImportError:
         raise SettingError("sweeps run on Ray Tune: pip install 'ray[tune]' (or pass sequential=True)") from None
