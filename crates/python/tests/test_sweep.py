@@ -194,8 +194,9 @@ mesascope.sweep(json.loads(sys.argv[1]), out=sys.argv[2], address=sys.argv[3], c
 def test_an_interrupted_sweep_restored_runs_only_its_unfinished_trials(head, reference, tmp_path):
     out = tmp_path / "interrupted"
     # One trial at a time (2 CPUs each), so the sweep is stopped with trials still to run.
+    log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(GRID), str(out), head],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=log, stderr=subprocess.STDOUT)
     done = lambda: sorted(glob.glob(str(out / "sweep" / "trial-*" / "checkpoint_*" / "row.json")))
     try:
         deadline = time.monotonic() + 120
@@ -206,20 +207,26 @@ def test_an_interrupted_sweep_restored_runs_only_its_unfinished_trials(head, ref
     finally:
         if driver.poll() is None:
             driver.kill()
-    finished = {os.path.dirname(os.path.dirname(p)): open(p).read() for p in done()}
+    log.close()
+    # The interrupted sweep's own table says which trials Tune recorded as finished.
+    assert (out / "sweep.json").exists(), (tmp_path / "driver.log").read_text()[-3000:]
+    table = json.loads((out / "sweep.json").read_text())
+    finished = [r for r in table if r.get("verdict")]
     assert 1 <= len(finished) < 4
-    snapshot = {t: sorted(os.listdir(t)) for t in finished}
+    stamp = lambda r: os.stat(os.path.join(r["checkpoint"], "row.json")).st_mtime_ns
+    stamps = {r["checkpoint"]: stamp(r) for r in finished}
 
     df = mesascope.sweep(GRID, out=out, address=head, cpus_per_trial=2, resume=True)
     assert len(df) == 4 and df["verdict"].notna().all()
     assert figures(df) == figures(reference)
-    # The trials that had finished were not run again: no new checkpoint, the same row.
-    for trial, row in finished.items():
-        assert sorted(os.listdir(trial)) == snapshot[trial]
-        (mine,) = [r for r in df.to_dict("records") if os.path.dirname(r["checkpoint"]) == trial]
-        assert mine["seconds"] == json.loads(row)["seconds"]
-    ran_now = [r for r in df.to_dict("records") if os.path.dirname(r["checkpoint"]) not in finished]
-    assert len(ran_now) == 4 - len(finished)
+    # The trials that had finished were not run again: the same last checkpoint, untouched,
+    # and the same row; the others ran now.
+    rows = df.to_dict("records")
+    for before in finished:
+        (now,) = [r for r in rows if r["checkpoint"] == before["checkpoint"]]
+        assert stamp(now) == stamps[before["checkpoint"]]
+        assert now["seconds"] == before["seconds"]
+    assert len([r for r in rows if r["checkpoint"] not in stamps]) == 4 - len(finished)
 
 
 def test_audit_many_maps_a_folder_of_checkpoints_over_ray(head, tmp_path):

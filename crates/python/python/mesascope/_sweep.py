@@ -391,6 +391,11 @@ class _Trial:
             if c.method != "none":
                 extra.append("mitigation.json")
             self._checkpoint("done", self.model, {"row": row}, extra=extra)
+        else:
+            # Restored after its last checkpoint (the sweep stopped before Tune recorded the end):
+            # nothing to redo, but Tune needs the row reported again.
+            with open(os.path.join(self.work, "row.json")) as f:
+                self.report({"stage": "done", "row": json.load(f)}, None)
         with open(os.path.join(self.work, "row.json")) as f:
             return json.load(f)
 
@@ -539,7 +544,8 @@ def sweep(grid, out="runs/sweep", address=None, cpus_per_trial=1, max_failures=2
     df = pd.DataFrame(rows)
     stem = os.path.join(out, name + ("-sequential" if sequential else ""))
     _write_atomic(stem + ".csv", df.to_csv(index=False))
-    _write_atomic(stem + ".json", df.to_json(orient="records", indent=1))
+    # From the rows themselves: pandas' JSON writer rounds floats to 10 digits.
+    _write_atomic(stem + ".json", json.dumps(rows, indent=1))
     return df
 
 
@@ -591,6 +597,8 @@ def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus, c
     results = tuner.fit()
     by_cell = {}
     for r in results:
+        if not r.config:  # a trial the interrupted sweep never started
+            continue
         cell = Cell.from_config(r.config["cell"])
         row = (r.metrics or {}).get("row") if r.error is None else None
         if row is None:
@@ -598,8 +606,10 @@ def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus, c
         row = dict(row)
         row["checkpoint"] = r.checkpoint.path if r.checkpoint else None
         by_cell[cell] = row
-    # The grid's order, whatever order the trials finished in.
-    return [by_cell[c] for c in cells if c in by_cell]
+    # The grid's order, whatever order the trials finished in; a trial not started has no row
+    # of figures (an interrupted sweep).
+    unfinished = lambda c: {**c.values(), "verdict": None, "error": "unfinished", "checkpoint": None}
+    return [by_cell.get(c) or unfinished(c) for c in cells]
 
 
 # ---------------------------------------------------------------------------------------------
