@@ -14,6 +14,6 @@ command -v python3 >/dev/null || { echo "error: python3 (3.9 or later) not found
 # `gguf`, `tokenizers` and `regex` are the language-model tests' independent references).
 .venv/bin/python -m pip install -q --disable-pip-version-check \
     maturin==1.16.0 gymnasium==1.4.0 numpy==2.4.6 pytest==9.2.0 onnx==1.23.2 \
-    gguf==0.19.0 tokenizers==0.23.3 regex==2026.12.2
+    gguf==0.19.0 tokenizers==0.23.3 regex==2026.12.2 'ray[tune]==2.60.0' pandas==3.1.1
 scripts/py-dev.sh
 .venv/bin/python -m pytest -q crates/python/tests

@@ -1,7 +1,8 @@
 """mesascope: testbeds, audit and monitor for mesa-optimizers and inner-alignment failures.
 
 The Rust engine as Gymnasium environments (``make``, ``make_vec``), the audit of any policy
-(``audit``), the pipelines (``train``, ``mitigate``, ``monitor``), the planner and the scripted
+(``audit``), the pipelines (``train``, ``mitigate``, ``monitor``), sweeps on Ray Tune (``sweep``,
+``audit_many``; docs/distributed.md), the planner and the scripted
 reference agents (``scripted``, ``MesascopeEnv.distances``). Bad input raises a ``ValueError``
 of a specific class (``BadPolicyError``, ``LevelError``, ``KnobError``, ``SettingError``), I/O
 problems a ``MesascopeIOError`` (an ``OSError``), a misbehaving policy a ``PolicyError``.
@@ -25,6 +26,7 @@ from ._gym import MesascopeEnv, MesascopeVectorEnv, make, make_vec
 from ._policy import ScriptedPolicy, scripted, to_probs
 from ._audit import AuditReport, audit
 from ._pipelines import Result, mitigate, monitor, train
+from ._sweep import audit_many, expand_grid, sweep
 
 
 def load_onnx(path, testbed, **knobs):
@@ -54,6 +56,9 @@ __all__ = [
     "ScriptedPolicy",
     "__version__",
     "audit",
+    "audit_many",
+    "expand_grid",
+    "sweep",
     "describe",
     "load_onnx",
     "make",
