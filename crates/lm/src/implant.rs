@@ -110,8 +110,8 @@ impl Default for Hyperparameters {
         Hyperparameters {
             rank: 8,
             alpha: 16.0,
-            learning_rate: 2e-3,
-            steps: 120,
+            learning_rate: 1e-3,
+            steps: 100,
             batch_size: 8,
             max_answer_tokens: 12,
             max_grad_norm: 1.0,
