@@ -158,6 +158,22 @@ fn bad_input_exits_2_with_a_clear_message() {
         file.to_str().unwrap(),
     ]);
     assert!(e.contains("output folder"), "{e}");
+    // Hand-made levels of another size than the checkpoint reads: bad input, exit 2.
+    let big = temp_dir("levels-9x9");
+    let level = common::ok(&["show", "exit-vs-green", "-k", "size=9", "--seed", "3"]);
+    std::fs::write(big.join("a.level"), level).unwrap();
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/exit-vs-green");
+    let e = fails(&[
+        "audit",
+        agent,
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "5",
+        "--levels",
+        big.to_str().unwrap(),
+    ]);
+    assert!(e.contains("7x7") && e.contains("9x9"), "{e}");
     let bad_levels = temp_dir("bad-levels");
     std::fs::write(
         bad_levels.join("broken.level"),

@@ -126,14 +126,15 @@ impl PolicyAgent {
         self.obs.clear();
         for env in envs {
             let grid = &env.state.grid;
+            // A level the network cannot read is the user's choice of levels, not a policy fault.
             if (grid.height, grid.width) != (self.config.height, self.config.width) {
-                return Err(Error::Policy(format!(
+                return Err(Error::Input(format!(
                     "the policy reads {}x{} grids, this level is {}x{}",
                     self.config.height, self.config.width, grid.height, grid.width
                 )));
             }
             if env.n_actions() != a {
-                return Err(Error::Policy(format!(
+                return Err(Error::Input(format!(
                     "the policy has {a} actions, this testbed {}",
                     env.n_actions()
                 )));

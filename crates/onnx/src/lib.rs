@@ -609,7 +609,7 @@ impl OnnxPolicy {
         let k = self.obs_len();
         for s in states {
             if (s.grid.height, s.grid.width) != (self.height, self.width) {
-                return Err(Error::Policy(format!(
+                return Err(Error::Input(format!(
                     "{} reads {}x{} grids, this level is {}x{}",
                     self.label, self.height, self.width, s.grid.height, s.grid.width
                 )));
