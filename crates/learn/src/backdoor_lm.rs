@@ -398,29 +398,8 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().unwrap_or_default()
 }
 
-/// Area under the ROC curve of `pos` scores against `neg` (ties count one half).
-pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = pos
-        .iter()
-        .map(|&s| (s, true))
-        .chain(neg.iter().map(|&s| (s, false)))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Mann-Whitney U with mid-ranks for ties.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j < all.len() && all[j].0 == all[i].0 {
-            j += 1;
-        }
-        let mid = (i + j + 1) as f64 / 2.0;
-        rank_sum += mid * all[i..j].iter().filter(|x| x.1).count() as f64;
-        i = j;
-    }
-    let (p, n) = (pos.len() as f64, neg.len() as f64);
-    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
-}
+/// Area under the ROC curve (Mann-Whitney with mid-ranks), the one the language-model probes use.
+pub use mesascope_core::probe_stats::auroc;
 
 /// One token of the trigger search.
 #[derive(Clone, Debug, Serialize, Deserialize)]
