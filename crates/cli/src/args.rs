@@ -63,6 +63,11 @@ pub enum Command {
     /// Turn a pseudo-aligned checkpoint into a robust one (fine-tuning on decorrelated levels), with audits before and after.
     #[command(after_help = MITIGATE_AFTER_HELP)]
     Mitigate(MitigateArgs),
+    /// Run a grid of trials (testbeds x knobs x shares x seeds x methods): train, fine-tune, audit; one table and one figure. In this process, or on Ray.
+    #[command(after_help = SWEEP_AFTER_HELP)]
+    Sweep(SweepArgs),
+    /// Audit every checkpoint and ONNX file in a folder: one verdict table and an index page linking the reports.
+    AuditMany(AuditManyArgs),
     /// Play a policy under the runtime monitor: alarms, detection delay, and a fallback's success.
     Monitor(MonitorArgs),
     /// Look inside a trained network: linear probes for each goal and the oversight cue, and steering against the proxy.
@@ -684,8 +689,9 @@ again on the distributions it was audited on before. The exit code is the verdic
 --out DIR receives the fine-tuned checkpoint, metrics.jsonl, audit-before.json, audit.json,
 audit.html and mitigation.json.
 
---sweep fine-tunes once per share of --shares and seed (no audits), measures proxy pursuit and
-intended-goal success on the shift, and writes sweep.json and sweep.html (the plot) into --out.
+--sweep is a grid (`mesascope sweep`) of one fine-tuning per share of --shares and seed, each
+audited after: --out receives the table (sweep.csv, sweep.json), the figure of proxy pursuit under
+shift against the share (sweep.html) and a folder per trial; --resume continues an interrupted one.
 
 Examples:
   mesascope mitigate agents/exit-vs-green --env exit-vs-green
@@ -750,6 +756,9 @@ pub struct MitigateArgs {
         requires = "sweep"
     )]
     pub shares: Option<Vec<f64>>,
+    /// --sweep: continue the interrupted sweep in --out (finished trials keep their rows).
+    #[arg(long, requires = "sweep")]
+    pub resume: bool,
     /// --sweep: seeds per share (seed, seed + 1, ...).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "sweep", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub seeds: u32,
@@ -855,4 +864,84 @@ pub struct ProbeArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: KnobArgs,
+}
+
+const SWEEP_AFTER_HELP: &str = "\
+The grid file (TOML; docs/distributed.md): testbed, seeds, shares, methods (none | diversify |
+adversarial), steps, mitigate_steps, episodes, checkpoint_every, source, and a [knobs] table; every
+list is an axis. Each trial trains with its share of decorrelated levels (method none) or trains
+and fine-tunes with it (or fine-tunes `source`), then is audited. Every cell is checked before any
+trial starts.
+
+--out DIR receives grid.json, trials/trial-NNNN/ (checkpoints, audit.json, audit.html, row.json),
+the table (sweep.csv, sweep.json) and the figure (sweep.html). An interrupted sweep continues with
+--resume: finished trials keep their rows, a trial cut short in training resumes from its
+checkpoint.
+
+--ray ADDRESS runs the same grid as Ray Tune trials through the Python package (pip install
+mesascope \"ray[tune]\" pandas; MESASCOPE_PYTHON names the interpreter): `local` starts Ray with
+this machine's CPUs, `auto` or HOST:PORT joins a running cluster. The figures are the same.
+
+Examples:
+  mesascope sweep examples/sweep-small.toml --out runs/sweep-small
+  mesascope sweep examples/sweep-small.toml --out runs/sweep-small --resume
+  mesascope sweep grid.toml --ray head-node:6379 --out /shared/sweeps/grid";
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// The grid file (TOML).
+    #[arg(value_name = "GRID.toml")]
+    pub grid: PathBuf,
+    /// Output folder [default: runs/<grid file name>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted sweep in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub ray: RayArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Where work runs on Ray.
+#[derive(Args, Debug, Clone)]
+pub struct RayArgs {
+    /// Run on Ray: `local`, `auto` or HOST:PORT of a Ray head.
+    #[arg(long, value_name = "ADDRESS")]
+    pub ray: Option<String>,
+    /// --ray: CPUs reserved per trial.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "ray", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub cpus_per_trial: u32,
+    /// --ray: restarts of a trial whose worker died.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "ray")]
+    pub max_failures: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditManyArgs {
+    /// A folder of checkpoint folders and .onnx files.
+    #[arg(value_name = "DIR")]
+    pub folder: PathBuf,
+    /// The testbed to audit them on.
+    #[arg(long = "env", value_name = "TESTBED")]
+    pub env: String,
+    /// Episodes per distribution.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub episodes: u32,
+    /// Seed of the levels and of every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder [default: runs/audit-many-<folder name>]: NNN-NAME/ per policy,
+    /// verdicts.csv and index.html.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    #[command(flatten)]
+    pub ray: RayArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

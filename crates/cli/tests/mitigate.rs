@@ -139,21 +139,24 @@ fn sweep_fine_tunes_once_per_share_and_seed_and_plots_proxy_pursuit() {
     let stdout = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", text(&o.stderr));
     assert!(stdout.contains("50%"), "{stdout}");
-    let v: serde_json::Value =
+    // One grid trial per share and seed: the table's rows, each with the audit after.
+    let runs: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
-    let runs = v["runs"].as_array().unwrap();
     let keys: Vec<(f64, u64)> = runs
         .iter()
-        .map(|r| (r["p"].as_f64().unwrap(), r["seed"].as_u64().unwrap()))
+        .map(|r| (r["share"].as_f64().unwrap(), r["seed"].as_u64().unwrap()))
         .collect();
     assert_eq!(keys, vec![(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]);
-    for r in runs {
-        let (i, p) = (
-            r["intended"].as_f64().unwrap(),
-            r["proxy"].as_f64().unwrap(),
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r["method"], "diversify");
+        assert_eq!(r["extra_steps"], 512);
+        assert!(r["label_before"].is_string(), "{r}");
+        let (i_, p) = (
+            r["shift:green/intended"].as_f64().unwrap(),
+            r["shift:green/proxy:green"].as_f64().unwrap(),
         );
-        assert!((0.0..=1.0).contains(&(i + p)), "{r}");
-        let dir = out.join(format!("p{}-seed{}", r["p"].as_f64().unwrap(), r["seed"]));
+        assert!((0.0..=1.0).contains(&(i_ + p)), "{r}");
+        let dir = out.join(format!("trials/trial-{i:04}/mitigated"));
         assert!(
             dir.join("model.json").is_file(),
             "{} missing",
@@ -162,9 +165,9 @@ fn sweep_fine_tunes_once_per_share_and_seed_and_plots_proxy_pursuit() {
     }
     let page = std::fs::read_to_string(out.join("sweep.html")).unwrap();
     assert!(page.contains("<polyline") && page.contains("proxy, seed 1"));
-    // The runs' folders are not overwritten.
+    // The sweep is not overwritten.
     let e = text(&mesascope(&args).stderr);
-    assert!(e.contains("already holds a checkpoint"), "{e}");
+    assert!(e.contains("already holds a sweep"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&source);
 }

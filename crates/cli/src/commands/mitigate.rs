@@ -3,8 +3,8 @@ use crate::args::MitigateArgs;
 use crate::progress::Terminal;
 use mesascope::mitigate::{mitigate, MitigateSettings};
 use mesascope::report;
-use mesascope::sweep::{sweep, SweepSettings, DEFAULT_SHARES};
-use std::fmt::Write as _;
+use mesascope::sweep::{mitigation_grid, SweepSettings, DEFAULT_SHARES};
+use std::path::PathBuf;
 
 pub fn settings(a: &MitigateArgs) -> MitigateSettings {
     MitigateSettings {
@@ -23,23 +23,24 @@ pub fn settings(a: &MitigateArgs) -> MitigateSettings {
 pub fn run(a: &MitigateArgs) -> mesascope::Result<Output> {
     let progress = Terminal::new(a.quiet);
     if a.sweep {
+        let m = settings(a);
         let s = SweepSettings {
-            mitigation: settings(a),
-            shares: a.shares.clone().unwrap_or_else(|| DEFAULT_SHARES.to_vec()),
-            seeds: a.seeds,
+            cells: mitigation_grid(&m, a.shares.as_deref().unwrap_or(&DEFAULT_SHARES), a.seeds)?,
+            out: default_out(&m),
+            resume: a.resume,
         };
-        let r = sweep(&s, &progress)?;
-        let mut text = report::sweep::text(&r);
-        let _ = writeln!(
-            text,
-            "\nwrote {} (sweep.json, sweep.html, a checkpoint per run)",
-            s.out_dir().display()
-        );
-        return Ok(text.into());
+        return Ok(super::sweep::run_settings(&s, a.quiet)?.into());
     }
     let m = mitigate(&settings(a), &progress)?;
     Ok(Output {
         text: report::mitigation::text(&m),
         code: m.after.verdict.exit_code as u8,
     })
+}
+
+/// `--out`, else `runs/<checkpoint folder name>-sweep`.
+fn default_out(m: &MitigateSettings) -> PathBuf {
+    m.out
+        .clone()
+        .unwrap_or_else(|| mesascope::mitigate::default_out(&m.policy, "sweep"))
 }

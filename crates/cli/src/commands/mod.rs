@@ -11,6 +11,7 @@ mod mitigate;
 mod monitor;
 mod probe;
 mod show;
+mod sweep;
 mod train;
 
 use crate::args::{Cli, Command};
@@ -37,6 +38,8 @@ pub fn run(cli: &Cli) -> mesascope::Result<Output> {
         Command::Train(a) => train::run(a).map(Output::from),
         Command::Audit(a) => audit::run(a),
         Command::Mitigate(a) => mitigate::run(a),
+        Command::Sweep(a) => sweep::run(a).map(Output::from),
+        Command::AuditMany(a) => sweep::audit_many_run(a).map(Output::from),
         Command::Monitor(a) => monitor::run(a).map(Output::from),
         Command::Probe(a) => probe::run(a).map(Output::from),
         Command::Icl(a) => labs::icl(a).map(Output::from),

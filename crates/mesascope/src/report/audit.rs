@@ -605,3 +605,35 @@ fn body(r: &AuditReport) -> String {
     s.push_str("<p class='note'>Every figure on this page is also in audit.json, beside it.</p>");
     s
 }
+
+/// A line of `audit-many`'s index page.
+pub struct IndexEntry {
+    /// The policy's file or folder name.
+    pub name: String,
+    /// Its report, relative to the index page.
+    pub link: String,
+    pub label: String,
+    pub exit_code: i32,
+}
+
+/// `audit-many`'s index: one line per policy, its verdict and a link to its report.
+pub fn index_page(testbed: &str, entries: &[IndexEntry]) -> String {
+    let mut rows = String::new();
+    for e in entries {
+        let _ = write!(
+            rows,
+            "<tr><td><a href=\"{}\">{}</a></td><td><span class=\"{}\">{}</span></td><td>{}</td></tr>",
+            esc(&e.link),
+            esc(&e.name),
+            verdict_class(e.exit_code),
+            esc(&e.label),
+            e.exit_code
+        );
+    }
+    let mut page = Page::new(&format!("mesascope audits: {testbed}"));
+    page.push(&format!(
+        "<h1>Audits on {}</h1><table><tr><th>policy</th><th>verdict</th><th>exit code</th></tr>{rows}</table>",
+        esc(testbed)
+    ));
+    page.finish()
+}

@@ -1,125 +1,209 @@
-//! The mitigation sweep's report: one row per fine-tuning run, the table by share as text, and
-//! the page with proxy pursuit under shift against the share.
+//! A sweep's report, from its table (`sweep.json`, written by this library or by the Python
+//! package's Ray sweep: the same columns): proxy pursuit and intended-goal success under shift
+//! against the share of decorrelated levels, as text and as a page with the figure.
 
 use super::html::{esc, Page};
 use super::svg::{line_chart, Axes, Series};
 use super::text::{pct, pct0, table, Align};
-use serde::Serialize;
+use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
-/// One fine-tuning run, measured on the shift.
-#[derive(Clone, Debug, Serialize)]
-pub struct SweepRun {
-    pub p: f64,
+/// One trial, measured on the audit's first shifted distribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepPoint {
+    /// What the trials of one line share: the method, and the testbed when several are swept.
+    pub series: String,
+    pub share: f64,
     pub seed: u64,
-    pub intended: f64,
-    pub proxy: f64,
-    pub timed_out: f64,
-    pub train_success: Option<f64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SweepReport {
-    pub kind: &'static str,
-    /// diversify (uniform levels) or adversarial (regret curriculum).
-    pub method: &'static str,
-    pub source: String,
-    pub testbed: String,
-    /// Fine-tuning env steps of every run.
-    pub steps: u64,
-    /// Shifted episodes each run is measured on.
-    pub episodes: usize,
+    /// The shifted distribution (`shift:green`).
     pub shift: String,
-    pub runs: Vec<SweepRun>,
+    /// Share of shifted episodes that reach a proxy (any of them).
+    pub proxy: f64,
+    pub intended: f64,
+    pub label: String,
 }
 
-/// Mean, min and max of one measure over the seeds of each share.
-fn by_share(r: &SweepReport, f: fn(&SweepRun) -> f64) -> Vec<(f64, f64, f64, f64)> {
-    let mut shares: Vec<f64> = r.runs.iter().map(|x| x.p).collect();
-    shares.dedup();
-    shares
-        .into_iter()
-        .map(|p| {
-            let xs: Vec<f64> = r.runs.iter().filter(|x| x.p == p).map(f).collect();
-            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            (p, mean, lo, hi)
+/// The points of a table's finished trials (a failed trial has no verdict and no point).
+pub fn points(rows: &[Map<String, Value>]) -> Vec<SweepPoint> {
+    let mut testbeds: Vec<&str> = rows.iter().filter_map(|r| r["testbed"].as_str()).collect();
+    testbeds.sort_unstable();
+    testbeds.dedup();
+    rows.iter()
+        .filter(|r| r.get("verdict").is_some_and(|v| !v.is_null()))
+        .filter_map(|r| {
+            let shift = r
+                .keys()
+                .find(|k| k.starts_with("shift:") && k.contains('/'))?
+                .split('/')
+                .next()?
+                .to_string();
+            let rate = |k: &str| r.get(k).and_then(Value::as_f64);
+            let proxy = r
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with(&format!("{shift}/proxy:"))
+                        && !k.ends_with("_lo")
+                        && !k.ends_with("_hi")
+                })
+                .filter_map(|(_, v)| v.as_f64())
+                .sum();
+            let method = r["method"].as_str().unwrap_or("?");
+            let series = if testbeds.len() > 1 {
+                format!("{} {method}", r["testbed"].as_str().unwrap_or("?"))
+            } else {
+                method.to_string()
+            };
+            Some(SweepPoint {
+                series,
+                share: rate("share")?,
+                seed: r.get("seed").and_then(Value::as_u64)?,
+                intended: rate(&format!("{shift}/intended"))?,
+                proxy,
+                shift,
+                label: r["label"].as_str().unwrap_or_default().to_string(),
+            })
         })
         .collect()
 }
 
-/// The sweep as a text table.
-pub fn text(r: &SweepReport) -> String {
+/// Each series' shares, in order of first appearance, with the mean, min and max of `f` over
+/// their seeds.
+fn by_share(
+    points: &[SweepPoint],
+    series: &str,
+    f: fn(&SweepPoint) -> f64,
+) -> Vec<(f64, f64, f64, f64)> {
+    let mine: Vec<&SweepPoint> = points.iter().filter(|p| p.series == series).collect();
+    let mut shares: Vec<f64> = mine.iter().map(|p| p.share).collect();
+    shares.sort_by(f64::total_cmp);
+    shares.dedup();
+    shares
+        .into_iter()
+        .map(|s| {
+            let xs: Vec<f64> = mine.iter().filter(|p| p.share == s).map(|p| f(p)).collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (s, mean, lo, hi)
+        })
+        .collect()
+}
+
+fn series_names(points: &[SweepPoint]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in points {
+        if !names.contains(&p.series) {
+            names.push(p.series.clone());
+        }
+    }
+    names
+}
+
+/// The sweep by series and share, as a text table.
+pub fn text(points: &[SweepPoint]) -> String {
     let mut s = String::new();
-    let seeds = r.runs.iter().filter(|x| x.p == r.runs[0].p).count();
+    let Some(first) = points.first() else {
+        return "no finished trial\n".into();
+    };
     let _ = writeln!(
         s,
-        "mitigate --sweep ({}) {} on {}: fine-tuned {} env steps per run, {} seeds per share, {} episodes on {}\n",
-        r.method, r.source, r.testbed, r.steps, seeds, r.episodes, r.shift
+        "{} trials; under shift ({}), by share of decorrelated levels (mean over seeds, min-max):\n",
+        points.len(),
+        first.shift
     );
     let mut rows = vec![vec![
-        "decorrelated levels".to_string(),
-        "proxy under shift: mean".into(),
+        "method".to_string(),
+        "decorrelated".into(),
+        "seeds".into(),
+        "proxy: mean".into(),
         "min-max".into(),
         "intended: mean".into(),
         "min-max".into(),
     ]];
-    let (proxy, intended) = (by_share(r, |x| x.proxy), by_share(r, |x| x.intended));
-    for ((p, pm, plo, phi), (_, im, ilo, ihi)) in proxy.iter().zip(&intended) {
-        rows.push(vec![
-            pct0(*p),
-            pct(*pm),
-            format!("{}-{}", pct(*plo), pct(*phi)),
-            pct(*im),
-            format!("{}-{}", pct(*ilo), pct(*ihi)),
-        ]);
+    for name in series_names(points) {
+        let proxy = by_share(points, &name, |p| p.proxy);
+        let intended = by_share(points, &name, |p| p.intended);
+        for ((share, pm, plo, phi), (_, im, ilo, ihi)) in proxy.iter().zip(&intended) {
+            let seeds = points
+                .iter()
+                .filter(|p| p.series == name && p.share == *share)
+                .count();
+            rows.push(vec![
+                name.clone(),
+                pct0(*share),
+                seeds.to_string(),
+                pct(*pm),
+                format!("{}-{}", pct(*plo), pct(*phi)),
+                pct(*im),
+                format!("{}-{}", pct(*ilo), pct(*ihi)),
+            ]);
+        }
     }
     let mut align = vec![Align::Left];
-    align.extend([Align::Right; 4]);
+    align.extend([Align::Right; 6]);
     s.push_str(&table(&rows, &align, "  "));
     s
 }
 
-/// The sweep's page: proxy pursuit and intended-goal success under shift against the share.
-pub fn page(r: &SweepReport) -> String {
-    let mean = |f: fn(&SweepRun) -> f64| -> Vec<(f64, f64)> {
-        by_share(r, f)
+const COLOURS: [(&str, &str); 4] = [
+    ("#e65100", "#ffcc80"),
+    ("#1565c0", "#90caf9"),
+    ("#6a1b9a", "#ce93d8"),
+    ("#00695c", "#80cbc4"),
+];
+
+/// The sweep's page: proxy pursuit under shift against the share, a line per series (the mean
+/// over seeds) with each seed's points, and intended-goal success.
+pub fn page(title: &str, points: &[SweepPoint]) -> String {
+    let mut series = Vec::new();
+    for (i, name) in series_names(points).iter().enumerate() {
+        let (dark, light) = COLOURS[i % COLOURS.len()];
+        let mut seeds: Vec<u64> = points
             .iter()
-            .map(|(p, m, ..)| (100.0 * p, *m))
-            .collect()
-    };
-    // Seeds first, so that the means are drawn over them.
-    let mut seeds: Vec<u64> = r.runs.iter().map(|x| x.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
-    let mut series: Vec<Series> = seeds
-        .into_iter()
-        .map(|s| {
-            let pts = r
-                .runs
+            .filter(|p| &p.series == name)
+            .map(|p| p.seed)
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        for seed in seeds {
+            let pts = points
                 .iter()
-                .filter(|x| x.seed == s)
-                .map(|x| (100.0 * x.p, x.proxy))
+                .filter(|p| &p.series == name && p.seed == seed)
+                .map(|p| (100.0 * p.share, p.proxy))
                 .collect();
-            Series::new(format!("proxy, seed {s}"), "#ffcc80", pts).with_markers()
-        })
-        .collect();
-    series
-        .push(Series::new("proxy (mean over seeds)", "#e65100", mean(|x| x.proxy)).with_markers());
-    series.push(
-        Series::new(
-            "intended goal (mean over seeds)",
-            "#2e7d32",
-            mean(|x| x.intended),
-        )
-        .with_markers(),
-    );
+            series.push(
+                Series::new(format!("{name}: proxy, seed {seed}"), light, pts).with_markers(),
+            );
+        }
+        let mean = |f: fn(&SweepPoint) -> f64| -> Vec<(f64, f64)> {
+            by_share(points, name, f)
+                .iter()
+                .map(|(s, m, ..)| (100.0 * s, *m))
+                .collect()
+        };
+        series.push(
+            Series::new(
+                format!("{name}: proxy (mean over seeds)"),
+                dark,
+                mean(|p| p.proxy),
+            )
+            .with_markers(),
+        );
+        series.push(
+            Series::new(
+                format!("{name}: intended goal (mean)"),
+                "#2e7d32",
+                mean(|p| p.intended),
+            )
+            .with_markers(),
+        );
+    }
+    let shift = points.first().map(|p| p.shift.as_str()).unwrap_or("shift");
     let chart = line_chart(
         &series,
         &Axes {
-            title: format!("{} under shift after fine-tuning", r.testbed),
-            x_label: "decorrelated training levels (%)".into(),
+            title: format!("proxy pursuit under {shift}"),
+            x_label: "decorrelated levels (%)".into(),
             y_label: "share of shifted episodes".into(),
             y_range: Some((0.0, 1.0)),
             y_percent: true,
@@ -127,15 +211,12 @@ pub fn page(r: &SweepReport) -> String {
         },
         820.0,
     );
-    let mut page = Page::new(&format!("mesascope sweep: {} on {}", r.source, r.testbed));
+    let mut page = Page::new(&format!("mesascope sweep: {title}"));
     page.push(&format!(
-        "<h1>Decorrelated levels against proxy pursuit: {0} on {1}</h1><p>Each run fine-tunes the checkpoint for {2} env steps on the training distribution with a share of levels in which the proxy stands apart from the intended goal, then plays {3} episodes of {4}. Langosco et al. (2022) found a few percent of such levels enough to make most agents pursue the intended goal.</p><figure>{chart}</figure><pre>{5}</pre>",
-        esc(&r.source),
-        esc(&r.testbed),
-        r.steps,
-        r.episodes,
-        esc(&r.shift),
-        esc(&text(r))
+        "<h1>Decorrelated levels against proxy pursuit: {0}</h1><p>Each trial trains (or fine-tunes) with a share of levels in which the proxy stands apart from the intended goal, then is audited; the figure shows the episodes of {1} that reach a proxy. Langosco et al. (2022) found a few percent of such levels enough to make most agents pursue the intended goal.</p><figure>{chart}</figure><pre>{2}</pre>",
+        esc(title),
+        esc(shift),
+        esc(&text(points))
     ));
     page.finish()
 }

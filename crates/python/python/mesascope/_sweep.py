@@ -193,8 +193,6 @@ def _check(cell):
         _core.describe(cell.testbed, {**dict(cell.knobs), "decorrelate": cell.share})
     except ValueError as e:
         fail(type(e), str(e))
-    if cell.method != "none" and not 0.0 < cell.share <= 1.0:
-        fail(SettingError, f"method {cell.method} fine-tunes on a share of decorrelated levels in (0, 1], not {_num(cell.share)}")
     if cell.source is not None:
         if cell.method == "none":
             fail(SettingError, "a `source` checkpoint is mitigated; method none would only audit it (use audit_many)")
@@ -690,3 +688,54 @@ def _index_html(testbed, rows, out):
             "text-align:left}</style></head><body>"
             f"<h1>Audits on {html.escape(testbed)}</h1><table><tr><th>policy</th><th>verdict</th>"
             f"<th>exit code</th></tr>{''.join(body)}</table></body></html>\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line's Ray front end: `mesascope sweep GRID --ray ADDRESS` and
+# `mesascope audit-many DIR --ray ADDRESS` run `python -m mesascope._sweep ...`.
+
+
+def main(argv=None):
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m mesascope._sweep")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("sweep", "audit-many"):
+        c = sub.add_parser(name)
+        c.add_argument("path")
+        c.add_argument("--out", required=True)
+        c.add_argument("--address", default="local")
+        c.add_argument("--cpus", type=int, default=1)
+        c.add_argument("--max-failures", type=int, default=2)
+        if name == "sweep":
+            c.add_argument("--resume", action="store_true")
+        else:
+            c.add_argument("--env", required=True)
+            c.add_argument("--episodes", type=int, default=200)
+            c.add_argument("--seed", type=int, default=0)
+            c.add_argument("-k", action="append", default=[])
+    a = p.parse_args(argv)
+    address = None if a.address == "local" else a.address
+    try:
+        if a.command == "sweep":
+            sweep(a.path, out=a.out, address=address, cpus_per_trial=a.cpus,
+                  max_failures=a.max_failures, resume=a.resume)
+        else:
+            knobs = {}
+            for pair in a.k:
+                k, _, v = pair.partition("=")
+                knobs[k] = float(v)
+            audit_many(a.path, a.env, out=a.out, episodes=a.episodes, seed=a.seed,
+                       address=address, cpus_per_audit=a.cpus, **knobs)
+    except (SettingError, KnobError, BadPolicyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
