@@ -195,6 +195,14 @@ pub fn parse_grid(text: &str, origin: &str) -> Result<Vec<Cell>> {
     expand(&table)
 }
 
+/// The checked cells of a grid given as a JSON object with the grid file's keys (how the
+/// Python package hands over a grid given as a dict).
+pub fn grid_from_json(json: &str) -> Result<Vec<Cell>> {
+    let table: toml::Table =
+        serde_json::from_str(json).map_err(|e| Error::bad_setting(format!("grid: {e}")))?;
+    expand(&table)
+}
+
 fn as_list<'a>(key: &str, v: &'a toml::Value) -> Result<Vec<&'a toml::Value>> {
     let values: Vec<&toml::Value> = match v {
         toml::Value::Array(a) => a.iter().collect(),

@@ -185,6 +185,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pipelines::train, m)?)?;
     m.add_function(wrap_pyfunction!(pipelines::mitigate, m)?)?;
     m.add_function(wrap_pyfunction!(pipelines::monitor, m)?)?;
+    m.add_function(wrap_pyfunction!(pipelines::sweep_grid, m)?)?;
     lm::register(m)?;
     Ok(())
 }

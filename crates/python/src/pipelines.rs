@@ -229,3 +229,25 @@ pub fn monitor(
         .map_err(lib_err)?;
     Ok((to_py(py, json(&report)?)?, report::monitor::text(&report)))
 }
+
+/// The checked cells of a sweep's grid (`mesascope.expand_grid`): from the TOML file `path`, or
+/// from `json`, a JSON object with the grid file's keys. The library reads and checks grids for
+/// the command line and for Python alike (`mesascope::sweep`).
+#[pyfunction]
+#[pyo3(signature = (path=None, json=None))]
+pub fn sweep_grid(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    json: Option<&str>,
+) -> PyResult<Py<PyAny>> {
+    let cells = match (path, json) {
+        (Some(p), None) => mesascope::sweep::read_grid(&p),
+        (None, Some(j)) => mesascope::sweep::grid_from_json(j),
+        _ => Err(Error::bad_setting(
+            "a grid is a TOML file or a JSON object, one of them",
+        )),
+    }
+    .map_err(lib_err)?;
+    let text = serde_json::to_string(&cells).map_err(|e| lib_err(e.into()))?;
+    json_to_py(py, &text)
+}

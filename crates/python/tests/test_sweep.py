@@ -81,9 +81,9 @@ def test_bad_grids_are_refused_before_any_trial(tmp_path):
         (dict(GRID, knobs={"sizes": 5}), mesascope.KnobError, "sizes=5 .*unknown knob 'sizes'"),
         (dict(GRID, methods=["none", "magic"]), mesascope.SettingError, "method=magic: unknown method"),
         (dict(GRID, shares=[0.1, 1.5]), mesascope.KnobError, "share=1.5 .*decorrelate = 1.5 is out of range"),
-        (dict(GRID, seeds=[0, -1]), mesascope.SettingError, "`seeds`: -1"),
-        (dict(GRID, steps=0), mesascope.SettingError, "`steps`: 0"),
-        (dict(GRID, shares=[]), mesascope.SettingError, "`shares`: an empty list"),
+        (dict(GRID, seeds=[0, -1]), mesascope.SettingError, '"seeds": -1'),
+        (dict(GRID, steps=0), mesascope.SettingError, '"steps": 0'),
+        (dict(GRID, shares=[]), mesascope.SettingError, '"shares": an empty list'),
         (dict(GRID, colour="green"), mesascope.SettingError, "unknown key.*colour"),
         (dict(GRID, methods=["diversify"], shares=[0.2], source=str(tmp_path)), mesascope.BadPolicyError, "source"),
     ]

@@ -8,9 +8,7 @@ once audited, the audit's JSON and HTML; a retried trial starts again from its l
 """
 
 import html
-import itertools
 import json
-import math
 import os
 import shutil
 import socket
@@ -22,16 +20,6 @@ from . import _core
 from ._audit import audit
 from ._core import BadPolicyError, KnobError, MesascopeIOError, SettingError
 from ._pipelines import mitigate, train
-
-METHODS = ("none", "diversify", "adversarial")
-
-# The grid's keys: each takes one value or a list of values (crossed with the others), except
-# `knobs` (a table whose values are numbers or lists of numbers) and `source`.
-GRID_KEYS = ("testbed", "knobs", "seeds", "shares", "methods", "steps", "mitigate_steps",
-             "episodes", "checkpoint_every", "source")
-DEFAULTS = {"seeds": [0], "shares": [0.0], "methods": ["none"], "steps": None,
-            "mitigate_steps": None, "episodes": 200, "checkpoint_every": 20, "source": None,
-            "knobs": {}}
 
 # The columns that are a trial's figures: equal whenever the same cell runs again, wherever it
 # runs (the rest are bookkeeping: seconds, paths, restarts).
@@ -70,8 +58,10 @@ class Cell:
 
     @staticmethod
     def from_config(d):
+        """A cell from its JSON form (the library's, or ``to_config``'s)."""
         d = dict(d)
         d["knobs"] = tuple((k, float(v)) for k, v in d["knobs"])
+        d["share"] = float(d["share"])
         return Cell(**d)
 
     def values(self):
@@ -89,121 +79,22 @@ def _num(v):
 
 
 # ---------------------------------------------------------------------------------------------
-# The grid: reading and checking it, all before any trial starts.
-
-
-def load_grid(grid):
-    """A grid as a dict: ``grid`` itself, or the TOML file it names (docs/distributed.md)."""
-    if isinstance(grid, dict):
-        return dict(grid)
-    if not isinstance(grid, (str, os.PathLike)):
-        raise TypeError(f"a grid is a dict or the path of a TOML file, not {type(grid).__name__}")
-    path = os.fspath(grid)
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise SettingError(f"grid {path}: reading TOML needs Python 3.11 or the `tomli` package") from None
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingError(f"grid {path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        # The message ends "(at line L, column C)".
-        raise SettingError(f"grid {path} does not parse: {e}") from None
-    except OSError as e:
-        raise MesascopeIOError(f"grid {path}: cannot read it: {e}") from None
-
-
-def _as_list(key, value):
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values:
-        raise SettingError(f"grid key `{key}`: an empty list leaves no trial to run")
-    return values
-
-
-def _int(key, v, least):
-    if isinstance(v, bool) or not isinstance(v, int) or v < least:
-        raise SettingError(f"grid key `{key}`: {v!r} is not an integer >= {least}")
-    return v
-
-
-def _number(key, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SettingError(f"grid key `{key}`: {v!r} is not a finite number")
-    return float(v)
+# The grid: read and checked by the library (`mesascope::sweep`, the command line's reader too),
+# all before any trial starts.
 
 
 def expand_grid(grid):
-    """Every cell of ``grid`` (a dict or a TOML file), checked: an unknown key, testbed, knob or
-    method, or a value out of range, raises the package's error class naming the grid cell."""
-    g = load_grid(grid)
-    unknown = sorted(set(g) - set(GRID_KEYS))
-    if unknown:
-        raise SettingError(f"grid: unknown key(s) {', '.join(unknown)}; the keys are {', '.join(GRID_KEYS)}")
-    if "testbed" not in g:
-        raise SettingError("grid: `testbed` is required")
-    g = {**DEFAULTS, **g}
-    knobs = g["knobs"]
-    if not isinstance(knobs, dict):
-        raise SettingError("grid key `knobs`: a table of knob = number or [numbers]")
-    if "decorrelate" in knobs:
-        raise SettingError("grid key `knobs`: set `decorrelate` through `shares`, the share of decorrelated levels")
-    testbeds = [str(t) for t in _as_list("testbed", g["testbed"])]
-    knob_axes = sorted((str(k), [_number(f"knobs.{k}", v) for v in _as_list(f"knobs.{k}", vs)])
-                       for k, vs in knobs.items())
-    seeds = [_int("seeds", s, 0) for s in _as_list("seeds", g["seeds"])]
-    shares = [_number("shares", p) for p in _as_list("shares", g["shares"])]
-    methods = [str(m) for m in _as_list("methods", g["methods"])]
-    steps = [None if s is None else _int("steps", s, 1) for s in _as_list("steps", g["steps"])]
-    msteps = [None if s is None else _int("mitigate_steps", s, 1)
-              for s in _as_list("mitigate_steps", g["mitigate_steps"])]
-    episodes = [_int("episodes", e, 1) for e in _as_list("episodes", g["episodes"])]
-    every = _int("checkpoint_every", g["checkpoint_every"], 0)
-    source = g["source"]
-    if source is not None:
-        source = os.path.abspath(os.fspath(source))
-
-    cells = []
-    knob_names = [k for k, _ in knob_axes]
-    for testbed, kv, share, seed, method, st, ms, ep in itertools.product(
-            testbeds, itertools.product(*[vs for _, vs in knob_axes]), shares, seeds, methods,
-            steps, msteps, episodes):
-        cell = Cell(testbed, tuple(zip(knob_names, kv)), seed, share, method, st, ms, ep, every,
-                    source)
-        _check(cell)
-        cells.append(cell)
-    return cells
-
-
-
-def _check(cell):
-    def fail(cls, msg):
-        raise cls(f"grid cell {cell.label()}: {msg}")
-
-    if cell.testbed not in _core.testbed_names():
-        fail(KnobError, f"unknown testbed {cell.testbed!r}; the testbeds are {', '.join(_core.testbed_names())}")
-    if cell.method not in METHODS:
-        fail(SettingError, f"unknown method {cell.method!r}; the methods are {', '.join(METHODS)}")
-    # The testbed's own checks of its knobs and of the share (its `decorrelate` knob).
-    try:
-        _core.describe(cell.testbed, {**dict(cell.knobs), "decorrelate": cell.share})
-    except ValueError as e:
-        fail(type(e), str(e))
-    if cell.source is not None:
-        if cell.method == "none":
-            fail(SettingError, "a `source` checkpoint is mitigated; method none would only audit it (use audit_many)")
-        meta = os.path.join(cell.source, "model.json")
-        try:
-            with open(meta) as f:
-                trained_on = json.load(f).get("testbed")
-        except (OSError, ValueError) as e:
-            fail(BadPolicyError, f"source {cell.source} is not a readable checkpoint folder ({e})")
-        if trained_on != cell.testbed:
-            fail(BadPolicyError, f"source {cell.source} was trained on {trained_on}, not {cell.testbed}")
+    """Every cell of ``grid`` (a dict, or a TOML file with the same keys), checked: an unknown
+    key, testbed, knob or method, or a value out of range, raises the package's error class
+    naming the grid cell."""
+    if isinstance(grid, dict):
+        # A key given as None takes its default, as if left out.
+        cells = _core.sweep_grid(json=json.dumps({k: v for k, v in grid.items() if v is not None}))
+    elif isinstance(grid, (str, os.PathLike)):
+        cells = _core.sweep_grid(path=os.fspath(grid))
+    else:
+        raise TypeError(f"a grid is a dict or the path of a TOML file, not {type(grid).__name__}")
+    return [Cell.from_config(c) for c in cells]
 
 
 # ---------------------------------------------------------------------------------------------
