@@ -728,9 +728,9 @@ pub struct MitigateArgs {
     pub env: String,
     #[arg(long, value_enum, default_value_t = MitigationMethod::Diversify)]
     pub method: MitigationMethod,
-    /// Share of fine-tuning levels in which the proxy is decorrelated, in (0, 1] [default:
-    /// diversify 0.3, adversarial 0.05].
-    #[arg(long, value_name = "P")]
+    /// Share of fine-tuning levels in which the proxy is decorrelated, in [0, 1] (0: the
+    /// control, fine-tuning without one) [default: diversify 0.3, adversarial 0.05].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub decorrelate: Option<f64>,
     /// Fine-tuning env steps [default: the testbed's default training length].
     #[arg(long, value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]

@@ -93,7 +93,7 @@ fn mitigate_bad_input_exits_2() {
         "--env",
         "exit-vs-green",
         "--decorrelate",
-        "0",
+        "-0.1",
     ]);
     assert!(e.contains("--decorrelate"), "{e}");
     fails(&[

