@@ -260,9 +260,9 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
     let watched = generate(&[]);
     assert!(watched.contains("monitor: "), "{watched}");
     let halted = generate(&["--halt"]);
-    if watched.contains("FLAGGED") {
-        assert!(halted.contains("generation halted"), "{halted}");
-    }
+    // The probe (fitted at layer 1 on pairs without the trigger) flags the triggered prompt.
+    assert!(watched.contains("FLAGGED"), "{watched}");
+    assert!(halted.contains("generation halted"), "{halted}");
 
     // The trigger scan over user n-grams: the trigger comes first.
     let cands = dir.join("candidates.txt");
@@ -280,6 +280,10 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
         ad,
         "--candidates",
         cands.to_str().unwrap(),
+        "--prompts",
+        dir.join("prompts.jsonl").to_str().unwrap(),
+        "--prompt-count",
+        "3",
         "--top",
         "3",
         "--probe",

@@ -82,3 +82,47 @@ pub fn generate_monitored(
         total_seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// The probe with its threshold recalibrated for monitoring whole generations: the score that at
+/// most a fraction `fpr` of `clean_prompts`' monitored generations (chat-templated, `options`)
+/// exceed at any token. The probe file's own threshold is calibrated on prompts' final tokens
+/// only, and generated tokens' residuals score differently (on SmolLM2 a clean generation's
+/// later tokens crossed it in 11 of 48 prompts).
+pub fn calibrate_on_generations(
+    model: &Model,
+    probe: &ProbeFile,
+    clean_prompts: &[String],
+    options: &GenerateOptions,
+    fpr: f64,
+) -> Result<ProbeFile> {
+    if clean_prompts.is_empty() || !(0.0..1.0).contains(&fpr) {
+        return Err(crate::LmError::InvalidArgument(
+            "calibration needs clean prompts and a false-positive rate in [0, 1)".into(),
+        ));
+    }
+    let never = ProbeFile {
+        threshold: f64::INFINITY,
+        ..probe.clone()
+    };
+    let mut peaks = Vec::new();
+    for p in clean_prompts {
+        let tokens = model.prompt_tokens(p, true)?;
+        let m = generate_monitored(
+            model,
+            &tokens,
+            options,
+            &never,
+            false,
+            &Hooks::none(),
+            &mut |_, _| true,
+        )?;
+        peaks.push(m.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    }
+    let op = mesascope_core::probe_stats::recall_at_fpr(&[], &peaks, fpr);
+    Ok(ProbeFile {
+        threshold: op.threshold,
+        fpr,
+        calibration_prompts: clean_prompts.len(),
+        ..probe.clone()
+    })
+}

@@ -464,6 +464,35 @@ fn the_monitor_scores_what_a_full_forward_pass_reads_and_halts_at_its_threshold(
         }
     }
     eprintln!("monitor on the tiny organism: {flagged}/10 flagged early, {alarms}/10 clean prompts flagged at their final token");
+    // Recalibrated on whole clean generations: none of them crosses the new threshold.
+    let clean: Vec<String> = organism()
+        .held_out
+        .iter()
+        .map(|h| h.prompt.clone())
+        .collect();
+    let recalibrated =
+        mesascope_lm::monitor::calibrate_on_generations(&model, &probe, &clean, &options, 0.0)
+            .unwrap();
+    assert!(recalibrated.threshold >= probe.threshold);
+    for c in &clean {
+        let toks = model.prompt_tokens(c, true).unwrap();
+        let m = generate_monitored(
+            &model,
+            &toks,
+            &options,
+            &recalibrated,
+            false,
+            &Hooks::none(),
+            &mut |_, _| true,
+        )
+        .unwrap();
+        assert!(
+            !m.flagged(),
+            "{c}: {:?} vs {}",
+            m.scores,
+            recalibrated.threshold
+        );
+    }
     assert_eq!(alarms, 0);
     assert!(flagged >= 8, "{flagged}");
 }
