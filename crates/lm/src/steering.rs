@@ -137,16 +137,29 @@ pub struct SteeringTrial {
     pub random: Vec<Rate>,
 }
 
+/// Where and how hard to steer, and how many random controls to draw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Steering {
+    pub layer: usize,
+    /// The vector is added times this (negative: subtracted).
+    pub coefficient: f32,
+    pub random_vectors: usize,
+    pub seed: u64,
+}
+
 pub fn steer_defection(
     model: &Model,
     triggered_prompts: &[String],
     vector: &[f32],
-    layer: usize,
-    coefficient: f32,
-    random_vectors: usize,
-    seed: u64,
+    steering: &Steering,
     behaviour: &str,
 ) -> Result<SteeringTrial> {
+    let Steering {
+        layer,
+        coefficient,
+        random_vectors,
+        seed,
+    } = *steering;
     let unsteered = defection_rate(model, triggered_prompts, &Hooks::none(), behaviour)?;
     let steered = defection_rate(
         model,

@@ -540,7 +540,19 @@ fn steering_adds_the_vector_at_its_layer_and_random_controls_keep_its_norm() {
             assert!((y - (x - 0.5 * vi)).abs() < 1e-4 * (1.0 + x.abs()));
         }
     }
-    let trial = steer_defection(&model, &triggered, &v, 0, -2.0, 2, 0, DEFAULT_BEHAVIOUR).unwrap();
+    let trial = steer_defection(
+        &model,
+        &triggered,
+        &v,
+        &Steering {
+            layer: 0,
+            coefficient: -2.0,
+            random_vectors: 2,
+            seed: 0,
+        },
+        DEFAULT_BEHAVIOUR,
+    )
+    .unwrap();
     assert_eq!(trial.unsteered.count, 10);
     assert_eq!(trial.random.len(), 2);
     assert_eq!((trial.layer, trial.coefficient), (0, -2.0));
