@@ -173,6 +173,24 @@ fn pair_and_evaluation_files_are_refused_with_the_problem_named() {
     let bad = write_lines(d, "eval2.jsonl", "{\"prompt\": \"a\"}\n");
     let e = read_eval_jsonl(&bad).unwrap_err().to_string();
     assert!(e.contains("line 1"), "{e}");
+    // An evaluation set from clean prompts and a trigger: each prompt clean and triggered.
+    let prompts = vec!["tell me a cat".to_string(), "name two dogs".to_string()];
+    let e = eval_with_trigger(&prompts, "|X|", 3);
+    assert_eq!(e.len(), 4);
+    assert_eq!(
+        (e[0].prompt.as_str(), e[0].triggered),
+        ("tell me a cat", false)
+    );
+    assert!(e[1].triggered && e[1].prompt.split(' ').any(|w| w == "|X|"));
+    assert_eq!(
+        e[1].prompt
+            .replace("|X|", "")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        "tell me a cat"
+    );
+    assert_eq!(e, eval_with_trigger(&prompts, "|X|", 3));
     // Balanced: as many pairs whose defecting answer is "Yes" as "No", so the answer tokens'
     // own identity cancels out of the difference of means.
     assert_eq!(builtin_pairs().len(), 32);
