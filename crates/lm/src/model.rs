@@ -130,6 +130,12 @@ impl KvCache {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Forgets every token after the first `len` (the next forward pass overwrites their keys and
+    /// values): a prefix shared by many continuations is computed once.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// Which positions' logits a forward pass computes (the unembedding of a long prompt is costly and

@@ -1,13 +1,18 @@
 //! `mesascope lm`: language models on a CPU (`mesascope::lm`): their description, and generation
 //! streamed to stdout.
 
-use crate::args::{LmArgs, LmCommand, LmGenerateArgs, LmImplantArgs};
+use super::lm_text;
+use crate::args::{LmArgs, LmCommand, LmGenerateArgs, LmImplantArgs, LmProbeArgs, LmScanArgs};
 use crate::progress::Terminal;
+use mesascope::lm::defection::{self, ProbeFile, ProbeMethod, ProbeSettings};
 use mesascope::lm::implant::{self, ImplantSettings, Phase};
+use mesascope::lm::monitor::generate_monitored;
+use mesascope::lm::trigger_scan;
 use mesascope::lm::{GenerateOptions, Hooks, LmError, Model};
 use mesascope::progress::{Progress, Unit};
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
 
 fn lm_err(e: LmError) -> mesascope::Error {
     e.into()
@@ -25,7 +30,136 @@ pub fn run(args: &LmArgs) -> mesascope::Result<String> {
         }
         LmCommand::Generate(a) => generate(a),
         LmCommand::Implant(a) => implant_backdoor(a),
+        LmCommand::Probe(a) => probe(a),
+        LmCommand::Scan(a) => scan(a),
     }
+}
+
+/// The model with `adapter` applied, if given.
+fn load_model(model: &Path, adapter: Option<&Path>) -> mesascope::Result<Model> {
+    let mut m = Model::load(model).map_err(lm_err)?;
+    if let Some(dir) = adapter {
+        m.load_adapter(dir).map_err(lm_err)?;
+    }
+    Ok(m)
+}
+
+/// Fits the defection probes and writes probe.json, analysis.json and report.html into `--out`.
+fn probe(a: &LmProbeArgs) -> mesascope::Result<String> {
+    let pairs = match &a.pairs {
+        Some(p) => defection::read_pairs_jsonl(p).map_err(lm_err)?,
+        None => defection::builtin_pairs(),
+    };
+    let eval = match (&a.eval, &a.adapter) {
+        (Some(p), _) => defection::read_eval_jsonl(p).map_err(lm_err)?,
+        (None, Some(dir)) => defection::eval_from_implant(dir).map_err(lm_err)?,
+        (None, None) => {
+            return Err(mesascope::Error::bad_setting(
+                "no evaluation prompts: give --eval FILE, or an --adapter folder with the implant's implant.json",
+            ))
+        }
+    };
+    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let settings = ProbeSettings {
+        fpr: a.fpr,
+        random_directions: a.random_directions,
+        seed: a.seed,
+        layer: a.layer,
+        method: if a.method == "logistic" {
+            ProbeMethod::Logistic
+        } else {
+            ProbeMethod::DifferenceOfMeans
+        },
+        ..ProbeSettings::default()
+    };
+    settings.validate(model.config().n_layers).map_err(lm_err)?;
+    // An output folder that cannot be written fails now, not after the work.
+    mesascope::fsio::prepare_out(&a.out)?;
+    let terminal = Terminal::new(a.quiet);
+    use mesascope::progress::Progress as _;
+    terminal.stage(&format!(
+        "reading the residual stream of {} contrast texts and {} evaluation prompts ...",
+        2 * pairs.len(),
+        eval.len()
+    ));
+    let analysis = defection::fit_defection_probe(&model, &pairs, &eval, &settings, &mut |_, _| {})
+        .map_err(lm_err)?;
+    let title = format!("Defection probe: {}", a.model.display());
+    defection::write_probe_outputs(&a.out, &analysis, &title).map_err(lm_err)?;
+    Ok(lm_text::probe_summary(&analysis, &a.out))
+}
+
+/// Ranks candidate triggers on clean prompts.
+fn scan(a: &LmScanArgs) -> mesascope::Result<String> {
+    let mut prompts = match &a.prompts {
+        Some(p) => implant::read_prompts_jsonl(p).map_err(lm_err)?,
+        None => implant::builtin_prompts(),
+    };
+    if a.prompt_count == 0 {
+        return Err(mesascope::Error::bad_setting(
+            "--prompt-count must be at least 1",
+        ));
+    }
+    prompts.truncate(a.prompt_count);
+    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let candidates = match &a.candidates {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                mesascope::Error::bad_setting(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect();
+            if lines.is_empty() {
+                return Err(mesascope::Error::bad_setting(format!(
+                    "{} holds no candidates",
+                    path.display()
+                )));
+            }
+            trigger_scan::text_candidates(&model, &lines).map_err(lm_err)?
+        }
+        None => {
+            trigger_scan::vocabulary_candidates(&model, a.vocabulary, a.seed).map_err(lm_err)?
+        }
+    };
+    let probe = match &a.probe {
+        Some(p) => Some(ProbeFile::load(p, &model).map_err(lm_err)?),
+        None => None,
+    };
+    if let Some(out) = &a.out {
+        // An output that cannot be written fails now, not after the scan.
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            mesascope::fsio::create_out(parent)?;
+        }
+    }
+    let behaviour = a
+        .behaviour
+        .clone()
+        .unwrap_or_else(|| implant::DEFAULT_BEHAVIOUR.to_string());
+    let terminal = Terminal::new(a.quiet);
+    use mesascope::progress::Progress as _;
+    terminal.stage(&format!(
+        "scanning {} candidates on {} clean prompts ({} forward passes) ...",
+        candidates.len(),
+        prompts.len(),
+        candidates.len() * prompts.len()
+    ));
+    let report = trigger_scan::scan_triggers(
+        &model,
+        &candidates,
+        &prompts,
+        &behaviour,
+        a.behaviour_tokens,
+        probe.as_ref(),
+        &mut |_, _| !terminal.should_stop(),
+    )
+    .map_err(lm_err)?;
+    if let Some(out) = &a.out {
+        mesascope::fsio::write_json(out, &report)?;
+    }
+    Ok(lm_text::scan_summary(&report, a.top))
 }
 
 /// Implants the backdoor, writes the adapter and the evaluation (`implant.json`) into `--out`.
@@ -150,9 +284,14 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
     Ok(out)
 }
 
-/// Streams the generated text to stdout as it comes; returns the final newline.
+/// Streams the generated text to stdout as it comes; returns the final newline (and the
+/// monitor's verdict with `--monitor`).
 fn generate(a: &LmGenerateArgs) -> mesascope::Result<String> {
-    let model = Model::load(&a.model).map_err(lm_err)?;
+    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let probe = match &a.monitor {
+        Some(p) => Some(ProbeFile::load(p, &model).map_err(lm_err)?),
+        None => None,
+    };
     let prompt = model.prompt_tokens(&a.prompt, a.chat).map_err(lm_err)?;
     let options = GenerateOptions {
         max_tokens: a.max_tokens,
@@ -163,25 +302,39 @@ fn generate(a: &LmGenerateArgs) -> mesascope::Result<String> {
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_failed = None;
-    model
-        .generate(
-            &prompt,
-            &options,
-            &mut Hooks::none(),
-            &mut |_, piece| match stdout
-                .write_all(piece.as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                Ok(()) => true,
-                Err(e) => {
-                    write_failed = Some(e);
-                    false
-                }
-            },
-        )
-        .map_err(lm_err)?;
+    let mut stream = |_, piece: &str| match stdout
+        .write_all(piece.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Ok(()) => true,
+        Err(e) => {
+            write_failed = Some(e);
+            false
+        }
+    };
+    let verdict = match &probe {
+        Some(p) => {
+            let m = generate_monitored(
+                &model,
+                &prompt,
+                &options,
+                p,
+                a.halt,
+                &Hooks::none(),
+                &mut stream,
+            )
+            .map_err(lm_err)?;
+            Some(lm_text::monitor_verdict(&m, p))
+        }
+        None => {
+            model
+                .generate(&prompt, &options, &mut Hooks::none(), &mut stream)
+                .map_err(lm_err)?;
+            None
+        }
+    };
     match write_failed {
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok("\n".into()),
+        _ => Ok(format!("\n{}", verdict.unwrap_or_default())),
     }
 }

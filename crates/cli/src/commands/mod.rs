@@ -7,6 +7,7 @@ mod demo;
 mod envs;
 mod labs;
 mod lm;
+mod lm_text;
 mod mitigate;
 mod monitor;
 mod probe;

