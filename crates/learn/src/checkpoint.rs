@@ -283,7 +283,7 @@ fn min_params(config: &PolicyConfig) -> u64 {
     // readout, not the grid, feeds the first dense layer.
     let first = match &config.planner {
         Some(shape) => {
-            (crate::policy::CELL_FEATURES * shape.channels) as u64
+            (crate::planner::PLANNER_FEATURES * shape.channels) as u64
                 + shape.readout_width() as u64 * hidden
         }
         None => cells * hidden,

@@ -13,7 +13,11 @@
 //! z      = [ln(v^K + 1e-3), rbar, prop at the agent and its 4 neighbours (up, right, down, left)], g, h(agent)
 //! ```
 //!
-//! `N(p)` are the 4 neighbours (the agent's moves); off the grid counts as 0. The recurrence is
+//! A cell's features are its object, colour and state (MiniGrid's codes) and, for cells one
+//! step from an edge of the grid, which edges (top, right, bottom, left): the grid's corners
+//! and sides mean the same at every size, and without them a corner (corner-cheese's proxy,
+//! which ends an episode unrewarded) would look like any other open cell. `N(p)` are the 4
+//! neighbours (the agent's moves); off the grid counts as 0. The recurrence is
 //! value iteration with learned rewards and per-cell discounts: a reward of 1 reached through `d`
 //! cells of propagation `gamma` is worth `gamma^d`, so the log-values around the agent tell the
 //! distance to what the network treats as rewarding, whatever the grid's size. `v^k` only grows,
@@ -28,6 +32,12 @@
 //! `v^k`, then routes the gradient of `z` back through the maxima.
 
 use crate::policy::{cell_features, CELL_FEATURES};
+
+/// Rows of the embedding: the cell features of `embed-mlp`, then 4 "one step from the top /
+/// right / bottom / left edge" features.
+pub const PLANNER_FEATURES: usize = CELL_FEATURES + 4;
+/// A feature slot left empty.
+const NO_FEATURE: u8 = u8::MAX;
 use mesascope_core::grid::Object;
 use mesascope_core::rng::Rng;
 use rayon::prelude::*;
@@ -154,7 +164,7 @@ struct Layout {
 
 impl Layout {
     fn embed(&self) -> std::ops::Range<usize> {
-        0..CELL_FEATURES * self.c
+        0..PLANNER_FEATURES * self.c
     }
     fn embed_bias(&self) -> std::ops::Range<usize> {
         let s = self.embed().end;
@@ -194,7 +204,7 @@ pub struct Planner {
 pub fn tensor_names(shape: &PlannerShape) -> Vec<(&'static str, Vec<usize>)> {
     let c = shape.channels;
     vec![
-        ("trunk.planner.embed", vec![CELL_FEATURES, c]),
+        ("trunk.planner.embed", vec![PLANNER_FEATURES, c]),
         ("trunk.planner.embed_bias", vec![c]),
         ("trunk.planner.context", vec![c, c]),
         ("trunk.planner.reward.weight", vec![c]),
@@ -224,15 +234,25 @@ struct Work {
     g: Vec<f32>,
     g_cell: Vec<usize>,
     ctx: Vec<f32>,
-    /// Each cell's three feature rows.
-    features: Vec<[u8; 3]>,
+    /// Each cell's feature rows ([`NO_FEATURE`] where a slot is empty).
+    features: Vec<[u8; 5]>,
     /// On the grid padded by one ring of zeros, `(H + 2) x (W + 2)`.
     reward: Vec<f32>,
     prop: Vec<f32>,
     /// `(1 - prop) * reward`.
     base: Vec<f32>,
-    /// `v^0 .. v^K`, one padded grid each (only `v^(K-1)` and `v^K` when not recording).
-    values: Vec<f32>,
+    /// The values, `v^K` once the recurrence is done.
+    value: Vec<f32>,
+    /// Every change of a value, in step order; `last[i]` is cell i's latest (or [`NONE`]).
+    log: Vec<Change>,
+    last: Vec<u32>,
+    /// The cells to evaluate at the current step and the next, and the step each cell was
+    /// last queued for.
+    frontier: Vec<u32>,
+    next: Vec<u32>,
+    queued: Vec<u32>,
+    /// The current step's new values: (cell, value, neighbour taken from, its value).
+    updates: Vec<(u32, f32, u32, f32)>,
     steps: usize,
     agent: usize,
     width: usize,
@@ -257,11 +277,26 @@ impl Work {
     }
 
     fn value(&self) -> &[f32] {
-        let n = self.padded();
-        let k = self.values.len() / n - 1;
-        &self.values[k * n..(k + 1) * n]
+        &self.value
+    }
+
+    fn interior(&self, i: usize) -> bool {
+        let (r, c) = (i / (self.width + 2), i % (self.width + 2));
+        (1..=self.height).contains(&r) && (1..=self.width).contains(&c)
     }
 }
+
+/// One step's change of one cell's value at `step`, taken from neighbour `from` whose value at
+/// `step - 1` was `m`; `prev` is the cell's change before (or [`NONE`]).
+#[derive(Clone, Copy, Debug)]
+struct Change {
+    step: u32,
+    from: u32,
+    m: f32,
+    prev: u32,
+}
+
+const NONE: u32 = u32::MAX;
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -277,7 +312,11 @@ impl Planner {
         let c = shape.channels;
         let mut params = vec![0.0; lay.len()];
         let normal = |n: usize, std: f32, rng: &mut Rng| crate::policy::normal_vec(n, std, rng);
-        params[lay.embed()].copy_from_slice(&normal(CELL_FEATURES * c, (2.0f32 / 3.0).sqrt(), rng));
+        params[lay.embed()].copy_from_slice(&normal(
+            PLANNER_FEATURES * c,
+            (2.0f32 / 3.0).sqrt(),
+            rng,
+        ));
         params[lay.context()].copy_from_slice(&normal(c * c, 0.5 / (c as f32).sqrt(), rng));
         params[lay.reward()].copy_from_slice(&normal(c, 0.1 / (c as f32).sqrt(), rng));
         params[lay.propagation()].copy_from_slice(&normal(c, 0.1 / (c as f32).sqrt(), rng));
@@ -318,7 +357,7 @@ impl Planner {
             Work::default,
             |work, (b, block)| {
                 for (j, z) in block.chunks_exact_mut(d).enumerate() {
-                    self.run(batch.sample(b * BLOCK + j), work, false);
+                    self.run(batch.sample(b * BLOCK + j), work);
                     self.readout(work, z);
                 }
             },
@@ -330,7 +369,7 @@ impl Planner {
         (0..batch.len())
             .into_par_iter()
             .map_init(Work::default, |work, i| {
-                self.run(batch.sample(i), work, false);
+                self.run(batch.sample(i), work);
                 let cells = work.width * work.height;
                 let unpad = |m: &[f32]| (0..cells).map(|p| m[work.pad(p)]).collect::<Vec<f32>>();
                 Maps {
@@ -357,7 +396,7 @@ impl Planner {
                 |(work, scratch), b| {
                     let mut g = vec![0f32; self.params.len()];
                     for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
-                        self.run(batch.sample(i), work, true);
+                        self.run(batch.sample(i), work);
                         self.backward_one(work, &dz[i * d..(i + 1) * d], scratch, &mut g);
                     }
                     g
@@ -372,8 +411,14 @@ impl Planner {
         }
     }
 
-    /// One sample's forward pass into `work`; with `record`, every `v^k` is kept.
-    fn run(&self, s: Sample<'_>, work: &mut Work, record: bool) {
+    /// One sample's forward pass into `work`, with the log of its value changes.
+    fn run(&self, s: Sample<'_>, work: &mut Work) {
+        self.prepare(s, work);
+        self.propagate(work);
+    }
+
+    /// The embedding, pooling, context and maps of one sample, into `work`.
+    fn prepare(&self, s: Sample<'_>, work: &mut Work) {
         let lay = self.layout();
         let c = lay.c;
         let p = &self.params;
@@ -384,7 +429,7 @@ impl Planner {
         work.agent = (0..cells)
             .find(|&q| s.cells[3 * q] == Object::Agent as u8)
             .unwrap_or(0);
-        // e(p): the bias plus the rows of the cell's three features.
+        // e(p): the bias plus the rows of the cell's features.
         work.e.clear();
         work.e.resize(cells * c, 0.0);
         work.features.clear();
@@ -397,8 +442,21 @@ impl Planner {
                 state: s.cells[3 * q + 2],
             };
             let (o, col, st) = cell_features(cell);
-            work.features.push([o as u8, col as u8, st as u8]);
-            for f in [o, col, st] {
+            let (row, column) = (q / w, q % w);
+            let edge = |near: bool, k: usize| {
+                if near {
+                    (CELL_FEATURES + k) as u8
+                } else {
+                    NO_FEATURE
+                }
+            };
+            // One slot per axis (NO_FEATURE is the largest value, so `min` keeps a set one).
+            let vertical = edge(row == 1, 0).min(edge(row + 2 == h, 2));
+            let horizontal = edge(column + 2 == w, 1).min(edge(column == 1, 3));
+            let f = [o as u8, col as u8, st as u8, vertical, horizontal];
+            work.features.push(f);
+            for &f in f.iter().filter(|&&f| f != NO_FEATURE) {
+                let f = f as usize;
                 for (a, b) in e.iter_mut().zip(&embed[f * c..(f + 1) * c]) {
                     *a += b;
                 }
@@ -455,25 +513,92 @@ impl Planner {
             work.prop[i] = pr;
             work.base[i] = (1.0 - pr) * r;
         }
-        // The recurrence, on the padded grid: the ring stays 0, so an edge cell's missing
-        // neighbours offer nothing.
-        work.values.clear();
-        work.values.extend_from_slice(&work.reward);
-        let wp2 = w + 2;
-        let first = wp2 + 1;
+    }
+
+    /// The recurrence on the padded grid (the ring stays 0, so an edge cell's missing
+    /// neighbours offer nothing). A cell can change at step k only if a neighbour changed at
+    /// step k - 1, so each step evaluates only the neighbours of the last step's changes (all
+    /// cells at step 1), reading the previous step's values: the same values as sweeping the
+    /// whole grid every step, for a fraction of the work (`examples/planner_kernels.rs`).
+    fn propagate(&self, work: &mut Work) {
+        let n = work.padded();
+        let wp2 = work.width + 2;
+        work.value.clear();
+        work.value.extend_from_slice(&work.reward);
+        work.log.clear();
+        work.last.clear();
+        work.last.resize(n, NONE);
+        work.queued.clear();
+        work.queued.resize(n, 0);
+        let mut frontier = std::mem::take(&mut work.frontier);
+        frontier.clear();
+        frontier.extend((0..n as u32).filter(|&i| work.interior(i as usize)));
+        work.frontier = frontier;
         work.steps = 0;
-        for _ in 0..self.shape.iterations {
-            let start = work.values.len() - n;
-            if !record && start > 0 {
-                work.values.drain(..start);
+        for step in 1..=self.shape.iterations as u32 {
+            work.updates.clear();
+            for &i in &work.frontier {
+                let i = i as usize;
+                let v = &work.value;
+                let (u, r, d, l) = (v[i - wp2], v[i + 1], v[i + wp2], v[i - 1]);
+                let m = u.max(r).max(d).max(l);
+                let cand = work.base[i] + work.prop[i] * m;
+                if cand > v[i] {
+                    // The first neighbour holding the maximum, in the moves' order.
+                    let from = if u == m {
+                        i - wp2
+                    } else if r == m {
+                        i + 1
+                    } else if d == m {
+                        i + wp2
+                    } else {
+                        i - 1
+                    };
+                    work.updates.push((i as u32, cand, from as u32, m));
+                }
             }
-            let start = work.values.len() - n;
-            work.values.extend_from_within(start..start + n);
-            let (old, new) = work.values.split_at_mut(start + n);
-            let old = &old[start..];
+            if work.updates.is_empty() {
+                break;
+            }
+            work.steps = step as usize;
+            work.next.clear();
+            for k in 0..work.updates.len() {
+                let (i, value, from, m) = work.updates[k];
+                work.value[i as usize] = value;
+                work.log.push(Change {
+                    step,
+                    from,
+                    m,
+                    prev: work.last[i as usize],
+                });
+                work.last[i as usize] = (work.log.len() - 1) as u32;
+                let i = i as usize;
+                for q in [i - wp2, i + 1, i + wp2, i - 1] {
+                    if work.queued[q] != step && work.interior(q) {
+                        work.queued[q] = step;
+                        work.next.push(q as u32);
+                    }
+                }
+            }
+            std::mem::swap(&mut work.frontier, &mut work.next);
+        }
+    }
+
+    /// The value map after `iterations` whole-grid sweeps of the recurrence (stopping at the
+    /// fixpoint): the textbook form of what [`Planner::propagate`] computes, as an oracle for
+    /// tests and a baseline for `examples/planner_kernels.rs`.
+    pub fn value_by_sweeps(&self, batch: &GridBatch, i: usize) -> (Vec<f32>, usize) {
+        let mut work = Work::default();
+        self.prepare(batch.sample(i), &mut work);
+        let (h, w) = (work.height, work.width);
+        let wp2 = w + 2;
+        let mut old = work.reward.clone();
+        let mut new = old.clone();
+        let mut steps = 0;
+        for _ in 0..self.shape.iterations {
             let mut changed = false;
             for row in 0..h {
-                let a = first + row * wp2;
+                let a = wp2 + 1 + row * wp2;
                 let b = a + w;
                 let (up, down) = (&old[a - wp2..b - wp2], &old[a + wp2..b + wp2]);
                 let (left, right) = (&old[a - 1..b - 1], &old[a + 1..b + 1]);
@@ -491,12 +616,13 @@ impl Planner {
                 }
             }
             if !changed {
-                // The fixpoint: drop the copy that changed nothing.
-                work.values.truncate(work.values.len() - n);
                 break;
             }
-            work.steps += 1;
+            steps += 1;
+            std::mem::swap(&mut old, &mut new);
         }
+        let cells = h * w;
+        ((0..cells).map(|p| old[work.pad(p)]).collect(), steps)
     }
 
     /// `z` of the sample in `work`.
@@ -523,15 +649,16 @@ impl Planner {
         let c = lay.c;
         let p = &self.params;
         let n = work.padded();
-        let (h, w) = (work.height, work.width);
-        let cells = h * w;
-        let wp2 = w + 2;
+        let cells = work.height * work.width;
         s.reset(n, cells * c, c);
-        // The readout.
-        let k_last = work.values.len() / n - 1;
-        let v = &work.values[k_last * n..];
+        // The readout. A value's gradient follows the chain of maxima it came from: at each
+        // change, to the cell's base and propagation and to the neighbour it took (at the step
+        // before); before its first change a value is the cell's reward.
+        let v = work.value();
+        let steps = work.steps as u32;
         for (k, &i) in work.read_cells().iter().enumerate() {
-            s.dv[i] += dz[k * READ_MAPS] / (v[i] + LOG_EPS);
+            let g = dz[k * READ_MAPS] / (v[i] + LOG_EPS);
+            trace(work, s, i, steps, g);
             s.dreward[i] += dz[k * READ_MAPS + 1];
             s.dprop[i] += dz[k * READ_MAPS + 2];
         }
@@ -542,49 +669,13 @@ impl Planner {
                 s.dpre[work.agent * c + j] += dz[at + c + j];
             }
         }
-        // Back through the steps: a cell's gradient goes to the neighbour whose value it took
-        // (and to its own base and propagation), or stays with it where it kept its value.
-        for k in (1..=k_last).rev() {
-            let old = &work.values[(k - 1) * n..k * n];
-            s.dv_prev.fill(0.0);
-            for row in 0..h {
-                let a = wp2 + 1 + row * wp2;
-                for i in a..a + w {
-                    let g = s.dv[i];
-                    if g == 0.0 {
-                        continue;
-                    }
-                    let (u, r, d, l) = (old[i - wp2], old[i + 1], old[i + wp2], old[i - 1]);
-                    let m = u.max(r).max(d).max(l);
-                    let cand = work.base[i] + work.prop[i] * m;
-                    if cand > old[i] {
-                        // The first neighbour holding the maximum, in the moves' order.
-                        let from = if u == m {
-                            i - wp2
-                        } else if r == m {
-                            i + 1
-                        } else if d == m {
-                            i + wp2
-                        } else {
-                            i - 1
-                        };
-                        s.dbase[i] += g;
-                        s.dprop[i] += m * g;
-                        s.dv_prev[from] += work.prop[i] * g;
-                    } else {
-                        s.dv_prev[i] += g;
-                    }
-                }
-            }
-            std::mem::swap(&mut s.dv, &mut s.dv_prev);
-        }
         // v^0 = reward; base = (1 - prop) reward; then the two sigmoids and their linear maps.
         let (wr, wp) = (&p[lay.reward()], &p[lay.propagation()]);
         let (mut d_br, mut d_bp) = (0f32, 0f32);
         for q in 0..cells {
             let i = work.pad(q);
             let (r, pr) = (work.reward[i], work.prop[i]);
-            let dr = s.dreward[i] + s.dv[i] + (1.0 - pr) * s.dbase[i];
+            let dr = s.dreward[i] + (1.0 - pr) * s.dbase[i];
             let dp = s.dprop[i] - r * s.dbase[i];
             let (lr, lp) = (dr * r * (1.0 - r), dp * pr * (1.0 - pr));
             if lr == 0.0 && lp == 0.0 {
@@ -647,7 +738,7 @@ impl Planner {
             for (a, b) in grad[eb.clone()].iter_mut().zip(d) {
                 *a += b;
             }
-            for &f in &work.features[q] {
+            for &f in work.features[q].iter().filter(|&&f| f != NO_FEATURE) {
                 let f = f as usize;
                 for (a, b) in grad[e0 + f * c..e0 + (f + 1) * c].iter_mut().zip(d) {
                     *a += b;
@@ -657,13 +748,31 @@ impl Planner {
     }
 }
 
+/// Adds gradient `g` of `v^t(i)` to the maps it was computed from, down its chain of maxima.
+fn trace(work: &Work, s: &mut Grads, mut i: usize, mut t: u32, mut g: f32) {
+    while g != 0.0 && work.interior(i) {
+        // The cell's latest change at or before step t.
+        let mut e = work.last[i];
+        while e != NONE && work.log[e as usize].step > t {
+            e = work.log[e as usize].prev;
+        }
+        if e == NONE {
+            s.dreward[i] += g;
+            return;
+        }
+        let ch = work.log[e as usize];
+        s.dbase[i] += g;
+        s.dprop[i] += ch.m * g;
+        g *= work.prop[i];
+        t = ch.step - 1;
+        i = ch.from as usize;
+    }
+}
+
 /// Gradient buffers of one sample's backward pass, reused from sample to sample.
 #[derive(Default)]
 struct Grads {
-    /// Padded grids: the gradient of `v^k` and of `v^(k-1)`, of the reward, propagation and
-    /// base maps.
-    dv: Vec<f32>,
-    dv_prev: Vec<f32>,
+    /// Padded grids: the gradient of the reward, propagation and base maps.
     dreward: Vec<f32>,
     dprop: Vec<f32>,
     dbase: Vec<f32>,
@@ -678,8 +787,6 @@ struct Grads {
 impl Grads {
     fn reset(&mut self, padded: usize, cell_channels: usize, c: usize) {
         for (b, n) in [
-            (&mut self.dv, padded),
-            (&mut self.dv_prev, padded),
             (&mut self.dreward, padded),
             (&mut self.dprop, padded),
             (&mut self.dbase, padded),
@@ -760,7 +867,7 @@ mod tests {
         let mut work = Work::default();
         (0..batch.len())
             .flat_map(|i| {
-                p.run(batch.sample(i), &mut work, false);
+                p.run(batch.sample(i), &mut work);
                 work.pre.clone()
             })
             .map(f32::abs)
@@ -856,6 +963,20 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_ne!(values(&one), values(&p), "one step is not the fixpoint");
+    }
+
+    #[test]
+    fn the_frontier_gives_the_values_of_whole_grid_sweeps() {
+        let batch = levels(15, 6);
+        for p in [planted(0), planted(1), planner(8, 256, 9)] {
+            for (i, m) in p.maps(&batch).iter().enumerate() {
+                let (value, steps) = p.value_by_sweeps(&batch, i);
+                assert_eq!(m.value, value, "level {i}");
+                assert_eq!(m.steps, steps, "level {i}");
+            }
+        }
+        let steps = planted(0).maps(&batch).iter().map(|m| m.steps).max();
+        assert!(steps > Some(10), "values travel far: {steps:?}");
     }
 
     #[test]
