@@ -1,10 +1,13 @@
-//! The planner's value propagation three ways, side by side on one machine: samples/s of the
-//! forward pass and of forward + backward, on batches of corner-cheese levels at 7x7, 15x15 and
-//! 25x25.
+//! The planner's value propagation four ways, side by side on one machine and one thread:
+//! samples/s of the forward pass and of forward + backward, on batches of corner-cheese levels
+//! at 7x7, 15x15 and 25x25, with maps that make values travel through the maze.
 //!
-//! - `plain Rust`: the trunk as it runs ([`Planner::forward`] / [`Planner::backward`]): the
-//!   whole per-cell embedding, maps, recurrence (stopped at its fixpoint) and readout, loops
-//!   over contiguous rows of a padded grid, its backward pass routed through the maxima.
+//! - `Rust`: the trunk as it runs ([`Planner::forward`] / [`Planner::backward`]): per-cell
+//!   embedding, maps, the recurrence as whole-grid sweeps over contiguous rows (stopped at its
+//!   fixpoint) and readout; the backward pass evaluates the recurrence again only where a
+//!   neighbour changed, logging each change, and follows each read value's chain of maxima.
+//! - `frontier`: the maps and that logged evaluation alone, forward only
+//!   ([`Planner::value_by_frontier`]).
 //! - `burn, same recurrence`: only the recurrence `v = max(v, base + prop * max of the 4
 //!   neighbours)`, as burn tensor ops on `[N, H, W]` (pad, four slices, maxima, multiply-add)
 //!   on the `flex` backend, for the same number of steps, backward by autodiff.
@@ -17,6 +20,7 @@
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
+use mesascope_core::grid::Object;
 use mesascope_core::rng::Rng;
 use mesascope_core::{obs, testbeds, Env, Knobs, Split};
 use mesascope_learn::policy::{GridBatch, Planner, PlannerShape};
@@ -74,6 +78,45 @@ fn burn_vin(v0: Tensor<3>, reward: Tensor<3>, kernel: Tensor<4>, k: usize) -> Te
     v.reshape([n, h, w])
 }
 
+/// A planner whose reward map is high at the cheese and whose propagation is low at walls, so
+/// that values travel through the maze as in a trained one (a fresh one's maps are flat).
+fn travelling(shape: PlannerShape) -> Planner {
+    let mut p = Planner::init(shape, &mut Rng::new(1));
+    let c = shape.channels;
+    let names = mesascope_learn::planner::tensor_names(&shape);
+    let offset = |name: &str| {
+        let mut at = 0;
+        for (n, s) in &names {
+            if *n == name {
+                return at;
+            }
+            at += s.iter().product::<usize>();
+        }
+        unreachable!("a tensor of the planner")
+    };
+    let (embed, reward, prop) = (
+        offset("trunk.planner.embed"),
+        offset("trunk.planner.reward.weight"),
+        offset("trunk.planner.propagation.weight"),
+    );
+    // Embedding, its bias and the context all zero but two entries: the goal square lights
+    // channel 0 (reward), walls channel 1 (blocking).
+    for w in &mut p.params[embed..reward] {
+        *w = 0.0;
+    }
+    p.params[embed + Object::Goal as usize * c] = 6.0;
+    p.params[embed + Object::Wall as usize * c + 1] = 6.0;
+    for w in &mut p.params[reward..reward + c] {
+        *w = 0.0;
+    }
+    for w in &mut p.params[prop..prop + c] {
+        *w = 0.0;
+    }
+    p.params[reward] = 1.0;
+    p.params[prop + 1] = -2.0;
+    p
+}
+
 fn rate(samples: usize, secs: f64) -> String {
     format!("{:>9.0}", samples as f64 / secs)
 }
@@ -83,17 +126,32 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(512);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a thread pool");
+    pool.install(|| run(batch_n));
+}
+
+fn run(batch_n: usize) {
     let shape = PlannerShape::default();
-    let planner = Planner::init(shape, &mut Rng::new(1));
+    let planner = travelling(shape);
     let mut rng = Rng::new(2);
     println!(
-        "samples/s, batch {batch_n}, planner {} channels; {} thread(s) for the plain-Rust trunk, burn on one",
+        "samples/s on one thread, batch {batch_n}, planner of {} channels; steps: the mean the recurrence takes to its fixpoint, run by every column",
         shape.channels,
-        rayon::current_num_threads()
     );
     println!(
-        "{:>6} {:>6} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
-        "size", "steps", "Rust fwd", "fwd+bwd", "burn fwd", "fwd+bwd", "VIN fwd", "fwd+bwd"
+        "{:>6} {:>6} | {:>9} {:>9} | {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+        "size",
+        "steps",
+        "Rust fwd",
+        "fwd+bwd",
+        "frontier",
+        "burn fwd",
+        "fwd+bwd",
+        "VIN fwd",
+        "fwd+bwd"
     );
     for size in [7, 15, 25] {
         let batch = levels(size, batch_n);
@@ -110,6 +168,12 @@ fn main() {
         planner.forward(&batch, &mut z);
         planner.backward(&batch, &dz, &mut grad);
         let rust_both = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        for i in 0..batch_n {
+            let _ = planner.value_by_frontier(&batch, i);
+        }
+        let sweeps = t.elapsed().as_secs_f64();
 
         // burn, the recurrence only.
         let dev = mesascope_learn::device();
@@ -161,11 +225,12 @@ fn main() {
         let vin_both = t.elapsed().as_secs_f64();
 
         println!(
-            "{:>6} {:>6} | {} {} | {} {} | {} {}",
+            "{:>6} {:>6} | {} {} | {} | {} {} | {} {}",
             format!("{size}x{size}"),
             k,
             rate(batch_n, rust_fwd),
             rate(batch_n, rust_both),
+            rate(batch_n, sweeps),
             rate(batch_n, burn_fwd),
             rate(batch_n, burn_both),
             rate(batch_n, vin_fwd),

@@ -11,6 +11,7 @@
 //! v^0    = rbar
 //! v^k(p) = max(v^(k-1)(p), (1 - prop(p)) rbar(p) + prop(p) max_{n in N(p)} v^(k-1)(n))
 //! z      = [ln(v^K + 1e-3), rbar, prop at the agent and its 4 neighbours (up, right, down, left)], g, h(agent)
+//! logits = dense heads on z + beta [ln(v^K + 1e-3) at the up, right, down, left neighbours]
 //! ```
 //!
 //! A cell's features are its object, colour and state (MiniGrid's codes) and, for cells one
@@ -28,8 +29,10 @@
 //! burn. This part runs in plain Rust with a hand-written backward pass, as the sparse layer of
 //! `embed-mlp` does: the recurrence is a few operations per cell per step, which burn runs as
 //! one graph node each (`examples/planner_kernels.rs` measures the two side by side,
-//! docs/training.md). The backward pass recomputes a sample's forward pass keeping every
-//! `v^k`, then routes the gradient of `z` back through the maxima.
+//! docs/training.md). The forward pass sweeps the whole grid each step. The backward pass
+//! evaluates the recurrence again where a neighbour changed, logging each change (which
+//! neighbour a value came from, at which step), and sends the gradient of each read value down
+//! its chain of maxima: a few dozen cells per sample, not steps x cells.
 
 use crate::policy::{cell_features, CELL_FEATURES};
 
@@ -60,6 +63,11 @@ impl Default for PlannerShape {
         }
     }
 }
+
+/// The planner's weights learn at this multiple of the network's learning rate. They are few
+/// and shared by every cell, and a map has to move by several units before the sigmoid above
+/// it saturates: at the network's rate (1e-3 by Adam's steps) that took thousands of updates.
+pub const LEARNING_RATE_SCALE: f32 = 10.0;
 
 /// Most channels and steps a planner may have.
 pub const MAX_CHANNELS: usize = 256;
@@ -241,8 +249,11 @@ struct Work {
     prop: Vec<f32>,
     /// `(1 - prop) * reward`.
     base: Vec<f32>,
-    /// The values, `v^K` once the recurrence is done.
+    /// Whether a padded index is a cell of the grid (not the ring).
+    inside: Vec<bool>,
+    /// The values, `v^K` once the recurrence is done, and a second grid for sweeps.
     value: Vec<f32>,
+    next_value: Vec<f32>,
     /// Every change of a value, in step order; `last[i]` is cell i's latest (or [`NONE`]).
     log: Vec<Change>,
     last: Vec<u32>,
@@ -281,8 +292,7 @@ impl Work {
     }
 
     fn interior(&self, i: usize) -> bool {
-        let (r, c) = (i / (self.width + 2), i % (self.width + 2));
-        (1..=self.height).contains(&r) && (1..=self.width).contains(&c)
+        self.inside[i]
     }
 }
 
@@ -304,9 +314,9 @@ fn sigmoid(x: f32) -> f32 {
 
 impl Planner {
     /// Fresh weights: He-scaled embedding (three active rows per cell) and context; the maps'
-    /// weights small, so that they start nearly flat, the reward low (sigmoid(-2) = 0.12) and
-    /// propagation high (sigmoid(2) = 0.88): no cell looks better than another until training
-    /// says which, and values then spread over the free cells.
+    /// weights small, so that they start nearly flat, the reward low (sigmoid(-4) = 0.018) and
+    /// propagation high (sigmoid(3) = 0.95): no cell looks better than another until training
+    /// says which, and then a reward of 0.5 is seen 60 cells away above the background.
     pub fn init(shape: PlannerShape, rng: &mut Rng) -> Planner {
         let lay = Layout { c: shape.channels };
         let c = shape.channels;
@@ -320,8 +330,8 @@ impl Planner {
         params[lay.context()].copy_from_slice(&normal(c * c, 0.5 / (c as f32).sqrt(), rng));
         params[lay.reward()].copy_from_slice(&normal(c, 0.1 / (c as f32).sqrt(), rng));
         params[lay.propagation()].copy_from_slice(&normal(c, 0.1 / (c as f32).sqrt(), rng));
-        params[lay.reward_bias()] = -2.0;
-        params[lay.propagation_bias()] = 2.0;
+        params[lay.reward_bias()] = -4.0;
+        params[lay.propagation_bias()] = 3.0;
         Planner { shape, params }
     }
 
@@ -357,7 +367,8 @@ impl Planner {
             Work::default,
             |work, (b, block)| {
                 for (j, z) in block.chunks_exact_mut(d).enumerate() {
-                    self.run(batch.sample(b * BLOCK + j), work);
+                    self.prepare(batch.sample(b * BLOCK + j), work);
+                    self.sweep(work);
                     self.readout(work, z);
                 }
             },
@@ -369,7 +380,8 @@ impl Planner {
         (0..batch.len())
             .into_par_iter()
             .map_init(Work::default, |work, i| {
-                self.run(batch.sample(i), work);
+                self.prepare(batch.sample(i), work);
+                self.sweep(work);
                 let cells = work.width * work.height;
                 let unpad = |m: &[f32]| (0..cells).map(|p| m[work.pad(p)]).collect::<Vec<f32>>();
                 Maps {
@@ -411,7 +423,8 @@ impl Planner {
         }
     }
 
-    /// One sample's forward pass into `work`, with the log of its value changes.
+    /// One sample's forward pass into `work`, with the log of its value changes (for the
+    /// backward pass).
     fn run(&self, s: Sample<'_>, work: &mut Work) {
         self.prepare(s, work);
         self.propagate(work);
@@ -494,6 +507,8 @@ impl Planner {
         work.prop.resize(n, 0.0);
         work.base.clear();
         work.base.resize(n, 0.0);
+        work.inside.clear();
+        work.inside.resize(n, false);
         work.pre.clear();
         work.pre.resize(cells * c, 0.0);
         let (wr, br) = (&p[lay.reward()], p[lay.reward_bias()]);
@@ -508,6 +523,7 @@ impl Planner {
                 lp += hj * wp[j];
             }
             let i = work.pad(q);
+            work.inside[i] = true;
             let (r, pr) = (sigmoid(lr), sigmoid(lp));
             work.reward[i] = r;
             work.prop[i] = pr;
@@ -516,10 +532,10 @@ impl Planner {
     }
 
     /// The recurrence on the padded grid (the ring stays 0, so an edge cell's missing
-    /// neighbours offer nothing). A cell can change at step k only if a neighbour changed at
-    /// step k - 1, so each step evaluates only the neighbours of the last step's changes (all
-    /// cells at step 1), reading the previous step's values: the same values as sweeping the
-    /// whole grid every step, for a fraction of the work (`examples/planner_kernels.rs`).
+    /// neighbours offer nothing), logging every change for the backward pass. A cell can change
+    /// at step k only if a neighbour changed at step k - 1, so each step evaluates only the
+    /// neighbours of the last step's changes (all cells at step 1), reading the previous
+    /// step's values: the same values as [`Planner::sweep`].
     fn propagate(&self, work: &mut Work) {
         let n = work.padded();
         let wp2 = work.width + 2;
@@ -584,17 +600,21 @@ impl Planner {
         }
     }
 
-    /// The value map after `iterations` whole-grid sweeps of the recurrence (stopping at the
-    /// fixpoint): the textbook form of what [`Planner::propagate`] computes, as an oracle for
-    /// tests and a baseline for `examples/planner_kernels.rs`.
-    pub fn value_by_sweeps(&self, batch: &GridBatch, i: usize) -> (Vec<f32>, usize) {
-        let mut work = Work::default();
-        self.prepare(batch.sample(i), &mut work);
+    /// The recurrence as whole-grid sweeps over contiguous rows (vectorized), into
+    /// `work.value` and `work.steps`, without the log of changes: the forward pass when no
+    /// gradient follows (rollouts, the readout before a backward pass, maps). The same values as
+    /// [`Planner::propagate`] (a test checks), and faster on its own at 15x15 and above
+    /// (`examples/planner_kernels.rs`).
+    fn sweep(&self, work: &mut Work) {
         let (h, w) = (work.height, work.width);
         let wp2 = w + 2;
-        let mut old = work.reward.clone();
-        let mut new = old.clone();
-        let mut steps = 0;
+        let mut old = std::mem::take(&mut work.value);
+        old.clear();
+        old.extend_from_slice(&work.reward);
+        let mut new = std::mem::take(&mut work.next_value);
+        new.clear();
+        new.extend_from_slice(&old);
+        work.steps = 0;
         for _ in 0..self.shape.iterations {
             let mut changed = false;
             for row in 0..h {
@@ -618,11 +638,21 @@ impl Planner {
             if !changed {
                 break;
             }
-            steps += 1;
+            work.steps += 1;
             std::mem::swap(&mut old, &mut new);
         }
-        let cells = h * w;
-        ((0..cells).map(|p| old[work.pad(p)]).collect(), steps)
+        work.value = old;
+        work.next_value = new;
+    }
+
+    /// Sample `i`'s value map and steps by [`Planner::propagate`], the evaluation the backward
+    /// pass uses: for tests and `examples/planner_kernels.rs`.
+    pub fn value_by_frontier(&self, batch: &GridBatch, i: usize) -> (Vec<f32>, usize) {
+        let mut work = Work::default();
+        self.run(batch.sample(i), &mut work);
+        let cells = work.height * work.width;
+        let value = (0..cells).map(|p| work.value[work.pad(p)]).collect();
+        (value, work.steps)
     }
 
     /// `z` of the sample in `work`.
@@ -970,7 +1000,7 @@ mod tests {
         let batch = levels(15, 6);
         for p in [planted(0), planted(1), planner(8, 256, 9)] {
             for (i, m) in p.maps(&batch).iter().enumerate() {
-                let (value, steps) = p.value_by_sweeps(&batch, i);
+                let (value, steps) = p.value_by_frontier(&batch, i);
                 assert_eq!(m.value, value, "level {i}");
                 assert_eq!(m.steps, steps, "level {i}");
             }

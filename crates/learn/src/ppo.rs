@@ -775,7 +775,8 @@ impl Trainer {
             adam.step(e, lr as f32, scale);
         }
         if let (Some(p), Some(adam)) = (&mut planner, &mut self.planner_adam) {
-            adam.step(&mut p.params, lr as f32, scale);
+            let lr = lr as f32 * crate::planner::LEARNING_RATE_SCALE;
+            adam.step(&mut p.params, lr, scale);
         }
         let net = self.optim.step(lr, net, grads);
         self.model = Some(ActorCritic::from_parts(
