@@ -26,7 +26,7 @@ fn main() {
     let mut knobs = Knobs::new();
     let mut config = PpoConfig::for_testbed(&name);
     config.total_steps = steps;
-    config.arch = arch;
+    let mut config = config.with_arch(arch);
     let mut seed = 0;
     for kv in args.iter().skip(3) {
         let (k, v) = kv.split_once('=').expect("KEY=VALUE");

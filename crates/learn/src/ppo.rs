@@ -44,6 +44,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The `planner` trunk's entropy bonus ([`PpoConfig::with_arch`]).
+pub const PLANNER_ENT_COEF: f32 = 0.02;
+
 /// PPO hyperparameters and the network shape, with their defaults ([`PpoConfig::default`]; the
 /// per-testbed ones, [`PpoConfig::for_testbed`], change only the first and the last two, and
 /// the epochs).
@@ -135,6 +138,21 @@ impl PpoConfig {
             hidden,
             update_epochs,
             ..defaults
+        }
+    }
+
+    /// These settings with trunk `arch`, and what that trunk needs changed: the planner takes
+    /// an entropy bonus of 0.02 (at 0.003 its policy settled into moves that time out on 13x13
+    /// and 15x15 mazes before its reward map had learned where the goal is; docs/training.md).
+    pub fn with_arch(self, arch: Arch) -> PpoConfig {
+        let ent_coef = match arch {
+            Arch::Planner => PLANNER_ENT_COEF,
+            _ => self.ent_coef,
+        };
+        PpoConfig {
+            arch,
+            ent_coef,
+            ..self
         }
     }
 

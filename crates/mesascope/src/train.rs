@@ -165,7 +165,7 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
             config.total_steps = steps;
         }
         if let Some(arch) = &s.arch {
-            config.arch = Arch::parse(arch)?;
+            config = config.with_arch(Arch::parse(arch)?);
         }
         if config.arch != Arch::Planner && (s.channels.is_some() || s.iterations.is_some()) {
             return Err(Error::bad_setting(format!(
