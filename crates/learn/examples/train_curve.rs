@@ -5,7 +5,9 @@
 //! `cargo run --release -p mesascope-learn --example train_curve -- TESTBED STEPS ARCH [KEY=VALUE...]`
 //!
 //! Keys: testbed knobs (`size`, `region`, ...) and PPO settings `hidden`, `epochs`,
-//! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `channels`, `iterations`, `seed`.
+//! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `channels`, `iterations`, `seed`, and
+//! `eval_size`: after training, the success on 500 training levels of that size (the trained
+//! size and, for a planner, the other).
 
 use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::policy::Arch;
@@ -28,6 +30,7 @@ fn main() {
     config.total_steps = steps;
     let mut config = config.with_arch(arch);
     let mut seed = 0;
+    let mut eval_size = None;
     for kv in args.iter().skip(3) {
         let (k, v) = kv.split_once('=').expect("KEY=VALUE");
         let f: f64 = v.parse().expect("a number");
@@ -42,11 +45,12 @@ fn main() {
             "channels" => config.planner.channels = f as usize,
             "iterations" => config.planner.iterations = f as usize,
             "seed" => seed = f as u64,
+            "eval_size" => eval_size = Some(f),
             knob => knobs = knobs.with(knob, f),
         }
     }
     let tb = testbeds::make(&name, &knobs).expect("a testbed and valid knobs");
-    let mut t = Trainer::new(tb, config.clone(), seed).expect("valid settings");
+    let mut t = Trainer::new(tb.clone(), config.clone(), seed).expect("valid settings");
     println!(
         "{name} {:?} {} hidden {} epochs {} minibatches {} planner {:?}",
         knobs,
@@ -91,5 +95,23 @@ fn main() {
     match reached {
         Some((steps, secs)) => println!("95% reached at {steps} steps, {secs:.1}s"),
         None => println!("95% not reached"),
+    }
+    let mut sizes = vec![None];
+    sizes.extend(eval_size.map(Some));
+    for size in sizes {
+        let tb = match size {
+            Some(s) => testbeds::make(&name, &knobs.clone().with("size", s)).expect("a size"),
+            None => tb.clone(),
+        };
+        let e = mesascope_learn::eval::evaluate(
+            tb,
+            mesascope_core::Split::Train,
+            t.model(),
+            &t.policy,
+            500,
+            1,
+        )
+        .expect("an evaluation");
+        println!("training levels at size {size:?} (None: trained): success {:.3}", e.success);
     }
 }

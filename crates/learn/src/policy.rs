@@ -420,9 +420,25 @@ impl ActorCritic {
         }
     }
 
-    /// Encodes u8 observations `[N][H][W][3]` for this network.
+    /// Encodes u8 observations `[N][H][W][3]` of the size the network was built for.
     pub fn encode(&self, encoder: &mut Encoder, obs_u8: &[u8]) -> Input {
         encoder.encode(&self.config, obs_u8, &self.device)
+    }
+
+    /// Encodes u8 observations of `height x width` grids: a network that reads any size
+    /// (`planner`) reads them at that size; the others at theirs.
+    pub fn encode_sized(
+        &self,
+        encoder: &mut Encoder,
+        obs_u8: &[u8],
+        height: usize,
+        width: usize,
+    ) -> Input {
+        if self.config.any_size() {
+            Input::Grids(GridBatch::uniform(obs_u8, height, width))
+        } else {
+            self.encode(encoder, obs_u8)
+        }
     }
 
     /// The two trunk layers, the leaf the part outside burn feeds (if any), and what the trunk
