@@ -6,7 +6,7 @@
 //!
 //! Keys: testbed knobs (`size`, `region`, ...) and PPO settings `hidden`, `epochs`,
 //! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `channels`, `iterations`, `seed`, and
-//! `eval_size`: after training, the success on 500 training levels of that size (the trained
+//! `eval_size`: after training, the success on 200 training levels of that size (the trained
 //! size and, for a planner, the other).
 
 use mesascope_core::{testbeds, Knobs};
@@ -108,10 +108,13 @@ fn main() {
             mesascope_core::Split::Train,
             t.model(),
             &t.policy,
-            500,
+            200,
             1,
         )
         .expect("an evaluation");
-        println!("training levels at size {size:?} (None: trained): success {:.3}", e.success);
+        println!(
+            "training levels at size {size:?} (None: trained): success {:.3}",
+            e.success
+        );
     }
 }
