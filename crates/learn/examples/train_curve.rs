@@ -6,8 +6,8 @@
 //!
 //! Keys: testbed knobs (`size`, `region`, ...) and PPO settings `hidden`, `epochs`,
 //! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `channels`, `iterations`, `seed`, and
-//! `eval_size`: after training, the success on 200 training levels of that size (the trained
-//! size and, for a planner, the other).
+//! `eval_size`: after training, outcomes on 200 levels of every split at the trained size and at
+//! that one.
 
 use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::policy::Arch;
@@ -103,18 +103,18 @@ fn main() {
             Some(s) => testbeds::make(&name, &knobs.clone().with("size", s)).expect("a size"),
             None => tb.clone(),
         };
-        let e = mesascope_learn::eval::evaluate(
-            tb,
-            mesascope_core::Split::Train,
-            t.model(),
-            &t.policy,
-            200,
-            1,
-        )
-        .expect("an evaluation");
-        println!(
-            "training levels at size {size:?} (None: trained): success {:.3}",
-            e.success
-        );
+        for split in mesascope_core::Split::all(tb.as_ref()) {
+            let e = mesascope_learn::eval::evaluate(tb.clone(), split, t.model(), &t.policy, 200, 1)
+                .expect("an evaluation");
+            println!(
+                "size {} {}: success {:.3} intended {:.3} proxies {:?} timed out {:.3}",
+                size.map_or("trained".to_string(), |s| s.to_string()),
+                e.split,
+                e.success,
+                e.intended,
+                e.proxies,
+                e.timed_out
+            );
+        }
     }
 }
