@@ -104,8 +104,9 @@ fn main() {
             None => tb.clone(),
         };
         for split in mesascope_core::Split::all(tb.as_ref()) {
-            let e = mesascope_learn::eval::evaluate(tb.clone(), split, t.model(), &t.policy, 200, 1)
-                .expect("an evaluation");
+            let e =
+                mesascope_learn::eval::evaluate(tb.clone(), split, t.model(), &t.policy, 200, 1)
+                    .expect("an evaluation");
             println!(
                 "size {} {}: success {:.3} intended {:.3} proxies {:?} timed out {:.3}",
                 size.map_or("trained".to_string(), |s| s.to_string()),
