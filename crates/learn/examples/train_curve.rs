@@ -74,7 +74,7 @@ fn main() {
         if reached.is_none() && window.len() == 10 && mean >= 0.95 {
             reached = Some((s.steps, secs));
         }
-        if s.update % 5 == 0 || t.done() {
+        if s.update.is_multiple_of(5) || t.done() {
             println!(
                 "update {:>4} steps {:>9} {:>7.1}s success {:.3} (last 10 {:.3}) timeout {:.3} entropy {:.3} kl {:.4} vloss {:.4} {:>6.0} steps/s",
                 s.update,

@@ -481,10 +481,10 @@ impl Planner {
         work.g_cell.clear();
         work.g_cell.resize(c, usize::MAX);
         for (q, e) in work.e.chunks_exact(c).enumerate() {
-            for j in 0..c {
-                if e[j] > work.g[j] {
-                    work.g[j] = e[j];
-                    work.g_cell[j] = q;
+            for ((&x, g), at) in e.iter().zip(&mut work.g).zip(&mut work.g_cell) {
+                if x > *g {
+                    *g = x;
+                    *at = q;
                 }
             }
         }
