@@ -493,9 +493,17 @@ pub struct TrainArgs {
     /// Continue the checkpoint in the output folder up to --steps.
     #[arg(long)]
     pub resume: bool,
-    /// Network trunk: `embed-mlp` (fast, default) or `conv`.
+    /// Network trunk: `embed-mlp` (fast, default), `conv`, or `planner` (value propagation,
+    /// weights shared across positions: one checkpoint runs on levels of any size).
     #[arg(long, value_name = "ARCH", conflicts_with = "resume")]
     pub arch: Option<String>,
+    /// `--arch planner`: channels of its cell embedding [default: 16].
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub channels: Option<u32>,
+    /// `--arch planner`: most value-propagation steps (it stops earlier at its fixpoint)
+    /// [default: 256].
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub iterations: Option<u32>,
     /// Parallel environments [default: 256].
     #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub envs: Option<u32>,

@@ -185,3 +185,47 @@ fn train_bad_input_exits_2() {
     assert!(e.contains("no checkpoint"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_planner_checkpoint_plays_levels_of_another_size() {
+    let dir = temp_dir("planner");
+    let d = dir.to_str().unwrap();
+    tiny_train(
+        d,
+        &["--arch", "planner", "--channels", "4", "--iterations", "32"],
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["policy"]["arch"], "planner");
+    assert_eq!(meta["policy"]["planner"]["channels"], 4);
+    assert_eq!(meta["policy"]["planner"]["iterations"], 32);
+    // Trained on 5x5 levels, it plays a 9x9 one (the fixed-size trunks refuse it: audit.rs).
+    let shown = ok(&[
+        "show",
+        "exit-vs-green",
+        "-k",
+        "size=9",
+        "--seed",
+        "3",
+        "--policy",
+        d,
+    ]);
+    assert!(shown.contains("; policy"), "{shown}");
+    assert!(shown.contains("outcome"), "{shown}");
+
+    // A planner that cannot work, or planner settings for another trunk: exit 2, named.
+    let never = temp_dir("planner-never");
+    let n = never.to_str().unwrap();
+    for (flags, word) in [
+        (["--arch", "planner", "--channels", "0"], "channel"),
+        (["--arch", "planner", "--iterations", "0"], "iterations"),
+        (["--arch", "embed-mlp", "--channels", "4"], "planner"),
+    ] {
+        let mut args = vec!["train", "exit-vs-green", "--out", n];
+        args.extend_from_slice(&flags);
+        let e = fails(&args);
+        assert!(e.contains(word), "{flags:?}: {e}");
+        assert!(!never.join("model.json").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,10 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
 use crate::policy::STEERABLE_LAYERS;
-use crate::policy::{to_vec2, ActorCritic, Encoder, PolicyConfig, Steer, ACTIVATION_NAMES};
+use crate::policy::{
+    to_vec2, ActorCritic, Encoder, GridBatch, Input, PolicyConfig, Steer, ACTIVATION_NAMES,
+    PLANNER_MAP_NAMES,
+};
 use mesascope_core::activations::Activations;
 use mesascope_core::agents::Agent;
 use mesascope_core::state::EpisodeState;
@@ -81,7 +84,8 @@ impl PolicyAgent {
     }
 
     /// Loads checkpoint `dir` to act in `testbed` on levels of `height` x `width`, refusing a
-    /// checkpoint of another testbed, grid size, action count or architecture.
+    /// checkpoint of another testbed, action count or architecture, or of another grid size
+    /// unless its trunk reads any size (`planner`).
     pub fn load_for(
         dir: &Path,
         testbed: &dyn Testbed,
@@ -124,10 +128,12 @@ impl PolicyAgent {
     pub fn logits_batch(&mut self, envs: &[&Env]) -> mesascope_core::Result<Vec<f32>> {
         let a = self.config.n_actions;
         self.obs.clear();
+        let any_size = self.config.any_size();
+        let mut grids = GridBatch::default();
         for env in envs {
             let grid = &env.state.grid;
             // A level the network cannot read is the user's choice of levels, not a policy fault.
-            if (grid.height, grid.width) != (self.config.height, self.config.width) {
+            if !any_size && (grid.height, grid.width) != (self.config.height, self.config.width) {
                 return Err(Error::Input(format!(
                     "the policy reads {}x{} grids, this level is {}x{}",
                     self.config.height, self.config.width, grid.height, grid.width
@@ -142,8 +148,15 @@ impl PolicyAgent {
             let start = self.obs.len();
             self.obs.resize(start + obs::u8_len(grid), 0);
             obs::encode_u8(&env.state, &mut self.obs[start..]);
+            if any_size {
+                grids.push(&self.obs[start..], grid.height, grid.width);
+            }
         }
-        let input = self.model.encode(&mut self.encoder, &self.obs);
+        let input = if any_size {
+            Input::Grids(grids)
+        } else {
+            self.model.encode(&mut self.encoder, &self.obs)
+        };
         let logits = to_vec2(
             self.model
                 .forward_steered(input, self.steer.as_ref())
@@ -168,23 +181,45 @@ impl PolicyAgent {
 }
 
 impl PolicyAgent {
-    /// Activations of both trunk layers for a batch of states, `[layer][state][unit]`.
+    /// The layers [`PolicyAgent::trunk_activations`] reports: both trunk layers, and for a
+    /// planner its maps ([`PLANNER_MAP_NAMES`]).
+    pub fn activation_names(&self) -> Vec<&'static str> {
+        let mut names = ACTIVATION_NAMES[..STEERABLE_LAYERS].to_vec();
+        if self.config.any_size() {
+            names.extend_from_slice(PLANNER_MAP_NAMES);
+        }
+        names
+    }
+
+    /// Activations of both trunk layers (and a planner's maps) for a batch of states,
+    /// `[layer][state][unit]`.
     pub fn trunk_activations(&self, states: &[&EpisodeState]) -> Vec<Vec<Vec<f32>>> {
         let model = &self.model;
-        let mut layers: Vec<Vec<Vec<f32>>> = (0..STEERABLE_LAYERS)
+        let names = self.activation_names();
+        let mut layers: Vec<Vec<Vec<f32>>> = names
+            .iter()
             .map(|_| Vec::with_capacity(states.len()))
             .collect();
         for chunk in states.chunks(1024) {
             let mut buf = Vec::new();
+            let mut grids = GridBatch::default();
             for s in chunk {
                 let start = buf.len();
                 buf.resize(start + obs::u8_len(&s.grid), 0);
                 obs::encode_u8(s, &mut buf[start..]);
+                grids.push(&buf[start..], s.grid.height, s.grid.width);
             }
-            let input = model.encode(&mut Encoder::default(), &buf);
+            let input = if self.config.any_size() {
+                Input::Grids(grids)
+            } else {
+                model.encode(&mut Encoder::default(), &buf)
+            };
             let acts = model.forward_with_activations(input);
-            for (l, layer) in layers.iter_mut().enumerate() {
-                let t = acts[l].1.clone();
+            for (layer, name) in layers.iter_mut().zip(&names) {
+                let Some((_, t)) = acts.iter().find(|(n, _)| n == name) else {
+                    continue;
+                };
+                let t = t.clone();
                 let width = t.dims()[1];
                 let flat = to_vec2(t);
                 layer.extend(flat.chunks(width).map(|r| r.to_vec()));
@@ -197,7 +232,7 @@ impl PolicyAgent {
 /// The trunk layers: the ones a steering vector can also be written into.
 impl Activations for PolicyAgent {
     fn layer_names(&self) -> Vec<String> {
-        ACTIVATION_NAMES[..STEERABLE_LAYERS]
+        self.activation_names()
             .iter()
             .map(|n| n.to_string())
             .collect()

@@ -251,6 +251,12 @@ pub fn check_meta(meta: &Meta) -> std::result::Result<(), String> {
             ppo.update_epochs
         ));
     }
+    if p.arch == crate::policy::Arch::Planner && p.planner != Some(ppo.planner) {
+        return Err(format!(
+            "ppo says a planner of {:?}, policy {:?}",
+            ppo.planner, p.planner
+        ));
+    }
     if (ppo.arch, ppo.hidden) != (p.arch, p.hidden) {
         return Err(format!(
             "ppo says a {} network of width {}, policy a {} network of width {}",
@@ -273,7 +279,16 @@ fn min_params(config: &PolicyConfig) -> u64 {
         config.hidden as u64,
         config.n_actions as u64,
     );
-    cells * hidden + hidden * hidden + hidden * actions
+    // The planner's first layer is shared by every cell (a row per cell feature), and its
+    // readout, not the grid, feeds the first dense layer.
+    let first = match &config.planner {
+        Some(shape) => {
+            (crate::planner::PLANNER_FEATURES * shape.channels) as u64
+                + shape.readout_width() as u64 * hidden
+        }
+        None => cells * hidden,
+    };
+    first + hidden * hidden + hidden * actions
 }
 
 /// A loaded checkpoint.
@@ -347,7 +362,14 @@ pub fn check_compatible(meta: &Meta, testbed: &str, config: &PolicyConfig) -> Re
         )));
     }
     let p = &meta.policy;
-    if (p.height, p.width, p.n_actions) != (config.height, config.width, config.n_actions) {
+    if p.n_actions != config.n_actions {
+        return Err(LearnError::Checkpoint(format!(
+            "it has {} actions; these levels have {}",
+            p.n_actions, config.n_actions
+        )));
+    }
+    // A planner reads grids of any size; the other trunks only the size they were trained on.
+    if !p.any_size() && (p.height, p.width) != (config.height, config.width) {
         return Err(LearnError::Checkpoint(format!(
             "it reads {}x{} grids with {} actions; these levels are {}x{} with {} actions \
              (check the size knob)",

@@ -83,10 +83,10 @@ fn first_episodes(
     let mut outcomes: Vec<Option<(Finished, f32)>> = vec![None; episodes];
     let mut probs = vec![0f32; config.n_actions];
     let mut left = episodes;
+    let (height, width) = venv.shape();
     while left > 0 {
-        let logp = to_vec2(log_probs(
-            model.forward(model.encode(&mut encoder, &obs)).logits,
-        ));
+        let input = model.encode_sized(&mut encoder, &obs, height, width);
+        let logp = to_vec2(log_probs(model.forward(input).logits));
         if logp.len() != episodes * config.n_actions || logp.iter().any(|v| !v.is_finite()) {
             return Err(mesascope_core::Error::Policy(
                 "the policy produced non-finite or missing logits".into(),

@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod icl;
 pub mod optim;
+pub mod planner;
 pub mod policy;
 pub mod ppo;
 pub mod probe;

@@ -89,6 +89,7 @@ mod tests {
             width: 3,
             n_actions: 4,
             hidden: 6,
+            planner: (arch == Arch::Planner).then(crate::policy::PlannerShape::default),
         };
         ActorCritic::init(&config, 9, &crate::device().autodiff()).expect("a valid shape")
     }
@@ -99,9 +100,11 @@ mod tests {
         let n = 5;
         let config = &model.config;
         let input = match config.arch {
-            Arch::EmbedMlp => {
-                Input::Embedded((0..n * config.hidden).map(|_| rng.unit() as f32).collect())
-            }
+            Arch::EmbedMlp | Arch::Planner => Input::Embedded(
+                (0..n * model.embedded_width())
+                    .map(|_| rng.unit() as f32)
+                    .collect(),
+            ),
             Arch::Conv => {
                 let len = n * obs::PLANES * config.cells();
                 let planes = (0..len).map(|_| rng.unit() as f32).collect();
@@ -142,7 +145,7 @@ mod tests {
 
     #[test]
     fn clipping_scales_every_gradient_to_the_global_norm() {
-        for arch in [Arch::EmbedMlp, Arch::Conv] {
+        for arch in [Arch::EmbedMlp, Arch::Conv, Arch::Planner] {
             let model = tiny(arch);
             let mut grads = grads_of(&model, 10);
             let before = flat(&grads, &model);

@@ -12,6 +12,10 @@
 //!   grid (DESIGN §6), and centring on the agent lets navigation generalize across positions.
 //! - `conv`: two 3x3 convolutions (16 channels, padding 1) over the float one-hot planes, then a
 //!   dense layer: translation-equivariant features, at a few thousand samples/s on this CPU.
+//! - `planner`: a value-propagation network ([`crate::planner`]): reward and propagation maps
+//!   from a shared per-cell embedding, value iteration over the grid, read out at the agent's
+//!   cell and its neighbours and pooled globally, then two dense layers. Its weights are shared
+//!   across positions, so one network runs on grids of any size.
 //!
 //! Weights are initialized from the core's portable [`Rng`], not from burn's generator, so the
 //! same seed gives the same network on every machine and burn version.
@@ -21,12 +25,13 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use mesascope_core::grid::{Cell, Colour, Object};
 use mesascope_core::obs;
 use mesascope_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 
+pub use crate::planner::{GridBatch, Planner, PlannerShape};
 pub use crate::sparse::{CellBatch, CellEmbedding};
 
 /// Which trunk a policy has.
@@ -36,15 +41,18 @@ pub enum Arch {
     EmbedMlp,
     #[serde(rename = "conv")]
     Conv,
+    #[serde(rename = "planner")]
+    Planner,
 }
 
 impl Arch {
-    pub const NAMES: &'static [&'static str] = &["embed-mlp", "conv"];
+    pub const NAMES: &'static [&'static str] = &["embed-mlp", "conv", "planner"];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::EmbedMlp => "embed-mlp",
             Arch::Conv => "conv",
+            Arch::Planner => "planner",
         }
     }
 
@@ -52,6 +60,7 @@ impl Arch {
         match s {
             "embed-mlp" => Ok(Arch::EmbedMlp),
             "conv" => Ok(Arch::Conv),
+            "planner" => Ok(Arch::Planner),
             _ => Err(LearnError::Config(format!(
                 "unknown architecture '{s}' (known: {})",
                 Arch::NAMES.join(", ")
@@ -81,6 +90,9 @@ pub struct PolicyConfig {
     pub n_actions: usize,
     /// Width of the trunk's hidden layers.
     pub hidden: usize,
+    /// `planner` only: its channels and most propagation steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<PlannerShape>,
 }
 
 impl PolicyConfig {
@@ -88,7 +100,27 @@ impl PolicyConfig {
         self.height * self.width
     }
 
+    /// Whether the network reads grids of any size; the others read `height x width` only.
+    pub fn any_size(&self) -> bool {
+        self.arch == Arch::Planner
+    }
+
     pub fn validate(&self) -> Result<()> {
+        match (self.arch, &self.planner) {
+            (Arch::Planner, Some(shape)) => shape.validate().map_err(LearnError::Config)?,
+            (Arch::Planner, None) => {
+                return Err(LearnError::Config(
+                    "a planner network needs its channels and iterations".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(LearnError::Config(format!(
+                    "channels and iterations belong to planner networks, not {}",
+                    self.arch.name()
+                )))
+            }
+            _ => {}
+        }
         if self.height == 0 || self.width == 0 || self.n_actions == 0 || self.hidden == 0 {
             return Err(LearnError::Config(format!(
                 "policy shape has a zero dimension: {self:?}"
@@ -139,12 +171,23 @@ pub struct ConvTrunk {
     pub dense: Dense,
 }
 
+/// The burn part of `planner` after the value propagation: a dense layer from its readout to
+/// the hidden width, and one more; and the scale of the log-values of the cells the moves lead
+/// to, added to the logits ([`crate::planner::MOVE_LOG_VALUES`]).
+#[derive(Module, Debug)]
+pub struct PlannerTrunk {
+    pub readout: Dense,
+    pub dense: Dense,
+    pub move_scale: Param<Tensor<1>>,
+}
+
 // One network holds one trunk for its whole life: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Trunk {
     EmbedMlp(MlpTrunk),
     Conv(ConvTrunk),
+    Planner(PlannerTrunk),
 }
 
 /// The burn module of a policy: trunk (after the sparse layer, for `embed-mlp`) and heads.
@@ -155,11 +198,13 @@ pub struct Net {
     pub value: Dense,
 }
 
-/// The actor-critic network: the burn [`Net`], and for `embed-mlp` its sparse first layer.
+/// The actor-critic network: the burn [`Net`], and the part outside burn: for `embed-mlp` its
+/// sparse first layer, for `planner` its value propagation.
 #[derive(Clone, Debug)]
 pub struct ActorCritic {
     pub config: PolicyConfig,
     pub embed: Option<CellEmbedding>,
+    pub planner: Option<Planner>,
     pub net: Net,
     device: Device,
 }
@@ -169,12 +214,15 @@ pub struct ActorCritic {
 pub enum Input {
     /// Active feature rows (`embed-mlp`).
     Cells(CellBatch),
-    /// The sparse layer's output for a batch of cells, `[N, hidden]` row-major (`embed-mlp`):
-    /// what [`ActorCritic::forward`] computes first from `Cells`, done ahead by
-    /// [`ActorCritic::embed`] when a batch is split across threads.
+    /// The output of the part outside burn, `[N, embedded_width]` row-major (`embed-mlp`: the
+    /// sparse layer's; `planner`: the propagation's readout): what [`ActorCritic::forward`]
+    /// computes first from `Cells` or `Grids`, done ahead by [`ActorCritic::embed`] when a
+    /// batch is split across threads.
     Embedded(Vec<f32>),
     /// One-hot planes, `[N, C, H, W]` (`conv`).
     Planes(Tensor<4>),
+    /// Grids of any size (`planner`).
+    Grids(GridBatch),
 }
 
 /// What one forward pass gives.
@@ -183,8 +231,9 @@ pub struct Forward {
     pub logits: Tensor<2>,
     /// `[N]`.
     pub value: Tensor<1>,
-    /// For `embed-mlp` on an autodiff device: the sparse layer's output, a leaf whose gradient
-    /// [`CellEmbedding::backward`] turns into the layer's gradients.
+    /// For `embed-mlp` and `planner` on an autodiff device: the output of the part outside
+    /// burn, a leaf whose gradient [`CellEmbedding::backward`] or [`Planner::backward`] turns
+    /// into that part's gradients.
     pub embed_out: Option<Tensor<2>>,
 }
 
@@ -194,6 +243,11 @@ pub const ACTIVATION_NAMES: &[&str] = &["trunk.layer1", "trunk.layer2", "logits"
 /// The trunk layers a steering vector can be added to: indices into [`ACTIVATION_NAMES`].
 pub const STEERABLE_LAYERS: usize = 2;
 
+/// The `planner`'s maps, each `[N, H * W]`: what it treats as rewarding, where values pass,
+/// and its value estimate after propagation. [`ActorCritic::forward_with_activations`] adds
+/// them after [`ACTIVATION_NAMES`] for a batch of one grid size.
+pub const PLANNER_MAP_NAMES: &[&str] = &["planner.reward", "planner.propagation", "planner.value"];
+
 /// An activation-steering vector: added to trunk layer `layer` ([`ACTIVATION_NAMES`]`[layer]`,
 /// 0 or 1) on every forward pass.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,7 +256,7 @@ pub struct Steer {
     pub vector: Vec<f32>,
 }
 
-fn normal_vec(n: usize, std: f32, rng: &mut Rng) -> Vec<f32> {
+pub(crate) fn normal_vec(n: usize, std: f32, rng: &mut Rng) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
         // Box-Muller: two normals per pair of uniforms; 1 - u keeps the log finite.
@@ -250,6 +304,7 @@ impl ActorCritic {
         let h = config.hidden;
         let cells = config.cells();
         let he = |fan_in: usize| (2.0 / fan_in as f32).sqrt();
+        let mut planner = None;
         let (embed, trunk) = match config.arch {
             Arch::EmbedMlp => {
                 // About one active wall-or-object feature pair per cell: that is the fan-in.
@@ -284,6 +339,23 @@ impl ActorCritic {
                 });
                 (None, trunk)
             }
+            Arch::Planner => {
+                let shape = config.planner.expect("validated");
+                let p = Planner::init(shape, &mut rng);
+                let d = p.readout_width();
+                planner = Some(p);
+                let readout = Dense::init(d, h, he(d), &mut rng, device);
+                let dense = Dense::init(h, h, he(h), &mut rng, device);
+                let move_scale = Param::from_tensor(Tensor::ones([1], device));
+                (
+                    None,
+                    Trunk::Planner(PlannerTrunk {
+                        readout,
+                        dense,
+                        move_scale,
+                    }),
+                )
+            }
         };
         let policy = Dense::init(
             h,
@@ -296,6 +368,7 @@ impl ActorCritic {
         Ok(ActorCritic {
             config: config.clone(),
             embed,
+            planner,
             net: Net {
                 trunk,
                 policy,
@@ -312,12 +385,14 @@ impl ActorCritic {
     pub fn from_parts(
         config: PolicyConfig,
         embed: Option<CellEmbedding>,
+        planner: Option<Planner>,
         net: Net,
         device: Device,
     ) -> ActorCritic {
         ActorCritic {
             config,
             embed,
+            planner,
             net,
             device,
         }
@@ -328,6 +403,7 @@ impl ActorCritic {
         ActorCritic {
             config: self.config.clone(),
             embed: self.embed.clone(),
+            planner: self.planner.clone(),
             net: self.net.valid(),
             device: self.device.clone().without_autodiff(),
         }
@@ -338,21 +414,36 @@ impl ActorCritic {
         ActorCritic {
             config: self.config,
             embed: self.embed,
+            planner: self.planner,
             net: self.net.train(),
             device: self.device.autodiff(),
         }
     }
 
-    /// Encodes u8 observations `[N][H][W][3]` for this network.
+    /// Encodes u8 observations `[N][H][W][3]` of the size the network was built for.
     pub fn encode(&self, encoder: &mut Encoder, obs_u8: &[u8]) -> Input {
         encoder.encode(&self.config, obs_u8, &self.device)
     }
 
-    fn trunk_layers(
+    /// Encodes u8 observations of `height x width` grids: a network that reads any size
+    /// (`planner`) reads them at that size; the others at theirs.
+    pub fn encode_sized(
         &self,
-        input: Input,
-        steer: Option<&Steer>,
-    ) -> (Tensor<2>, Tensor<2>, Option<Tensor<2>>) {
+        encoder: &mut Encoder,
+        obs_u8: &[u8],
+        height: usize,
+        width: usize,
+    ) -> Input {
+        if self.config.any_size() {
+            Input::Grids(GridBatch::uniform(obs_u8, height, width))
+        } else {
+            self.encode(encoder, obs_u8)
+        }
+    }
+
+    /// The two trunk layers, the leaf the part outside burn feeds (if any), and what the trunk
+    /// adds to the logits (if anything).
+    fn trunk_layers(&self, input: Input, steer: Option<&Steer>) -> TrunkOut {
         // Activation steering: the vector is added to the named layer's output, so the layers
         // after it (and the heads) see the shifted activation.
         let add = |x: Tensor<2>, layer: usize| match steer {
@@ -367,21 +458,27 @@ impl ActorCritic {
         };
         let input = match input {
             Input::Cells(cells) => self.embed(&cells),
+            Input::Grids(grids) => self.plan(&grids),
             other => other,
+        };
+        let leaf = |x: Tensor<2>| {
+            if self.device.is_autodiff() {
+                x.require_grad()
+            } else {
+                x
+            }
         };
         match (&self.net.trunk, input) {
             (Trunk::EmbedMlp(t), Input::Embedded(pre)) => {
                 let h = self.config.hidden;
                 let n = pre.len() / h;
-                let pre = Tensor::<2>::from_data(TensorData::new(pre, [n, h]), &self.device);
-                let pre = if self.device.is_autodiff() {
-                    pre.require_grad()
-                } else {
-                    pre
-                };
+                let pre = leaf(Tensor::<2>::from_data(
+                    TensorData::new(pre, [n, h]),
+                    &self.device,
+                ));
                 let l1 = add(relu(pre.clone()), 0);
                 let l2 = add(relu(t.dense.forward(l1.clone())), 1);
-                (l1, l2, Some(pre))
+                (l1, l2, Some(pre), None)
             }
             (Trunk::Conv(t), Input::Planes(x)) => {
                 let opts = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -390,7 +487,31 @@ impl ActorCritic {
                 let [n, c, hh, ww] = x.dims();
                 let l1 = add(x.reshape([n, c * hh * ww]), 0);
                 let l2 = add(relu(t.dense.forward(l1.clone())), 1);
-                (l1, l2, None)
+                (l1, l2, None, None)
+            }
+            (Trunk::Planner(t), Input::Embedded(z)) => {
+                let d = self.embedded_width();
+                let n = z.len() / d;
+                let z = leaf(Tensor::<2>::from_data(
+                    TensorData::new(z, [n, d]),
+                    &self.device,
+                ));
+                let l1 = add(relu(t.readout.forward(z.clone())), 0);
+                let l2 = add(relu(t.dense.forward(l1.clone())), 1);
+                let cols: Vec<i64> = crate::planner::MOVE_LOG_VALUES
+                    .iter()
+                    .map(|&c| c as i64)
+                    .collect();
+                let cols = Tensor::<1, Int>::from_data(TensorData::new(cols, [4]), &self.device);
+                let moves = z.clone().select(1, cols) * t.move_scale.val().unsqueeze_dim::<2>(0);
+                // Actions beyond the 4 moves (interact, stay) get no prior.
+                let extra = self.config.n_actions.saturating_sub(4);
+                let prior = if extra > 0 {
+                    Tensor::cat(vec![moves, Tensor::zeros([n, extra], &self.device)], 1)
+                } else {
+                    moves.narrow(1, 0, self.config.n_actions)
+                };
+                (l1, l2, Some(z), Some(prior))
             }
             // `encode` builds the input for the network's own arch; a mismatch is a bug.
             _ => unreachable!("input kind does not match the trunk"),
@@ -408,6 +529,26 @@ impl ActorCritic {
         Input::Embedded(pre)
     }
 
+    /// The value propagation of `planner` on a batch of grids: its readout.
+    pub fn plan(&self, grids: &GridBatch) -> Input {
+        let p = self
+            .planner
+            .as_ref()
+            .expect("grids are the input of planner networks, which have the propagation");
+        let mut z = Vec::new();
+        p.forward(grids, &mut z);
+        Input::Embedded(z)
+    }
+
+    /// Width of an `Input::Embedded` row: the sparse layer's (`hidden`) or the planner's
+    /// readout.
+    pub fn embedded_width(&self) -> usize {
+        match &self.planner {
+            Some(p) => p.readout_width(),
+            None => self.config.hidden,
+        }
+    }
+
     /// The same network for another thread: the burn parameters as fresh autodiff leaves (same
     /// parameter ids) and no sparse layer (feed it `Input::Embedded`). burn 0.22's autodiff
     /// deadlocks when two threads build graphs that share nodes.
@@ -415,6 +556,7 @@ impl ActorCritic {
         ActorCritic {
             config: self.config.clone(),
             embed: None,
+            planner: self.planner.clone(),
             net: self.net.valid().train(),
             device: self.device.clone(),
         }
@@ -434,8 +576,8 @@ impl ActorCritic {
 
     /// [`ActorCritic::forward`] with a steering vector added at one trunk layer.
     pub fn forward_steered(&self, input: Input, steer: Option<&Steer>) -> Forward {
-        let (_, h, embed_out) = self.trunk_layers(input, steer);
-        let logits = self.net.policy.forward(h.clone());
+        let (_, h, embed_out, prior) = self.trunk_layers(input, steer);
+        let logits = with_prior(self.net.policy.forward(h.clone()), prior);
         let value = self.net.value.forward(h).squeeze_dim::<1>(1);
         Forward {
             logits,
@@ -446,15 +588,43 @@ impl ActorCritic {
 
     /// The forward pass with every named activation (see [`ACTIVATION_NAMES`]), each
     /// `[N, features]`, for probes.
+    /// For `planner`, on a batch of grids of one size, the maps of [`PLANNER_MAP_NAMES`]
+    /// follow.
     pub fn forward_with_activations(&self, input: Input) -> Vec<(&'static str, Tensor<2>)> {
-        let (l1, l2, _) = self.trunk_layers(input, None);
-        let logits = self.net.policy.forward(l2.clone());
+        let maps = match (&self.planner, &input) {
+            (Some(p), Input::Grids(grids)) => self.map_tensors(p, grids),
+            _ => Vec::new(),
+        };
+        let (l1, l2, _, prior) = self.trunk_layers(input, None);
+        let logits = with_prior(self.net.policy.forward(l2.clone()), prior);
         let value = self.net.value.forward(l2.clone());
-        vec![
+        let mut out = vec![
             (ACTIVATION_NAMES[0], l1),
             (ACTIVATION_NAMES[1], l2),
             (ACTIVATION_NAMES[2], logits),
             (ACTIVATION_NAMES[3], value),
+        ];
+        out.extend(maps);
+        out
+    }
+
+    fn map_tensors(&self, p: &Planner, grids: &GridBatch) -> Vec<(&'static str, Tensor<2>)> {
+        let Some(&(_, h, w)) = grids.grids.first() else {
+            return Vec::new();
+        };
+        if grids.grids.iter().any(|&(_, gh, gw)| (gh, gw) != (h, w)) {
+            return Vec::new();
+        }
+        let maps = p.maps(grids);
+        let n = maps.len();
+        let stack = |f: &dyn Fn(&crate::planner::Maps) -> &Vec<f32>| {
+            let flat: Vec<f32> = maps.iter().flat_map(|m| f(m).iter().copied()).collect();
+            Tensor::<2>::from_data(TensorData::new(flat, [n, h * w]), &self.device)
+        };
+        vec![
+            (PLANNER_MAP_NAMES[0], stack(&|m| &m.reward)),
+            (PLANNER_MAP_NAMES[1], stack(&|m| &m.propagation)),
+            (PLANNER_MAP_NAMES[2], stack(&|m| &m.value)),
         ]
     }
 
@@ -473,6 +643,13 @@ impl ActorCritic {
                 v.push((t.conv2_bias.id, 1));
                 v.push((t.dense.weight.id, 2));
                 v.push((t.dense.bias.id, 1));
+            }
+            Trunk::Planner(t) => {
+                for d in [&t.readout, &t.dense] {
+                    v.push((d.weight.id, 2));
+                    v.push((d.bias.id, 1));
+                }
+                v.push((t.move_scale.id, 1));
             }
         }
         for d in [&self.net.policy, &self.net.value] {
@@ -507,10 +684,22 @@ impl ActorCritic {
                 e.bias.clone(),
             ));
         }
+        if let Some(p) = &self.planner {
+            for (name, shape, values) in p.tensors() {
+                out.push((name.to_string(), shape, values.to_vec()));
+            }
+        }
         match &self.net.trunk {
             Trunk::EmbedMlp(t) => {
                 put(&mut out, "trunk.dense.weight", &t.dense.weight);
                 put(&mut out, "trunk.dense.bias", &t.dense.bias);
+            }
+            Trunk::Planner(t) => {
+                put(&mut out, "trunk.readout.weight", &t.readout.weight);
+                put(&mut out, "trunk.readout.bias", &t.readout.bias);
+                put(&mut out, "trunk.dense.weight", &t.dense.weight);
+                put(&mut out, "trunk.dense.bias", &t.dense.bias);
+                put(&mut out, "trunk.move_scale", &t.move_scale);
             }
             Trunk::Conv(t) => {
                 put(&mut out, "trunk.conv1", &t.conv1);
@@ -583,12 +772,29 @@ impl ActorCritic {
             e.weight = t.remove("trunk.embed").expect("checked above").1;
             e.bias = t.remove("trunk.embed_bias").expect("checked above").1;
         }
+        if let Some(p) = &mut rebuilt.planner {
+            p.params = crate::planner::tensor_names(&p.shape)
+                .into_iter()
+                .flat_map(|(name, _)| t.remove(name).expect("checked above").1)
+                .collect();
+        }
         rebuilt.net.trunk = match config.arch {
             Arch::EmbedMlp => Trunk::EmbedMlp(MlpTrunk {
                 dense: Dense {
                     weight: p2(t, "trunk.dense.weight"),
                     bias: p1(t, "trunk.dense.bias"),
                 },
+            }),
+            Arch::Planner => Trunk::Planner(PlannerTrunk {
+                readout: Dense {
+                    weight: p2(t, "trunk.readout.weight"),
+                    bias: p1(t, "trunk.readout.bias"),
+                },
+                dense: Dense {
+                    weight: p2(t, "trunk.dense.weight"),
+                    bias: p1(t, "trunk.dense.bias"),
+                },
+                move_scale: p1(t, "trunk.move_scale"),
             }),
             Arch::Conv => Trunk::Conv(ConvTrunk {
                 conv1: p4(t, "trunk.conv1"),
@@ -679,6 +885,7 @@ impl Encoder {
                 }
                 Input::Cells(batch)
             }
+            Arch::Planner => Input::Grids(GridBatch::uniform(obs_u8, h, w)),
             Arch::Conv => {
                 self.planes.resize(n * cells * obs::PLANES, 0.0);
                 obs::u8_to_planes(obs_u8, cells, &mut self.planes);
@@ -694,7 +901,7 @@ impl Encoder {
 
 /// The three feature slots of a cell: object, colour (or none), state (or none). Codes out of
 /// MiniGrid's tables are clamped into them, as `obs::write_cell_planes` does.
-fn cell_features(cell: Cell) -> (usize, usize, usize) {
+pub(crate) fn cell_features(cell: Cell) -> (usize, usize, usize) {
     let obj = (cell.object as usize).min(Object::COUNT - 1);
     let object = cell.object();
     let col = if object.is_coloured() && cell.colour != Colour::Grey as u8 {
@@ -708,6 +915,17 @@ fn cell_features(cell: Cell) -> (usize, usize, usize) {
         NO_STATE
     };
     (obj, col, st)
+}
+
+/// What [`ActorCritic::trunk_layers`] gives: layer 1, layer 2, the leaf fed by the part outside
+/// burn, and a term added to the logits.
+type TrunkOut = (Tensor<2>, Tensor<2>, Option<Tensor<2>>, Option<Tensor<2>>);
+
+fn with_prior(logits: Tensor<2>, prior: Option<Tensor<2>>) -> Tensor<2> {
+    match prior {
+        Some(p) => logits + p,
+        None => logits,
+    }
 }
 
 /// Reads a `[N, K]` tensor into a flat vector.

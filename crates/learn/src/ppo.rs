@@ -29,9 +29,10 @@ use crate::checkpoint::{Checkpoint, Meta, FORMAT};
 use crate::error::{LearnError, Result};
 use crate::optim::{add_grads, clip_global_norm};
 use crate::policy::{
-    log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, Encoder, Input, PolicyConfig,
+    log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, Encoder, Input, PlannerShape,
+    PolicyConfig,
 };
-use crate::sparse::{SparseAdam, ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
+use crate::sparse::{FlatAdam, SparseAdam, ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mesascope_core::rng::{mix, Rng};
@@ -42,6 +43,9 @@ use mesascope_core::{ProxyId, Split, VecEnv};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The `planner` trunk's entropy bonus ([`PpoConfig::with_arch`]).
+pub const PLANNER_ENT_COEF: f32 = 0.02;
 
 /// PPO hyperparameters and the network shape, with their defaults ([`PpoConfig::default`]; the
 /// per-testbed ones, [`PpoConfig::for_testbed`], change only the first and the last two, and
@@ -80,6 +84,10 @@ pub struct PpoConfig {
     pub arch: Arch,
     /// Width of the trunk's hidden layers (128; 64 for exit-vs-green).
     pub hidden: usize,
+    /// The `planner` trunk's channels and most propagation steps (16, 256); other trunks
+    /// ignore it.
+    #[serde(default)]
+    pub planner: PlannerShape,
 }
 
 impl Default for PpoConfig {
@@ -103,6 +111,7 @@ impl Default for PpoConfig {
             max_grad_norm: 0.5,
             arch: Arch::EmbedMlp,
             hidden: 128,
+            planner: PlannerShape::default(),
         }
     }
 }
@@ -129,6 +138,21 @@ impl PpoConfig {
             hidden,
             update_epochs,
             ..defaults
+        }
+    }
+
+    /// These settings with trunk `arch`, and what that trunk needs changed: the planner takes
+    /// an entropy bonus of 0.02 (at 0.003 its policy settled into moves that time out on 13x13
+    /// and 15x15 mazes before its reward map had learned where the goal is; docs/training.md).
+    pub fn with_arch(self, arch: Arch) -> PpoConfig {
+        let ent_coef = match arch {
+            Arch::Planner => PLANNER_ENT_COEF,
+            _ => self.ent_coef,
+        };
+        PpoConfig {
+            arch,
+            ent_coef,
+            ..self
         }
     }
 
@@ -170,6 +194,9 @@ impl PpoConfig {
         }
         if !self.ent_coef.is_finite() || !self.vf_coef.is_finite() {
             return bad("ent_coef and vf_coef must be finite".into());
+        }
+        if self.arch == Arch::Planner {
+            self.planner.validate().map_err(LearnError::Config)?;
         }
         Ok(())
     }
@@ -263,6 +290,8 @@ pub struct Trainer {
     optim: ModuleOptimizer,
     /// `embed-mlp` only: Adam on the sparse first layer, which burn does not see.
     sparse_adam: Option<SparseAdam>,
+    /// `planner` only: Adam on the value propagation's weights, which burn does not see.
+    planner_adam: Option<FlatAdam>,
     /// `embed-mlp` only: the encoded rows of each rollout step's observations.
     cell_cache: Vec<CellBatch>,
     venv: VecEnv,
@@ -350,9 +379,22 @@ impl Trainer {
             width,
             n_actions: venv.n_actions(),
             hidden: config.hidden,
+            planner: (config.arch == Arch::Planner).then_some(config.planner),
         };
         let device = crate::device().autodiff();
         let model = match model {
+            // A planner reads grids of any size: it goes on training on these levels' size.
+            Some(mut m)
+                if m.config.any_size()
+                    && PolicyConfig {
+                        height: policy.height,
+                        width: policy.width,
+                        ..m.config.clone()
+                    } == policy =>
+            {
+                m.config = policy.clone();
+                m.train()
+            }
             Some(m) if m.config != policy => {
                 return Err(LearnError::Checkpoint(format!(
                     "the network reads {}x{} grids with {} actions ({} of width {}); {} levels need {}x{} with {} actions",
@@ -383,6 +425,10 @@ impl Trainer {
                 .with_epsilon(ADAM_EPSILON)
                 .init(),
             sparse_adam: SparseAdam::for_model(&model),
+            planner_adam: model
+                .planner
+                .as_ref()
+                .map(|p| FlatAdam::new(p.params.len())),
             cell_cache: Vec::new(),
             rng: Rng::new(mix(&[seed, 3])),
             seed,
@@ -672,15 +718,19 @@ impl Trainer {
         // share of the minibatch, add up to the whole minibatch's. The split is fixed, so the
         // result does not depend on the thread count. The sparse layer runs on the whole batch
         // first (its loops are parallel), and its backward pass after.
-        let (cells, input) = match input {
+        let (cells, grids, input) = match input {
             Input::Cells(cells) => {
                 let embedded = model.embed(&cells);
-                (Some(cells), embedded)
+                (Some(cells), None, embedded)
             }
-            other => (None, other),
+            Input::Grids(grids) => {
+                let embedded = model.plan(&grids);
+                (None, Some(grids), embedded)
+            }
+            other => (None, None, other),
         };
         let half = m.div_ceil(2);
-        let (first, second) = split_input(input, half, self.policy.hidden);
+        let (first, second) = split_input(input, half, model.embedded_width());
         let replica = model.replica();
         let shard = |model: &ActorCritic, input: Input, range: std::ops::Range<usize>| {
             self.shard_loss(
@@ -725,20 +775,32 @@ impl Trainer {
             adam.gradients(e, cells, &embed_grad);
             embed_sq = adam.grad_sq();
         }
+        // The planner's, likewise, from the gradient of its readout.
+        if let (Some(p), Some(grids), Some(adam)) = (&model.planner, &grids, &mut self.planner_adam)
+        {
+            p.backward(grids, &embed_grad, &mut adam.grad);
+            embed_sq += adam.grad_sq();
+        }
         let scale = clip_global_norm(&mut grads, &model, self.config.max_grad_norm, embed_sq);
         let ActorCritic {
             config,
             mut embed,
+            mut planner,
             net,
             ..
         } = model;
         if let (Some(e), Some(adam)) = (&mut embed, &mut self.sparse_adam) {
             adam.step(e, lr as f32, scale);
         }
+        if let (Some(p), Some(adam)) = (&mut planner, &mut self.planner_adam) {
+            let lr = lr as f32 * crate::planner::LEARNING_RATE_SCALE;
+            adam.step(&mut p.params, lr, scale);
+        }
         let net = self.optim.step(lr, net, grads);
         self.model = Some(ActorCritic::from_parts(
             config,
             embed,
+            planner,
             net,
             self.device.clone(),
         ));
@@ -793,7 +855,7 @@ impl Trainer {
             Some(out) => out
                 .grad(&grads)
                 .map(to_vec2)
-                .unwrap_or_else(|| vec![0.0; m * self.policy.hidden]),
+                .unwrap_or_else(|| vec![0.0; m * model.embedded_width()]),
             None => Vec::new(),
         };
         Shard {
@@ -830,7 +892,8 @@ struct Batch<'a> {
 }
 
 /// What one shard's loss gives: the burn parameters' gradients, the weighted loss terms and
-/// total loss, and the gradient of the sparse layer's output (`[n, hidden]`, `embed-mlp` only).
+/// total loss, and the gradient of the output of the part outside burn (`[n, embedded_width]`,
+/// `embed-mlp` and `planner` only).
 struct Shard {
     grads: GradientsParams,
     losses: Losses,
@@ -838,12 +901,12 @@ struct Shard {
     embed_grad: Vec<f32>,
 }
 
-/// Splits a batch input at sample `at` (`hidden`: the width of an embedded input's rows); the
+/// Splits a batch input at sample `at` (`width`: the width of an embedded input's rows); the
 /// second part is `None` when it would be empty.
-fn split_input(input: Input, at: usize, hidden: usize) -> (Input, Option<Input>) {
+fn split_input(input: Input, at: usize, width: usize) -> (Input, Option<Input>) {
     match input {
-        Input::Embedded(mut pre) if at * hidden < pre.len() => {
-            let second = pre.split_off(at * hidden);
+        Input::Embedded(mut pre) if at * width < pre.len() => {
+            let second = pre.split_off(at * width);
             (Input::Embedded(pre), Some(Input::Embedded(second)))
         }
         Input::Planes(t) if at < t.dims()[0] => {

@@ -188,18 +188,9 @@ impl SparseAdam {
     /// One Adam step of `layer` with learning rate `lr` on the current gradients times `scale`
     /// (the global-norm clipping factor).
     pub fn step(&mut self, layer: &mut CellEmbedding, lr: f32, scale: f32) {
-        const B1: f32 = ADAM_BETA_1;
-        const B2: f32 = ADAM_BETA_2;
         self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
         let adam = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                let g = g * scale;
-                *m = B1 * *m + (1.0 - B1) * g;
-                *v = B2 * *v + (1.0 - B2) * g * g;
-                *w -= lr * (*m / c1) / ((*v / c2).sqrt() + ADAM_EPSILON);
-            }
+            adam_update(w, g, m, v, lr, scale, self.t)
         };
         let h = layer.hidden;
         for &r in &self.touched {
@@ -212,6 +203,69 @@ impl SparseAdam {
             );
         }
         adam(&mut layer.bias, &self.grad_b, &mut self.m_b, &mut self.v_b);
+    }
+}
+
+/// One Adam update of the weights `w` from their gradients `g` times `scale`, with moments
+/// `m` and `v`, at step `t` (from 1).
+fn adam_update(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f32,
+    scale: f32,
+    t: i32,
+) {
+    const B1: f32 = ADAM_BETA_1;
+    const B2: f32 = ADAM_BETA_2;
+    let c1 = 1.0 - B1.powi(t);
+    let c2 = 1.0 - B2.powi(t);
+    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+        let g = g * scale;
+        *m = B1 * *m + (1.0 - B1) * g;
+        *v = B2 * *v + (1.0 - B2) * g * g;
+        *w -= lr * (*m / c1) / ((*v / c2).sqrt() + ADAM_EPSILON);
+    }
+}
+
+/// Adam over one flat vector of weights outside burn (the planner's), with its gradient buffer;
+/// the same update as [`SparseAdam`] on rows used at every step.
+#[derive(Clone, Debug)]
+pub struct FlatAdam {
+    pub grad: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl FlatAdam {
+    pub fn new(len: usize) -> FlatAdam {
+        FlatAdam {
+            grad: vec![0.0; len],
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            t: 0,
+        }
+    }
+
+    /// The squared L2 norm of the current gradient, for global-norm clipping.
+    pub fn grad_sq(&self) -> f64 {
+        self.grad.iter().map(|&g| g as f64 * g as f64).sum()
+    }
+
+    /// One step of `weights` on the current gradient times `scale`.
+    pub fn step(&mut self, weights: &mut [f32], lr: f32, scale: f32) {
+        self.t += 1;
+        adam_update(
+            weights,
+            &self.grad,
+            &mut self.m,
+            &mut self.v,
+            lr,
+            scale,
+            self.t,
+        );
     }
 }
 

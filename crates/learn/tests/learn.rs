@@ -57,7 +57,7 @@ fn logits_on(
 
 #[test]
 fn checkpoint_round_trip_and_bad_checkpoints() {
-    for arch in [Arch::EmbedMlp, Arch::Conv] {
+    for arch in [Arch::EmbedMlp, Arch::Conv, Arch::Planner] {
         let (tb, mut config) = tiny(arch);
         config.total_steps = 64 * 16;
         let mut t = Trainer::new(tb.clone(), config, 3).unwrap();

@@ -36,8 +36,12 @@ pub struct TrainSettings {
     pub out: Option<PathBuf>,
     /// Continue the checkpoint in the output folder up to `steps`.
     pub resume: bool,
-    /// Network trunk: `embed-mlp` or `conv`.
+    /// Network trunk: `embed-mlp`, `conv` or `planner`.
     pub arch: Option<String>,
+    /// `planner` only: channels of its cell embedding (default 16) and the most propagation
+    /// steps (default 256).
+    pub channels: Option<usize>,
+    pub iterations: Option<usize>,
     /// Parallel environments.
     pub num_envs: Option<usize>,
     /// Width of the hidden layers.
@@ -59,6 +63,8 @@ impl TrainSettings {
             out: None,
             resume: false,
             arch: None,
+            channels: None,
+            iterations: None,
             num_envs: None,
             hidden: None,
             checkpoint_every: 20,
@@ -159,7 +165,19 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
             config.total_steps = steps;
         }
         if let Some(arch) = &s.arch {
-            config.arch = Arch::parse(arch)?;
+            config = config.with_arch(Arch::parse(arch)?);
+        }
+        if config.arch != Arch::Planner && (s.channels.is_some() || s.iterations.is_some()) {
+            return Err(Error::bad_setting(format!(
+                "`channels` and `iterations` shape the planner trunk (`arch` planner), not {}",
+                config.arch.name()
+            )));
+        }
+        if let Some(c) = s.channels {
+            config.planner.channels = c;
+        }
+        if let Some(k) = s.iterations {
+            config.planner.iterations = k;
         }
         if let Some(n) = s.num_envs {
             config.num_envs = n;

@@ -77,7 +77,7 @@ fn json<T: serde::Serialize>(v: &T) -> PyResult<serde_json::Value> {
 
 /// Trains a policy with PPO (`mesascope train`); returns the run's figures and its summary text.
 #[pyfunction]
-#[pyo3(signature = (testbed, steps=None, seed=None, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None))]
+#[pyo3(signature = (testbed, steps=None, seed=None, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None, channels=None, iterations=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -94,6 +94,8 @@ pub fn train(
     eval_episodes: usize,
     progress: Option<Py<PyAny>>,
     knobs: Option<HashMap<String, f64>>,
+    channels: Option<usize>,
+    iterations: Option<usize>,
 ) -> PyResult<(Py<PyAny>, String)> {
     if checkpoint_every == 0 {
         return Err(lib_err(Error::bad_setting(
@@ -109,6 +111,8 @@ pub fn train(
         out,
         resume,
         arch,
+        channels,
+        iterations,
         num_envs,
         hidden,
         checkpoint_every,

@@ -12,6 +12,8 @@ pub fn settings(a: &TrainArgs) -> TrainSettings {
         out: a.out.clone(),
         resume: a.resume,
         arch: a.arch.clone(),
+        channels: a.channels.map(|n| n as usize),
+        iterations: a.iterations.map(|n| n as usize),
         num_envs: a.envs.map(|n| n as usize),
         hidden: a.hidden.map(|n| n as usize),
         checkpoint_every: a.checkpoint_every,

@@ -31,19 +31,22 @@ def _path(p):
 
 def train(testbed, steps=None, seed=None, out=None, resume=False, decorrelate=None, arch=None,
           num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None,
-          **knobs):
+          channels=None, iterations=None, **knobs):
     """Trains a policy with PPO on ``testbed``'s training distribution (knobs as keyword
     arguments) and writes its checkpoint, ``metrics.jsonl`` and ``eval.json`` into ``out``
     (default ``runs/TESTBED-seedS``). ``seed`` defaults to 0; a resumed run keeps its
     checkpoint's (another raises ``SettingError``). ``progress`` is an optional callable
     ``progress(done, total, message)``. Ctrl-C stops it cleanly: the checkpoint is written and
-    resumes with ``resume=True``; then ``KeyboardInterrupt`` is raised.
+    resumes with ``resume=True``; then ``KeyboardInterrupt`` is raised. ``arch`` is
+    ``embed-mlp`` (default), ``conv`` or ``planner``; ``channels`` and ``iterations`` shape the
+    planner.
 
     Returns a ``Result`` whose data holds ``out``, ``steps``, ``trained``, ``seconds``,
     ``env_steps_per_second``, ``last_update``, ``reached_target``, ``curve`` and ``evaluation``.
     """
     data, text = _core.train(testbed, steps, seed, _path(out), resume, decorrelate, arch,
-                             num_envs, hidden, checkpoint_every, eval_episodes, progress, knobs)
+                             num_envs, hidden, checkpoint_every, eval_episodes, progress, knobs,
+                             channels, iterations)
     return Result("train", data, text)
 
 
