@@ -482,6 +482,87 @@ fn method_figures(
     (figures, w, b)
 }
 
+/// One layer's residuals by role: the contrast pairs' two sides (row `i` of each is pair `i`)
+/// and the evaluation prompts, triggered and clean. From this crate's models or from any
+/// framework's activations (the Python package's `mesascope.lm.probe_activations`).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerResiduals<'a> {
+    pub positive: &'a [Vec<f32>],
+    pub negative: &'a [Vec<f32>],
+    pub triggered: &'a [Vec<f32>],
+    pub clean: &'a [Vec<f32>],
+}
+
+impl LayerResiduals<'_> {
+    /// Refuses what no probe can be fitted or scored on: no pairs, sides of different counts,
+    /// an empty evaluation side, rows of different widths or non-finite values.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(LmError::InvalidArgument(m));
+        if self.positive.is_empty() || self.positive.len() != self.negative.len() {
+            return bad(format!(
+                "contrast pairs need as many positive as negative rows, at least one: found {} and {}",
+                self.positive.len(),
+                self.negative.len()
+            ));
+        }
+        if self.triggered.is_empty() || self.clean.is_empty() {
+            return bad(format!(
+                "the evaluation needs triggered and clean rows: found {} and {}",
+                self.triggered.len(),
+                self.clean.len()
+            ));
+        }
+        let width = self.positive[0].len();
+        for (role, rows) in [
+            ("positive", self.positive),
+            ("negative", self.negative),
+            ("triggered", self.triggered),
+            ("clean", self.clean),
+        ] {
+            for (i, r) in rows.iter().enumerate() {
+                if r.len() != width || width == 0 {
+                    return bad(format!(
+                        "{role} row {i} has width {}, the positive rows {width}",
+                        r.len()
+                    ));
+                }
+                if r.iter().any(|x| !x.is_finite()) {
+                    return bad(format!("{role} row {i} holds a NaN or an infinity"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fits the difference-of-means and the logistic probe on one layer's pairs and scores both on
+/// its evaluation rows, with their controls (random directions, shuffled pairs). Returns the
+/// figures and each probe's direction and bias (difference of means first). Deterministic for
+/// `settings.seed` and `layer`.
+pub fn probe_layer(
+    r: &LayerResiduals,
+    settings: &ProbeSettings,
+    layer: usize,
+) -> (LayerFigures, [(Vec<f64>, f64); 2]) {
+    let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
+    let logistic = |p: &[Vec<f32>], n: &[Vec<f32>]| {
+        let LogisticProbe { weights, bias } = fit_logistic(p, n, settings.l2, settings.iterations);
+        (weights, bias)
+    };
+    let (pos, neg) = (r.positive, r.negative);
+    let (dm_fig, dm_w, dm_b) = method_figures(&dm, pos, neg, r.triggered, r.clean, settings, layer);
+    let (lr_fig, lr_w, lr_b) =
+        method_figures(&logistic, pos, neg, r.triggered, r.clean, settings, layer);
+    let pairs_auroc = auroc(&scores(pos, &dm_w), &scores(neg, &dm_w));
+    let figures = LayerFigures {
+        layer,
+        difference_of_means: dm_fig,
+        logistic: lr_fig,
+        pairs_auroc,
+    };
+    (figures, [(dm_w, dm_b), (lr_w, lr_b)])
+}
+
 /// Fits difference-of-means and logistic probes at every layer on `pairs` (which must not contain
 /// the trigger: the caller's contract) and scores them on `eval`. The probe file holds the chosen
 /// method at `settings.layer` or at the layer of its highest AUROC, with the threshold at
@@ -512,11 +593,6 @@ pub fn fit_defection_probe(
     let activation_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let n_pairs = pairs.len();
-    let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
-    let logistic = |p: &[Vec<f32>], n: &[Vec<f32>]| {
-        let LogisticProbe { weights, bias } = fit_logistic(p, n, settings.l2, settings.iterations);
-        (weights, bias)
-    };
     let mut layers = Vec::new();
     let mut probes = Vec::new();
     for (layer, rows) in residuals.iter().enumerate() {
@@ -530,18 +606,15 @@ pub fn fit_defection_probe(
                 clean.push(x.clone());
             }
         }
-        let (dm_fig, dm_w, dm_b) =
-            method_figures(&dm, &pos, &neg, &triggered, &clean, settings, layer);
-        let (lr_fig, lr_w, lr_b) =
-            method_figures(&logistic, &pos, &neg, &triggered, &clean, settings, layer);
-        let pairs_auroc = auroc(&scores(&pos, &dm_w), &scores(&neg, &dm_w));
-        probes.push([(dm_w, dm_b), (lr_w, lr_b)]);
-        layers.push(LayerFigures {
-            layer,
-            difference_of_means: dm_fig,
-            logistic: lr_fig,
-            pairs_auroc,
-        });
+        let residuals = LayerResiduals {
+            positive: &pos,
+            negative: &neg,
+            triggered: &triggered,
+            clean: &clean,
+        };
+        let (figures, probe) = probe_layer(&residuals, settings, layer);
+        probes.push(probe);
+        layers.push(figures);
     }
     let pick = |f: &LayerFigures| match settings.method {
         ProbeMethod::DifferenceOfMeans => f.difference_of_means.clone(),

