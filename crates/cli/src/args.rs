@@ -399,6 +399,22 @@ pub struct BenchArgs {
     /// [default: exit-vs-green] instead of the engine.
     #[arg(long)]
     pub train: bool,
+    /// --train: the trunks to measure, side by side [default: the testbed's].
+    #[arg(
+        long,
+        value_name = "ARCH,ARCH,...",
+        value_delimiter = ',',
+        requires = "train"
+    )]
+    pub arch: Vec<String>,
+    /// --train: grid sizes to measure each trunk at (the `size` knob) [default: the testbed's].
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        requires = "train"
+    )]
+    pub sizes: Vec<u32>,
 }
 
 fn parse_steps(s: &str) -> Result<u64, String> {

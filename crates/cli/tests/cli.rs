@@ -367,6 +367,54 @@ fn bench_runs_on_a_tiny_budget() {
 }
 
 #[test]
+fn bench_train_measures_each_trunk_at_each_size() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "bench",
+        "--train",
+        "--testbed",
+        "corner-cheese",
+        "--arch",
+        "embed-mlp,planner",
+        "--sizes",
+        "5,9",
+        "--seconds",
+        "0.01",
+        "--json",
+    ]))
+    .unwrap();
+    let rows: Vec<(u64, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["env_steps_per_second"].as_f64().unwrap() > 0.0, "{r}");
+            (r["size"].as_u64().unwrap(), r["arch"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (5, "embed-mlp"),
+            (5, "planner"),
+            (9, "embed-mlp"),
+            (9, "planner")
+        ]
+    );
+    let e = fails(&[
+        "bench",
+        "--train",
+        "--arch",
+        "transformer",
+        "--seconds",
+        "0.01",
+    ]);
+    assert!(e.contains("transformer"), "{e}");
+    let e = fails(&["bench", "--train", "--sizes", "99", "--seconds", "0.01"]);
+    assert!(e.contains("size"), "{e}");
+    fails(&["bench", "--sizes", "9"]);
+}
+
+#[test]
 fn version_and_help() {
     let v = ok(&["--version"]);
     assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");

@@ -15,11 +15,35 @@ fn json<T: serde::Serialize>(v: &T) -> mesascope::Result<String> {
 pub fn run(a: &BenchArgs) -> mesascope::Result<String> {
     if a.train {
         let name = a.testbed.as_deref().unwrap_or("exit-vs-green");
-        let t = mesascope::bench::train_throughput(name, a.seconds)?;
-        return if a.json {
-            json(&t)
+        let archs: Vec<Option<&str>> = if a.arch.is_empty() {
+            vec![None]
         } else {
-            Ok(mesascope::report::bench::text(&t))
+            a.arch.iter().map(|s| Some(s.as_str())).collect()
+        };
+        let sizes: Vec<Vec<(String, f64)>> = if a.sizes.is_empty() {
+            vec![vec![]]
+        } else {
+            a.sizes
+                .iter()
+                .map(|&n| vec![("size".to_string(), n as f64)])
+                .collect()
+        };
+        let mut all = Vec::new();
+        for knobs in &sizes {
+            for arch in &archs {
+                all.push(mesascope::bench::train_throughput(
+                    name, knobs, *arch, a.seconds,
+                )?);
+            }
+        }
+        return if a.json {
+            if all.len() == 1 {
+                json(&all[0])
+            } else {
+                json(&all)
+            }
+        } else {
+            Ok(all.iter().map(mesascope::report::bench::text).collect())
         };
     }
     let names: Vec<&str> = match &a.testbed {

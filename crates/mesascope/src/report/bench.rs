@@ -6,6 +6,8 @@ use serde::Serialize;
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainThroughput {
     pub testbed: String,
+    /// The grid's side (its `size` knob; 0 for a testbed without one).
+    pub size: usize,
     pub arch: String,
     pub num_envs: usize,
     /// Steps per environment per update.
@@ -21,8 +23,10 @@ pub struct TrainThroughput {
 /// The throughput in one line.
 pub fn text(t: &TrainThroughput) -> String {
     format!(
-        "PPO training on {} ({}, {} envs x {} steps, {} threads): {:.0} env steps/s end to end over {} updates ({:.1} s)\n",
+        "PPO training on {} {}x{} ({}, {} envs x {} steps, {} threads): {:.0} env steps/s end to end over {} updates ({:.1} s)\n",
         t.testbed,
+        t.size,
+        t.size,
         t.arch,
         t.num_envs,
         t.num_steps,
