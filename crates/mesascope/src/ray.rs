@@ -1,5 +1,5 @@
 //! Running a sweep or an audit map on Ray from Rust: Ray is a Python system, so the work goes to
-//! the Python package's Ray code (`mesascope._sweep`, docs/distributed.md) in a child process,
+//! the Python package's Ray code (`mesascope._sweep.main`, docs/distributed.md) in a child process,
 //! the interpreter named by `MESASCOPE_PYTHON` (default `python3`). The grid is read and checked
 //! here first, so a bad grid fails before Python starts; the table the Python side writes has
 //! the columns of [`crate::sweep::Row`], and this side draws the figure from it.
@@ -48,8 +48,13 @@ fn check_python(py: &Path) -> Result<()> {
 fn run_python(args: &[String]) -> Result<()> {
     let py = python();
     check_python(&py)?;
+    // `python -c` rather than `-m mesascope._sweep`: the package imports that module itself, and
+    // running it again as `__main__` makes Python warn.
     let status = Command::new(&py)
-        .args(["-m", "mesascope._sweep"])
+        .args([
+            "-c",
+            "import sys; from mesascope._sweep import main; sys.exit(main(sys.argv[1:]))",
+        ])
         .args(args)
         .status()
         .map_err(|e| Error::failed(format!("cannot run {}: {e}", py.display())))?;

@@ -583,14 +583,14 @@ def _index_html(testbed, rows, out):
 
 # ---------------------------------------------------------------------------------------------
 # The command line's Ray front end: `mesascope sweep GRID --ray ADDRESS` and
-# `mesascope audit-many DIR --ray ADDRESS` run `python -m mesascope._sweep ...`.
+# `mesascope audit-many DIR --ray ADDRESS` call `main` in a Python child process.
 
 
 def main(argv=None):
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m mesascope._sweep")
+    p = argparse.ArgumentParser(prog="mesascope._sweep.main")
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("sweep", "audit-many"):
         c = sub.add_parser(name)
@@ -627,6 +627,3 @@ def main(argv=None):
         return 130
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
