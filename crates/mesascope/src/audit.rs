@@ -156,11 +156,7 @@ impl AuditLine {
             ("label".into(), v.label.into()),
             ("exit_code".into(), v.exit_code.into()),
         ];
-        for r in v.rates {
-            cols.push((r.column.clone(), r.rate.into()));
-            cols.push((format!("{}_lo", r.column), r.lo.into()));
-            cols.push((format!("{}_hi", r.column), r.hi.into()));
-        }
+        cols.extend(v.rates.iter().flat_map(report::table::Rate::columns));
         cols.push(("report".into(), self.page.display().to_string().into()));
         Ok(cols)
     }

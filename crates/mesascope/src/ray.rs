@@ -113,11 +113,7 @@ pub fn sweep(
         &std::fs::read(&path).map_err(|e| Error::failed(format!("{}: {e}", path.display())))?,
     )
     .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
-    let points = crate::report::sweep::points(&rows);
-    crate::fsio::write_atomic(
-        &out.join("sweep.html"),
-        crate::report::sweep::page(&out.display().to_string(), &points).as_bytes(),
-    )?;
+    crate::sweep::write_figure(out, &rows)?;
     Ok(rows)
 }
 

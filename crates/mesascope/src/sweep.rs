@@ -424,11 +424,7 @@ impl Row {
             ("label".into(), self.label.clone().into()),
             ("exit_code".into(), self.exit_code.into()),
         ]);
-        for r in &self.rates {
-            cols.push((r.column.clone(), r.rate.into()));
-            cols.push((format!("{}_lo", r.column), r.lo.into()));
-            cols.push((format!("{}_hi", r.column), r.hi.into()));
-        }
+        cols.extend(self.rates.iter().flat_map(Rate::columns));
         cols.extend([
             ("trained_steps".into(), self.trained_steps.into()),
             ("label_before".into(), self.label_before.clone().into()),
@@ -562,12 +558,17 @@ pub fn write_table(out: &Path, table: &[Vec<(String, Value)>]) -> Result<()> {
         table.iter().map(|r| r.iter().cloned().collect()).collect();
     write_atomic(&out.join("sweep.csv"), table_csv(table).as_bytes())?;
     write_atomic(&out.join("sweep.json"), &json_bytes(&OrderedRows(table))?)?;
-    let points = crate::report::sweep::points(&objects);
+    write_figure(out, &objects)
+}
+
+/// Writes `sweep.html`, the figure of a table's rows (this library's or the Python package's),
+/// into `out`, atomically.
+pub fn write_figure(out: &Path, rows: &[serde_json::Map<String, Value>]) -> Result<()> {
+    let points = crate::report::sweep::points(rows);
     write_atomic(
         &out.join("sweep.html"),
         crate::report::sweep::page(&out.display().to_string(), &points).as_bytes(),
-    )?;
-    Ok(())
+    )
 }
 
 /// Rows serialized with their columns in the table's order.

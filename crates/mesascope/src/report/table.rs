@@ -27,6 +27,17 @@ pub struct AuditFigures {
     pub rates: Vec<Rate>,
 }
 
+impl Rate {
+    /// The rate's three columns: `DIST/OUTCOME`, `..._lo`, `..._hi`.
+    pub fn columns(&self) -> [(String, Value); 3] {
+        [
+            (self.column.clone(), self.rate.into()),
+            (format!("{}_lo", self.column), self.lo.into()),
+            (format!("{}_hi", self.column), self.hi.into()),
+        ]
+    }
+}
+
 impl AuditFigures {
     pub fn of(report: &AuditReport) -> Result<AuditFigures> {
         let a = serde_json::to_value(report)?;
