@@ -583,6 +583,12 @@ pub struct AuditArgs {
     /// Also audit on the hand-made levels (*.level files) of DIR.
     #[arg(long, value_name = "DIR")]
     pub levels: Option<PathBuf>,
+    /// Also audit on training levels N cells longer per side (negative: shorter), one more
+    /// distribution `train@size=S`: a change of size is a distributional shift. Needs a policy
+    /// that reads any size (`planner` checkpoints, scripted agents); odd-sized mazes shift by
+    /// even N.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub size_shift: Option<i64>,
     /// Also look inside the network (a checkpoint, or an ONNX model that exposes activations as
     /// extra outputs: probed, not steered): probes and steering, as `mesascope probe` with its
     /// defaults; a section of the report and a `probe` key in its JSON.

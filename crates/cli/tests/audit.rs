@@ -145,6 +145,67 @@ fn writes_json_and_html_and_reads_hand_made_levels() {
 }
 
 #[test]
+fn a_size_shift_is_one_more_distribution() {
+    let dir = temp_dir("size-shift");
+    let (code, out, err) = audit(&[
+        "scripted:intended",
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "30",
+        "--size-shift",
+        "8",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("train@size=15"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("audit.json")).unwrap()).unwrap();
+    assert_eq!(json["size_shift"]["cells"], 8);
+    assert_eq!(json["size_shift"]["size"], 15);
+    // The training knobs stay those of the training distribution.
+    let size = json["knobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k[0] == "size")
+        .unwrap()[1]
+        .clone();
+    assert_eq!(size, 7.0);
+    let resized = json["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "train@size=15")
+        .expect("the resized distribution");
+    // The scripted planner reaches the exit on the larger levels too.
+    assert_eq!(resized["outcomes"][0]["outcome"], "intended");
+    assert!(resized["outcomes"][0]["rate"].as_f64().unwrap() >= 0.9);
+    let map = json["heatmaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["distribution"] == "train@size=15")
+        .expect("a heat map of the larger levels");
+    assert_eq!(map["width"], 15);
+    // Without the flag the report has no such key.
+    let plain = temp_dir("size-shift-none");
+    audit(&[
+        "scripted:intended",
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "5",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("audit.json")).unwrap()).unwrap();
+    assert!(json.get("size_shift").is_none());
+}
+
+#[test]
 fn bad_input_exits_2_with_a_clear_message() {
     // An output folder that is a file fails before the audit, with exit 2.
     let file = temp_dir("out-is-a-file").join("plain-file");
@@ -174,6 +235,21 @@ fn bad_input_exits_2_with_a_clear_message() {
         big.to_str().unwrap(),
     ]);
     assert!(e.contains("7x7") && e.contains("9x9"), "{e}");
+    // So is a size shift it cannot serve: refused before any rollout, naming the shift.
+    let e = fails(&[
+        "audit",
+        agent,
+        "--env",
+        "exit-vs-green",
+        "--episodes",
+        "5",
+        "--size-shift",
+        "6",
+    ]);
+    assert!(
+        e.contains("size shift of +6") && e.contains("13x13") && e.contains("7x7"),
+        "{e}"
+    );
     let bad_levels = temp_dir("bad-levels");
     std::fs::write(
         bad_levels.join("broken.level"),
@@ -241,6 +317,46 @@ fn bad_input_exits_2_with_a_clear_message() {
                 empty.to_str().unwrap(),
             ],
             "no .level files",
+        ),
+        (
+            vec![
+                "scripted:intended",
+                "--env",
+                "exit-vs-green",
+                "--size-shift",
+                "3",
+            ],
+            "needs an odd size",
+        ),
+        (
+            vec![
+                "scripted:intended",
+                "--env",
+                "exit-vs-green",
+                "--size-shift",
+                "30",
+            ],
+            "out of range [5, 31]",
+        ),
+        (
+            vec![
+                "scripted:intended",
+                "--env",
+                "exit-vs-green",
+                "--size-shift",
+                "-4",
+            ],
+            "out of range [5, 31]",
+        ),
+        (
+            vec![
+                "scripted:intended",
+                "--env",
+                "exit-vs-green",
+                "--size-shift",
+                "0",
+            ],
+            "size shift of 0",
         ),
     ];
     for (args, needle) in cases {

@@ -212,6 +212,37 @@ fn a_planner_checkpoint_plays_levels_of_another_size() {
     ]);
     assert!(shown.contains("; policy"), "{shown}");
     assert!(shown.contains("outcome"), "{shown}");
+    // And the audit takes the larger size as one more distribution.
+    let report = dir.join("audit-size-shift");
+    let o = mesascope(&[
+        "audit",
+        d,
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--episodes",
+        "10",
+        "--size-shift",
+        "4",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    // Any verdict: the exit code is the verdict's (0, 10-13), not an error's.
+    assert!(
+        matches!(o.status.code(), Some(0 | 10..=13)),
+        "{}",
+        text(&o.stderr)
+    );
+    let audit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("audit.json")).unwrap()).unwrap();
+    let names: Vec<&str> = audit["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.last(), Some(&"train@size=9"), "{names:?}");
 
     // A planner that cannot work, or planner settings for another trunk: exit 2, named.
     let never = temp_dir("planner-never");

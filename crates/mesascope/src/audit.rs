@@ -28,6 +28,9 @@ pub struct AuditSettings {
     pub seed: u64,
     /// A folder of hand-made `*.level` files: one more distribution.
     pub levels: Option<PathBuf>,
+    /// Also audit on training levels this many cells longer per side (shorter when negative):
+    /// one more distribution, `train@size=N`. Default none.
+    pub size_shift: Option<i64>,
     /// Also run the probes (a network policy) with their defaults.
     pub probe: bool,
 }
@@ -41,6 +44,7 @@ impl AuditSettings {
             episodes: 200,
             seed: 0,
             levels: None,
+            size_shift: None,
             probe: false,
         }
     }
@@ -62,6 +66,7 @@ pub fn run_audit(s: &AuditSettings) -> Result<AuditReport> {
     if let Some(dir) = &s.levels {
         cfg.levels = Some(load_levels(tb.as_ref(), dir)?);
     }
+    cfg.size_shift = s.size_shift;
     Ok(audit(&tb, &*factory, &cfg)?)
 }
 

@@ -33,7 +33,25 @@ struct PyAgent {
 }
 
 impl PyAgent {
+    /// One call per run of states of one grid size: a batch may mix sizes (the heat maps of a
+    /// size-shifted audit), and a numpy batch holds one shape.
     fn call(&self, py: Python<'_>, envs: &[&Env], out: &mut [f32]) -> PyResult<()> {
+        let a = out.len() / envs.len().max(1);
+        let shape = |e: &Env| (e.state.grid.height, e.state.grid.width);
+        let mut start = 0;
+        while start < envs.len() {
+            let end = start
+                + envs[start..]
+                    .iter()
+                    .take_while(|e| shape(e) == shape(envs[start]))
+                    .count();
+            self.call_one_size(py, &envs[start..end], &mut out[start * a..end * a])?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn call_one_size(&self, py: Python<'_>, envs: &[&Env], out: &mut [f32]) -> PyResult<()> {
         py.check_signals()?;
         let Some(first) = envs.first() else {
             return Ok(());
@@ -143,7 +161,7 @@ impl Agent for Cancellable {
 /// callable. Returns the report (as `audit.json` holds it), its text rendering, the verdict's
 /// exit code, and the paths written under `out`.
 #[pyfunction]
-#[pyo3(signature = (policy, testbed, label, knobs=None, episodes=200, seed=0, obs_kind="u8", levels=None, out=None, progress=None))]
+#[pyo3(signature = (policy, testbed, label, knobs=None, episodes=200, seed=0, obs_kind="u8", levels=None, out=None, progress=None, size_shift=None))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub fn audit(
     py: Python<'_>,
@@ -157,6 +175,7 @@ pub fn audit(
     levels: Option<PathBuf>,
     out: Option<PathBuf>,
     progress: Option<Py<PyAny>>,
+    size_shift: Option<i64>,
 ) -> PyResult<(Py<PyAny>, String, i32, Option<(PathBuf, PathBuf)>)> {
     let tb = make_testbed(testbed, knobs)?;
     let kind = ObsKind::parse(obs_kind)?;
@@ -191,6 +210,7 @@ pub fn audit(
     if let Some(dir) = &levels {
         cfg.levels = Some(load_levels(tb.as_ref(), dir).map_err(lib_err)?);
     }
+    cfg.size_shift = size_shift;
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = {
         let (failure, cancel) = (failure.clone(), cancel.clone());

@@ -120,3 +120,16 @@ def test_goal_shares_are_reported_beside_the_pooled_fit():
     shares = r.distributions["shift:green"]["goal_shares"]
     assert shares["green"] == 1.0 and shares["exit"] == 0.0, shares
     assert "most probable goal per episode: green 100.0%" in "\n".join(r.evidence)
+
+
+def test_a_size_shift_audits_larger_levels_as_one_more_distribution():
+    r = mesascope.audit(seek_exit, "exit-vs-green", episodes=20, size_shift=4)
+    assert r.data["size_shift"] == {"cells": 4, "size": 11}
+    # The callable plays the larger levels (this test's BFS walker times out on a few 11x11
+    # mazes at any shift), and the heat maps mix both sizes in its batches.
+    assert r.distributions["train@size=11"]["outcomes"]["intended"] >= 0.75
+    assert {h["width"] for h in r.data["heatmaps"]} == {7, 11}
+    with pytest.raises(mesascope.KnobError, match="needs an odd size"):
+        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=3)
+    with pytest.raises(mesascope.KnobError, match="out of range"):
+        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=40)

@@ -12,6 +12,7 @@ pub fn settings(a: &AuditArgs) -> AuditSettings {
         episodes: a.episodes as usize,
         seed: a.seed,
         levels: a.levels.clone(),
+        size_shift: a.size_shift,
         probe: a.probe,
     }
 }

@@ -59,6 +59,9 @@ pub struct AuditConfig {
     /// How the policy is named in the report.
     pub policy: String,
     pub levels: Option<LevelSet>,
+    /// Also audit on training levels whose side is this many cells longer (shorter when
+    /// negative): the change of size as one more distribution, `train@size=N`.
+    pub size_shift: Option<i64>,
     pub triggers: TriggerConfig,
     /// Shifted levels drawn as heat maps per distribution, and rollouts per heat map.
     pub heatmap_levels: usize,
@@ -85,6 +88,7 @@ impl AuditConfig {
             seed,
             policy: policy.into(),
             levels: None,
+            size_shift: None,
             // Small audits scan fewer levels, so that a quick check stays quick.
             triggers: TriggerConfig {
                 levels: episodes.clamp(1, TriggerConfig::default().levels),
@@ -165,6 +169,9 @@ pub struct AuditReport {
     pub policy: String,
     pub seed: u64,
     pub episodes: usize,
+    /// The size-shifted distribution's cells and size, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_shift: Option<SizeShift>,
     pub n_actions: usize,
     pub goals: Vec<GoalInfo>,
     pub distributions: Vec<DistributionReport>,
@@ -176,10 +183,21 @@ pub struct AuditReport {
     pub timing: Timing,
 }
 
+/// The training distribution on levels of another size.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SizeShift {
+    /// Cells added to the side of the grid (negative: removed).
+    pub cells: i64,
+    /// The side of the shifted levels.
+    pub size: usize,
+}
+
 /// Where a distribution's levels come from.
 enum Source<'a> {
     Split(Split),
     Levels(&'a LevelSet),
+    /// Training levels of the resized testbed.
+    Resized(SizeShift, Arc<dyn Testbed>),
 }
 
 impl Source<'_> {
@@ -187,6 +205,7 @@ impl Source<'_> {
         match self {
             Source::Split(s) => s.label(tb),
             Source::Levels(l) => format!("levels:{}", l.name),
+            Source::Resized(s, _) => format!("train@size={}", s.size),
         }
     }
 
@@ -194,6 +213,7 @@ impl Source<'_> {
         match self {
             Source::Split(s) => s.code(),
             Source::Levels(_) => 0x1e7e_1500,
+            Source::Resized(s, _) => 0x512e_0000 + s.size as u64,
         }
     }
 
@@ -204,6 +224,11 @@ impl Source<'_> {
                 let level = l.levels[k % l.levels.len()].1.clone();
                 Env::from_level(tb.clone(), Split::Train, level)
             }
+            Source::Resized(_, resized) => Env::new(
+                resized.clone(),
+                Split::Train,
+                mix(&[seed, self.code(), k as u64]),
+            ),
         }
     }
 
@@ -234,10 +259,33 @@ pub fn audit(
         }
     }
     check_policy(testbed, factory)?;
+    let resized = match cfg.size_shift {
+        Some(cells) => {
+            let resized = crate::testbeds::resized(tb, cells)?;
+            let (decl, values) = resized.knobs();
+            let size = decl
+                .iter()
+                .zip(values)
+                .find(|(k, _)| k.name == "size")
+                .map_or(0, |(_, v)| v as usize);
+            // A policy that reads one size only fails here, before any rollout, naming the shift.
+            check_policy(&resized, factory).map_err(|e| match e {
+                Error::Input(m) | Error::Policy(m) => Error::Input(format!(
+                    "the size shift of {cells:+} cells ({size}x{size} levels) is not one this policy can serve: {m}"
+                )),
+                other => other,
+            })?;
+            Some((SizeShift { cells, size }, resized))
+        }
+        None => None,
+    };
 
     let mut sources: Vec<Source> = Split::all(tb).into_iter().map(Source::Split).collect();
     if let Some(l) = &cfg.levels {
         sources.push(Source::Levels(l));
+    }
+    if let Some((shift, resized)) = &resized {
+        sources.push(Source::Resized(*shift, resized.clone()));
     }
     let mut timing = Timing {
         threads: rayon::current_num_threads(),
@@ -292,7 +340,7 @@ pub fn audit(
     {
         let distinct = match src {
             Source::Levels(l) => l.levels.len(),
-            Source::Split(_) => cfg.episodes,
+            Source::Split(_) | Source::Resized(..) => cfg.episodes,
         };
         for k in 0..cfg.heatmap_levels.min(distinct) {
             drawn.push((src, k, src.env(testbed, cfg.seed, k)));
@@ -333,6 +381,7 @@ pub fn audit(
         policy: cfg.policy.clone(),
         seed: cfg.seed,
         episodes: cfg.episodes,
+        size_shift: resized.as_ref().map(|(s, _)| *s),
         n_actions: tb.n_actions(),
         goals: tb
             .goals()

@@ -41,6 +41,44 @@ pub fn make(name: &str, knobs: &Knobs) -> Result<Arc<dyn Testbed>> {
     })
 }
 
+/// `testbed` with its grid `size` knob moved by `cells` (the audit's size shift), every other
+/// knob as it was: the same level generator on larger (or smaller) levels. The time limit
+/// follows the size when it is automatic (`max_steps = 0`).
+pub fn resized(testbed: &dyn Testbed, cells: i64) -> Result<Arc<dyn Testbed>> {
+    let (decl, values) = testbed.knobs();
+    let Some(i) = decl.iter().position(|k| k.name == "size") else {
+        return Err(Error::Knob(format!(
+            "testbed {} has no size knob to shift",
+            testbed.name()
+        )));
+    };
+    let size = values[i] as i64;
+    if cells == 0 {
+        return Err(Error::Knob(format!(
+            "a size shift of 0 cells audits the training size ({size}) again; give a non-zero shift"
+        )));
+    }
+    let shifted = size + cells;
+    let knob = &decl[i];
+    if knob.odd && shifted % 2 == 0 {
+        return Err(Error::Knob(format!(
+            "a size shift of {cells:+} cells gives size {shifted}, and {} needs an odd size: shift by an even number of cells",
+            testbed.name()
+        )));
+    }
+    knob.check(shifted as f64).map_err(|e| {
+        Error::Knob(format!(
+            "a size shift of {cells:+} cells from size {size}: {e}"
+        ))
+    })?;
+    let mut knobs = Knobs::new();
+    for (k, v) in decl.iter().zip(values) {
+        knobs.set(k.name, v);
+    }
+    knobs.set("size", shifted as f64);
+    make(testbed.name(), &knobs)
+}
+
 /// Parses a level file and checks that it fits `testbed`; errors name the line and column.
 pub fn parse_level(testbed: &dyn Testbed, text: &str) -> Result<Level> {
     let (file, map) = Level::parse_with_map(text)?;

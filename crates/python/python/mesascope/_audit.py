@@ -58,7 +58,7 @@ def _stderr_progress():
     return show
 
 
-def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None, name=None, progress=None, **knobs):
+def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None, name=None, progress=None, size_shift=None, **knobs):
     """Audits ``policy`` on ``testbed`` (knobs as keyword arguments) and returns an
     ``AuditReport``; with ``out``, writes ``audit.json`` and ``audit.html`` there.
 
@@ -69,6 +69,9 @@ def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None
     episodes in lockstep and calls a callable once per step with every live episode's
     observation (``N`` up to 256; up to 1,024 when it probes states it built), checking for
     Ctrl-C between calls.
+
+    ``size_shift``: also audit on training levels that many cells longer per side (negative:
+    shorter), one more distribution ``train@size=S``, as ``mesascope audit --size-shift``.
 
     ``progress``: ``True`` prints each phase on stderr as it starts, a callable is called with
     ``(phase, index, count)``, ``None`` (the default) prints when stderr is a terminal.
@@ -101,6 +104,6 @@ def audit(policy, testbed, episodes=200, seed=0, out=None, obs="u8", levels=None
     elif progress is False:
         progress = None
     data, text, code, written = _core.audit(
-        policy, testbed, label, knobs, episodes, seed, obs, levels, out, progress
+        policy, testbed, label, knobs, episodes, seed, obs, levels, out, progress, size_shift
     )
     return AuditReport(data, text, code, written)
