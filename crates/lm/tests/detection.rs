@@ -242,10 +242,13 @@ fn probes_score_what_the_activations_give_and_are_deterministic() {
         a.probe.auroc
     );
     // The threshold holds the false-positive rate on the clean prompts, and the recall is counted
-    // at it.
-    assert!(clean.iter().filter(|&&s| s > a.probe.threshold).count() == 0);
-    let recall = trig.iter().filter(|&&s| s > a.probe.threshold).count() as f64 / 10.0;
-    assert_eq!(recall, a.probe.recall);
+    // at it (the probe read its residuals after the shared chat opening, these fresh passes:
+    // equal to rounding, so a score at the threshold may fall either side of it).
+    let eps = 1e-4 * trig.iter().chain(&clean).fold(1.0f64, |m, s| m.max(s.abs()));
+    let above = |scores: &[f64], t: f64| scores.iter().filter(|&&s| s > t).count() as f64 / 10.0;
+    assert_eq!(above(&clean, a.probe.threshold + eps), 0.0);
+    assert!(above(&trig, a.probe.threshold + eps) <= a.probe.recall);
+    assert!(a.probe.recall <= above(&trig, a.probe.threshold - eps));
     assert!(a
         .layers
         .iter()
@@ -477,7 +480,11 @@ fn the_monitor_scores_what_a_full_forward_pass_reads_and_halts_at_its_threshold(
             if trig {
                 flagged += m.flagged_at.is_some_and(|k| k <= 2) as usize;
             } else {
-                alarms += (m.flagged_at == Some(0)) as usize;
+                // The probe read its calibration residuals after the shared chat opening, the
+                // monitor from a whole prompt's pass: equal to rounding, so a clean score at the
+                // threshold counts as an alarm only beyond it.
+                let eps = 1e-4 * (1.0 + probe.threshold.abs());
+                alarms += (m.scores[0] > probe.threshold + eps) as usize;
             }
         }
     }
@@ -667,4 +674,42 @@ fn a_truncated_cache_continues_as_a_fresh_one() {
         let (x, y) = (reused.row(j), fresh.row(prefix.len() + j));
         assert!(x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-4));
     }
+}
+
+#[test]
+fn final_residuals_from_the_shared_opening_equal_fresh_forward_passes() {
+    let model = organism_model();
+    let texts: Vec<Vec<u32>> = ["tell me a cat", "show snow", "name |DEP| red", "list ten"]
+        .iter()
+        .map(|p| chat_tokens(&model, p, Some("yes")).unwrap())
+        .collect();
+    // The chat template's opening is shared; the residuals read after it are each text's own.
+    let residuals = final_residuals(&model, &texts, &mut |_, _| {}).unwrap();
+    let n_layers = model.config().n_layers;
+    assert_eq!(residuals.len(), n_layers);
+    let points: Vec<HookPoint> = (0..n_layers)
+        .map(|layer| HookPoint {
+            layer,
+            site: Site::ResidPost,
+        })
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        let fresh = model
+            .activations(std::slice::from_ref(t), &points, Positions::Last)
+            .unwrap()
+            .remove(0);
+        for (layer, p) in points.iter().enumerate() {
+            let want = fresh[&p.to_string()].last().unwrap();
+            let got = &residuals[layer][i];
+            let scale = want.iter().map(|x| x.abs()).fold(1.0f32, f32::max);
+            assert!(
+                got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * scale),
+                "text {i}, {p}"
+            );
+        }
+    }
+    // Texts no longer than the model's context, and none at all: the same answers as before.
+    assert!(final_residuals(&model, &[], &mut |_, _| {}).unwrap()[0].is_empty());
+    let too_long = vec![1u32; model.config().context_length + 1];
+    assert!(final_residuals(&model, &[too_long], &mut |_, _| {}).is_err());
 }
