@@ -40,6 +40,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut last_only = false;
     let (mut n_prompts, mut n_random, mut goal) = (16usize, 5usize, 0.1f64);
     let mut out = None;
+    // `--project together`: no addition; each listed layer's contrast direction projected out of
+    // its stream at every position, all layers at once (directional ablation), against random
+    // directions projected out at the same layers.
+    let mut project = false;
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1).ok_or("option needs a value")?;
@@ -54,6 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--random" => n_random = v.parse()?,
             "--goal" => goal = v.parse()?,
             "--out" => out = Some(PathBuf::from(v)),
+            "--project" => project = v == "together",
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;
@@ -76,6 +81,48 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let residuals = final_residuals(&model, &texts, &mut |_, _| {})?;
     let mut rows = Vec::new();
+    if project {
+        let direction = |layer: usize| -> Vec<f32> {
+            let r = &residuals[layer];
+            let pos: Vec<Vec<f32>> = r.iter().step_by(2).cloned().collect();
+            let neg: Vec<Vec<f32>> = r.iter().skip(1).step_by(2).cloned().collect();
+            mesascope_core::probe_stats::mean_difference(&pos, &neg)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect()
+        };
+        let ablate = |dirs: &[(usize, Vec<f32>)]| Hooks {
+            edits: dirs
+                .iter()
+                .map(|(layer, d)| mesascope_lm::Edit {
+                    point: mesascope_lm::HookPoint {
+                        layer: *layer,
+                        site: mesascope_lm::Site::ResidPost,
+                    },
+                    positions: Positions::All,
+                    op: EditOp::ProjectOut { direction: d.clone() },
+                })
+                .collect(),
+            ..Hooks::default()
+        };
+        let dirs: Vec<(usize, Vec<f32>)> = layers.iter().map(|&l| (l, direction(l))).collect();
+        let steered = defection_rate(&model, &triggered, &ablate(&dirs), DEFAULT_BEHAVIOUR)?;
+        let mut random = Vec::new();
+        for k in 0..n_random {
+            let rd: Vec<(usize, Vec<f32>)> = dirs
+                .iter()
+                .map(|(l, d)| (*l, random_like(d, (k * 1000 + l) as u64)))
+                .collect();
+            random.push(defection_rate(&model, &triggered, &ablate(&rd), DEFAULT_BEHAVIOUR)?.count);
+        }
+        eprintln!(
+            "[{:6.1}s] directions projected out at layers {layers:?}: steered {}/{}; random {random:?}",
+            t0.elapsed().as_secs_f64(),
+            steered.count,
+            steered.of
+        );
+        return Ok(());
+    }
     for &layer in &layers {
         let r = &residuals[layer];
         let pos: Vec<Vec<f32>> = r.iter().step_by(2).cloned().collect();
