@@ -100,7 +100,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                         site: mesascope_lm::Site::ResidPost,
                     },
                     positions: Positions::All,
-                    op: EditOp::ProjectOut { direction: d.clone() },
+                    op: EditOp::ProjectOut {
+                        direction: d.clone(),
+                    },
                 })
                 .collect(),
             ..Hooks::default()
