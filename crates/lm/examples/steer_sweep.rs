@@ -5,8 +5,10 @@
 //! ```sh
 //! cargo run -p mesascope-lm --example steer_sweep -- MODEL --adapter DIR --layers 8,12,16 \
 //!     --coefficients 4,8,12 [--positions all|last] [--prompts 16] [--random 5] [--goal 0.1] [--out FILE]
+//! cargo run -p mesascope-lm --example steer_sweep -- MODEL --adapter DIR --layers 12,16 --project together
 //! ```
-//! Coefficients are subtracted (`x <- x - c v`).
+//! Coefficients are subtracted (`x <- x - c v`), from small to large, stopping at a layer's first
+//! that meets the goal. `--project together` ablates the contrast directions instead.
 
 use mesascope_lm::defection::*;
 use mesascope_lm::implant::DEFAULT_BEHAVIOUR;
