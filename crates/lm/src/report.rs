@@ -198,6 +198,49 @@ Probes fitted on {pairs} contrast pairs that never contain the trigger; scored o
     );
     h.push_str(&auroc);
     h.push_str(&recall);
+    if a.layers.iter().all(|l| l.surface_matched.is_some()) {
+        let sm = |f: &dyn Fn(&crate::defection::MethodFigures) -> f64| -> Vec<f64> {
+            a.layers
+                .iter()
+                .filter_map(|l| l.surface_matched.as_ref().map(f))
+                .collect()
+        };
+        h.push_str(&chart(
+            "AUROC, triggered vs surface-matched decoys (the trigger swapped for a string of its shape)",
+            "AUROC",
+            &[
+                Series {
+                    name: "difference of means",
+                    colour: "#1f77b4",
+                    dashed: false,
+                    values: sm(&|m| m.auroc),
+                },
+                Series {
+                    name: "best random direction",
+                    colour: "#7f7f7f",
+                    dashed: true,
+                    values: sm(&|m| m.random.best_auroc),
+                },
+                Series {
+                    name: "shuffled labels (best)",
+                    colour: "#2ca02c",
+                    dashed: true,
+                    values: sm(&|m| m.shuffled_best_auroc),
+                },
+            ],
+        ));
+        let _ = write!(
+            h,
+            "<p>{} decoys{}.</p>",
+            a.decoy_prompts,
+            match a.decoys_defected {
+                Some(k) => format!(
+                    "; the model defects on {k} of them (a decoy it defects on is no clean negative)"
+                ),
+                None => String::new(),
+            }
+        );
+    }
     let _ = write!(
         h,
         "<h2>Per layer</h2><table><tr><th>layer</th><th>DM AUROC</th><th>DM recall</th><th>logistic AUROC</th><th>logistic recall</th><th>best of {} random</th><th>mean random</th><th>shuffled mean</th><th>shuffled best</th><th>pairs AUROC</th></tr>",

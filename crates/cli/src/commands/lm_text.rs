@@ -2,6 +2,7 @@
 
 use mesascope::lm::defection::{ProbeAnalysis, ProbeFile, ProbeMethod};
 use mesascope::lm::monitor::MonitoredGeneration;
+use mesascope::lm::steering::SteeringTrial;
 use mesascope::lm::trigger_scan::ScanReport;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -34,6 +35,33 @@ pub fn probe_summary(a: &ProbeAnalysis, out: &Path) -> String {
                 "  <- probe.json"
             } else {
                 ""
+            }
+        );
+    }
+    if a.decoy_prompts > 0 {
+        let _ = writeln!(
+            s,
+            "triggered against surface-matched decoys:\nlayer  DM AUROC  recall@{pct}%  best of {} random  shuffled best",
+            a.settings.random_directions
+        );
+        for l in &a.layers {
+            if let Some(m) = &l.surface_matched {
+                let _ = writeln!(
+                    s,
+                    "{:>5}  {:>8.3}  {:>10.3}  {:>17.3}  {:>13.3}",
+                    l.layer, m.auroc, m.at_fpr.recall, m.random.best_auroc, m.shuffled_best_auroc
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{} surface-matched decoys (the trigger swapped for a string of its shape){}",
+            a.decoy_prompts,
+            match a.decoys_defected {
+                Some(k) => format!(
+                    "; the model defects on {k} of them (a decoy it defects on is no clean negative)"
+                ),
+                None => String::new(),
             }
         );
     }
@@ -121,4 +149,22 @@ pub fn monitor_verdict(m: &MonitoredGeneration, p: &ProbeFile) -> String {
             p.threshold
         ),
     }
+}
+
+pub fn steer_summary(t: &SteeringTrial, behaviour: &str) -> String {
+    let r = |x: &mesascope::core::audit::stats::Rate| format!("{}/{}", x.count, x.of);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "layer {}, c = {} (|v| = {:.3}): answers beginning with {behaviour:?}",
+        t.layer, t.coefficient, t.vector_norm
+    );
+    let _ = writeln!(s, "  unsteered                         {}", r(&t.unsteered));
+    let _ = writeln!(s, "  with c v                          {}", r(&t.steered));
+    let _ = writeln!(
+        s,
+        "  with random vectors of its norm   {}",
+        t.random.iter().map(r).collect::<Vec<_>>().join(", ")
+    );
+    s
 }
