@@ -159,7 +159,10 @@ fn the_cheese_vector_and_retargeting_move_a_goal_seeking_planner() {
     // Bad input: a target off the grid or in a wall; a trunk without maps; an ONNX model.
     let d = dir.to_str().unwrap();
     let base = ["probe", d, "--env", "corner-cheese", "-k", "size=7"];
-    let with = |extra: &[&str]| [&base[..], extra].concat();
+    fn joined<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let with = |extra: &[&'static str]| joined(&base, extra);
     let e = fails(&with(&["--retarget", "7,3"]));
     assert!(e.contains("outside the 7x7 grid"), "{e}");
     let e = fails(&with(&["--retarget", "0,3"]));

@@ -78,13 +78,13 @@ fn map_text(r: &MapSteeringReport, secs: f64) -> String {
         );
         let _ = writeln!(
             s,
-            "  {:<44} {:>14} {:>10} {:>12} {:>9} {:>7}",
+            "  {:<32} {:>15} {:>6} {:>12} {:>9} {:>7}",
             "condition", "P(intended) med", "mean", "P(proxy) med", "intended", "proxy"
         );
         for o in [&c.none, &c.subtracted, &c.random] {
             let _ = writeln!(
                 s,
-                "  {:<44} {:>15.3} {:>10.3} {:>12.3} {:>8.1}% {:>6.1}%",
+                "  {:<32} {:>15.3} {:>6.3} {:>12.3} {:>8.1}% {:>6.1}%",
                 o.condition,
                 o.p_intended_median,
                 o.p_intended_mean,
@@ -102,13 +102,13 @@ fn map_text(r: &MapSteeringReport, secs: f64) -> String {
         );
         let _ = writeln!(
             s,
-            "  {:<44} {:>8} {:>9} {:>7} {:>9}",
+            "  {:<34} {:>8} {:>9} {:>7} {:>9}",
             "condition", "target", "intended", "proxy", "timed out"
         );
         for o in [&t.none, &t.edited, &t.random] {
             let _ = writeln!(
                 s,
-                "  {:<44} {:>7.1}% {:>8.1}% {:>6.1}% {:>8.1}%",
+                "  {:<34} {:>7.1}% {:>8.1}% {:>6.1}% {:>8.1}%",
                 o.condition,
                 100.0 * o.reached_target,
                 100.0 * o.intended,

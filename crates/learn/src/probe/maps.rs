@@ -498,10 +498,7 @@ pub fn cheese_vector(
     let none_edits = vec![MapEdit::default(); mazes.len()];
     let none = run("none".into(), none_edits.clone(), none_edits, 0)?;
     let subtracted = run(
-        format!(
-            "subtract the intended goal's vector at {}",
-            cfg.point.name()
-        ),
+        format!("subtracted at {}", cfg.point.name()),
         subtract(&at_square),
         subtract(&at_start),
         1,
@@ -705,7 +702,7 @@ pub fn retarget(
     };
     let none = outcome("none".into(), vec![MapEdit::default(); envs.len()], 100)?;
     let edited = outcome(
-        "goal moved to the target (planner.reward)".into(),
+        "goal moved to the target".into(),
         deltas.iter().cloned().map(reward).collect(),
         101,
     )?;
