@@ -1244,7 +1244,7 @@ mod tests {
             hidden: None,
             reward: Some(d),
         };
-        let m = &p.maps_edited(&batch, &[edit.clone()])[0];
+        let m = &p.maps_edited(&batch, std::slice::from_ref(&edit))[0];
         assert_eq!(m.reward[40], 1.0);
         assert!(m
             .reward

@@ -707,15 +707,14 @@ impl Trainer {
                 } else {
                     Input::Cells(mb_cells)
                 };
-                let losses = self.minibatch_step(
-                    input,
-                    &mb_adv,
-                    &mb_actions,
-                    &mb_logp,
-                    &mb_ret,
-                    &mb_rew,
-                    lr,
-                )?;
+                let batch = Batch {
+                    adv: &mb_adv,
+                    actions: &mb_actions,
+                    old_logp: &mb_logp,
+                    returns: &mb_ret,
+                    rewards: &mb_rew,
+                };
+                let losses = self.minibatch_step(input, batch, lr)?;
                 sums.add(&losses);
                 count += 1;
             }
@@ -723,16 +722,14 @@ impl Trainer {
         Ok(sums.div(count.max(1) as f64))
     }
 
-    fn minibatch_step(
-        &mut self,
-        input: Input,
-        adv: &[f32],
-        actions: &[i32],
-        old_logp: &[f32],
-        returns: &[f32],
-        rewards: &[f32],
-        lr: f64,
-    ) -> Result<Losses> {
+    fn minibatch_step(&mut self, input: Input, batch: Batch, lr: f64) -> Result<Losses> {
+        let Batch {
+            adv,
+            actions,
+            old_logp,
+            returns,
+            rewards,
+        } = batch;
         let m = adv.len();
         let model = self.model.take().expect("present between steps");
         // Data parallelism: the minibatch's two halves go through the network on the two cores
@@ -763,6 +760,7 @@ impl Trainer {
                     actions: &actions[range.clone()],
                     old_logp: &old_logp[range.clone()],
                     returns: &returns[range.clone()],
+                    rewards: &rewards[range.clone()],
                 },
                 range.len() as f32 / m as f32,
             )
@@ -921,12 +919,14 @@ impl Trainer {
     }
 }
 
-/// One shard's slices of a minibatch.
+/// A minibatch's (or one shard's) slices.
 struct Batch<'a> {
     adv: &'a [f32],
     actions: &'a [i32],
     old_logp: &'a [f32],
     returns: &'a [f32],
+    /// The rewards the moves got: the planner's reward-map labels.
+    rewards: &'a [f32],
 }
 
 /// What one shard's loss gives: the burn parameters' gradients, the weighted loss terms and
