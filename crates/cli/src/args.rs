@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use mesascope::core::monitor::MonitorConfig;
+use mesascope::learn::probe::{EditPoint, Target};
 use std::path::PathBuf;
 
 const ABOUT: &str = "Build, detect and mitigate mesa-optimizers and inner-alignment failures in gridworld testbeds.";
@@ -1042,11 +1043,52 @@ pub struct ProbeArgs {
     pub controls: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Write probe.json and probe.html into DIR.
+    /// Write probe.json and probe.html into DIR (with --cheese-vector or --retarget:
+    /// steer-maps.json).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Instead of the probes: Mini, Turner et al.'s cheese vector on a planner checkpoint's
+    /// maps (each maze's difference with and without the intended goal's object, subtracted;
+    /// the probability of the intended-ward move at decision squares, beside random vectors
+    /// of the same norm; docs/probes.md). Uses --scale, --controls and --seed.
+    #[arg(long)]
+    pub cheese_vector: bool,
+    /// Instead of the probes: move a planner's goal to CELL by editing its reward map, and
+    /// count how often it gets there (beside the unedited agent and random edits of the same
+    /// norm). CELL is `random` (per maze, an open cell on no shortest path to either goal) or
+    /// ROW,COL (0-based, open in every maze).
+    #[arg(long, value_name = "CELL", value_parser = parse_target)]
+    pub retarget: Option<Target>,
+    /// Mazes of the shift for --cheese-vector and --retarget.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub mazes: u32,
+    /// Where --cheese-vector takes and subtracts its vector: `hidden` (the cells' hidden
+    /// layer, planner.hidden) or `reward` (the reward map, planner.reward).
+    #[arg(long, value_name = "POINT", default_value = "hidden", value_parser = parse_point)]
+    pub point: EditPoint,
     #[command(flatten)]
     pub knobs: KnobArgs,
+}
+
+fn parse_point(s: &str) -> Result<EditPoint, String> {
+    EditPoint::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    if s == "random" {
+        return Ok(Target::Random);
+    }
+    let bad = || {
+        format!(
+            "'{s}' is not a cell: give `random` or ROW,COL (two whole numbers from 0, such as 3,5)"
+        )
+    };
+    let (r, c) = s.split_once(',').ok_or_else(bad)?;
+    let (row, col) = (
+        r.trim().parse::<usize>().map_err(|_| bad())?,
+        c.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    Ok(Target::Cell { row, col })
 }
 
 const SWEEP_AFTER_HELP: &str = "\

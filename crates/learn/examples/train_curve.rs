@@ -5,9 +5,10 @@
 //! `cargo run --release -p mesascope-learn --example train_curve -- TESTBED STEPS ARCH [KEY=VALUE...]`
 //!
 //! Keys: testbed knobs (`size`, `region`, ...) and PPO settings `hidden`, `epochs`,
-//! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `channels`, `iterations`, `seed`, and
+//! `minibatches`, `envs`, `rollout`, `lr`, `ent`, `aux` (the planner's reward-map loss weight), `channels`, `iterations`, `seed`, and
 //! `eval_size`: after training, outcomes on 200 levels of every split at the trained size and at
-//! that one.
+//! that one; `save=DIR` writes the trained checkpoint there (as `mesascope train` does, so
+//! `mesascope probe` and `audit` read it).
 
 use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::policy::Arch;
@@ -31,8 +32,13 @@ fn main() {
     let mut config = config.with_arch(arch);
     let mut seed = 0;
     let mut eval_size = None;
+    let mut save = None;
     for kv in args.iter().skip(3) {
         let (k, v) = kv.split_once('=').expect("KEY=VALUE");
+        if k == "save" {
+            save = Some(std::path::PathBuf::from(v));
+            continue;
+        }
         let f: f64 = v.parse().expect("a number");
         match k {
             "hidden" => config.hidden = f as usize,
@@ -42,6 +48,7 @@ fn main() {
             "rollout" => config.num_steps = f as usize,
             "lr" => config.learning_rate = f,
             "ent" => config.ent_coef = f as f32,
+            "aux" => config.reward_aux = f as f32,
             "channels" => config.planner.channels = f as usize,
             "iterations" => config.planner.iterations = f as usize,
             "seed" => seed = f as u64,
@@ -95,6 +102,10 @@ fn main() {
     match reached {
         Some((steps, secs)) => println!("95% reached at {steps} steps, {secs:.1}s"),
         None => println!("95% not reached"),
+    }
+    if let Some(dir) = &save {
+        mesascope_learn::checkpoint::save(dir, t.model(), &t.meta()).expect("a checkpoint written");
+        println!("checkpoint written to {}", dir.display());
     }
     let mut sizes = vec![None];
     sizes.extend(eval_size.map(Some));

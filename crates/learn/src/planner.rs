@@ -225,11 +225,55 @@ pub fn tensor_names(shape: &PlannerShape) -> Vec<(&'static str, Vec<usize>)> {
 /// The maps one sample's forward pass computes, `[H * W]` each, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Maps {
+    /// The cells' hidden pre-activations `e(p) + g W_g` (`h` before its ReLU), `[H * W][C]`:
+    /// the spatial layer the reward and propagation maps are read from.
+    pub hidden: Vec<f32>,
     pub reward: Vec<f32>,
     pub propagation: Vec<f32>,
     pub value: Vec<f32>,
     /// Propagation steps taken (`K`).
     pub steps: usize,
+}
+
+/// An intervention on one sample's forward pass, for steering and retargeting: deltas added
+/// to the cells' hidden pre-activations `e(p) + g W_g` (`[H * W * C]`, as [`Maps::hidden`]),
+/// so that the maps and the agent's `h` are read from the edited cells, and to the reward map
+/// (`[H * W]`; the edited map is clamped to [0, 1], the sigmoid's range, so that values stay
+/// rewards). The global pooling `g` is left as it was: it reads the embedding before the edit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MapEdit {
+    pub hidden: Option<Vec<f32>>,
+    pub reward: Option<Vec<f32>>,
+}
+
+impl MapEdit {
+    /// Whether the deltas fit a grid of `cells` cells and `channels` channels.
+    pub fn check(&self, cells: usize, channels: usize) -> Result<(), String> {
+        for (name, delta, len) in [
+            ("hidden", &self.hidden, cells * channels),
+            ("reward", &self.reward, cells),
+        ] {
+            if let Some(d) = delta {
+                if d.len() != len || d.iter().any(|x| !x.is_finite()) {
+                    return Err(format!(
+                        "an edit of the planner's {name} map needs {len} finite values on this grid, found {}",
+                        d.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A supervised label for the reward map ([`Planner::backward_with_labels`]): the move taken
+/// (0-3: up, right, down, left, the order of the readout's neighbours) and whether it was
+/// rewarded, with the loss's weight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RewardLabel {
+    pub action: usize,
+    pub rewarded: bool,
+    pub weight: f32,
 }
 
 /// Buffers of one sample's forward pass; reused from sample to sample on a thread.
@@ -359,6 +403,12 @@ impl Planner {
 
     /// The readout `z` of every sample, `[N, readout_width]` row-major.
     pub fn forward(&self, batch: &GridBatch, out: &mut Vec<f32>) {
+        self.forward_edited(batch, &[], out)
+    }
+
+    /// [`Planner::forward`] with sample `i` edited by `edits[i]` (samples beyond `edits` are
+    /// not; check each edit's size with [`MapEdit::check`] first: a wrong size is a bug).
+    pub fn forward_edited(&self, batch: &GridBatch, edits: &[MapEdit], out: &mut Vec<f32>) {
         const BLOCK: usize = 16;
         let d = self.readout_width();
         out.clear();
@@ -367,7 +417,8 @@ impl Planner {
             Work::default,
             |work, (b, block)| {
                 for (j, z) in block.chunks_exact_mut(d).enumerate() {
-                    self.prepare(batch.sample(b * BLOCK + j), work);
+                    let i = b * BLOCK + j;
+                    self.prepare(batch.sample(i), edits.get(i), work);
                     self.sweep(work);
                     self.readout(work, z);
                 }
@@ -377,14 +428,20 @@ impl Planner {
 
     /// Each sample's reward, propagation and value maps (for probes and pictures).
     pub fn maps(&self, batch: &GridBatch) -> Vec<Maps> {
+        self.maps_edited(batch, &[])
+    }
+
+    /// [`Planner::maps`] with the edits of [`Planner::forward_edited`].
+    pub fn maps_edited(&self, batch: &GridBatch, edits: &[MapEdit]) -> Vec<Maps> {
         (0..batch.len())
             .into_par_iter()
             .map_init(Work::default, |work, i| {
-                self.prepare(batch.sample(i), work);
+                self.prepare(batch.sample(i), edits.get(i), work);
                 self.sweep(work);
                 let cells = work.width * work.height;
                 let unpad = |m: &[f32]| (0..cells).map(|p| m[work.pad(p)]).collect::<Vec<f32>>();
                 Maps {
+                    hidden: work.pre.clone(),
                     reward: unpad(&work.reward),
                     propagation: unpad(&work.prop),
                     value: unpad(work.value()),
@@ -398,6 +455,20 @@ impl Planner {
     /// summed over the samples into `grad` (overwritten). Samples go in fixed blocks whose sums
     /// are added in order, so the result does not depend on the thread count.
     pub fn backward(&self, batch: &GridBatch, dz: &[f32], grad: &mut [f32]) {
+        self.backward_with_labels(batch, dz, &[], grad)
+    }
+
+    /// [`Planner::backward`] plus the gradient of a supervised loss on the reward map: for
+    /// sample `i` with `labels[i]`, `weight` times the binary cross-entropy between the reward
+    /// map at the cell its move enters and whether that move was rewarded (its gradient with
+    /// respect to the map's logit there is `weight (rbar - y)`).
+    pub fn backward_with_labels(
+        &self,
+        batch: &GridBatch,
+        dz: &[f32],
+        labels: &[Option<RewardLabel>],
+        grad: &mut [f32],
+    ) {
         const BLOCK: usize = 32;
         let d = self.readout_width();
         let n = batch.len();
@@ -409,7 +480,8 @@ impl Planner {
                     let mut g = vec![0f32; self.params.len()];
                     for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
                         self.run(batch.sample(i), work);
-                        self.backward_one(work, &dz[i * d..(i + 1) * d], scratch, &mut g);
+                        let label = labels.get(i).copied().flatten();
+                        self.backward_one(work, &dz[i * d..(i + 1) * d], label, scratch, &mut g);
                     }
                     g
                 },
@@ -426,12 +498,13 @@ impl Planner {
     /// One sample's forward pass into `work`, with the log of its value changes (for the
     /// backward pass).
     fn run(&self, s: Sample<'_>, work: &mut Work) {
-        self.prepare(s, work);
+        self.prepare(s, None, work);
         self.propagate(work);
     }
 
-    /// The embedding, pooling, context and maps of one sample, into `work`.
-    fn prepare(&self, s: Sample<'_>, work: &mut Work) {
+    /// The embedding, pooling, context and maps of one sample, into `work`, with `edit`'s
+    /// deltas added.
+    fn prepare(&self, s: Sample<'_>, edit: Option<&MapEdit>, work: &mut Work) {
         let lay = self.layout();
         let c = lay.c;
         let p = &self.params;
@@ -513,18 +586,26 @@ impl Planner {
         work.pre.resize(cells * c, 0.0);
         let (wr, br) = (&p[lay.reward()], p[lay.reward_bias()]);
         let (wp, bp) = (&p[lay.propagation()], p[lay.propagation_bias()]);
+        let hidden_delta = edit.and_then(|e| e.hidden.as_deref());
+        let reward_delta = edit.and_then(|e| e.reward.as_deref());
         for q in 0..cells {
             let pre = &mut work.pre[q * c..(q + 1) * c];
             let (mut lr, mut lp) = (br, bp);
             for j in 0..c {
                 pre[j] = work.e[q * c + j] + work.ctx[j];
+                if let Some(d) = hidden_delta {
+                    pre[j] += d[q * c + j];
+                }
                 let hj = pre[j].max(0.0);
                 lr += hj * wr[j];
                 lp += hj * wp[j];
             }
             let i = work.pad(q);
             work.inside[i] = true;
-            let (r, pr) = (sigmoid(lr), sigmoid(lp));
+            let (mut r, pr) = (sigmoid(lr), sigmoid(lp));
+            if let Some(d) = reward_delta {
+                r = (r + d[q]).clamp(0.0, 1.0);
+            }
             work.reward[i] = r;
             work.prop[i] = pr;
             work.base[i] = (1.0 - pr) * r;
@@ -674,7 +755,14 @@ impl Planner {
 
     /// Adds one sample's parameter gradient to `grad`, given `dz`; `work` holds its recorded
     /// forward pass.
-    fn backward_one(&self, work: &Work, dz: &[f32], s: &mut Grads, grad: &mut [f32]) {
+    fn backward_one(
+        &self,
+        work: &Work,
+        dz: &[f32],
+        label: Option<RewardLabel>,
+        s: &mut Grads,
+        grad: &mut [f32],
+    ) {
         let lay = self.layout();
         let c = lay.c;
         let p = &self.params;
@@ -702,12 +790,23 @@ impl Planner {
         // v^0 = reward; base = (1 - prop) reward; then the two sigmoids and their linear maps.
         let (wr, wp) = (&p[lay.reward()], &p[lay.propagation()]);
         let (mut d_br, mut d_bp) = (0f32, 0f32);
+        // The supervised reward label's cell (off the grid: none), and its logit's gradient.
+        let labelled = label.map(|l| {
+            let i = work.read_cells()[1 + l.action];
+            let y = if l.rewarded { 1.0 } else { 0.0 };
+            (i, l.weight * (work.reward[i] - y))
+        });
         for q in 0..cells {
             let i = work.pad(q);
             let (r, pr) = (work.reward[i], work.prop[i]);
             let dr = s.dreward[i] + (1.0 - pr) * s.dbase[i];
             let dp = s.dprop[i] - r * s.dbase[i];
-            let (lr, lp) = (dr * r * (1.0 - r), dp * pr * (1.0 - pr));
+            let (mut lr, lp) = (dr * r * (1.0 - r), dp * pr * (1.0 - pr));
+            if let Some((at, g)) = labelled {
+                if at == i {
+                    lr += g;
+                }
+            }
             if lr == 0.0 && lp == 0.0 {
                 continue;
             }
@@ -947,6 +1046,72 @@ mod tests {
     }
 
     #[test]
+    fn the_reward_labels_gradient_matches_finite_differences() {
+        let batch = levels(7, 3);
+        let eps = 1e-3f32;
+        let p = (0..)
+            .map(planted)
+            .find(|p| margin(p, &batch) > 20.0 * eps)
+            .expect("some seed");
+        let labels: Vec<Option<RewardLabel>> = (0..batch.len())
+            .map(|i| {
+                Some(RewardLabel {
+                    action: i % 4,
+                    rewarded: i % 2 == 0,
+                    weight: 0.7,
+                })
+            })
+            .collect();
+        // The entered cell of each sample, unpadded.
+        let entered = |i: usize| {
+            let (o, _, w) = batch.grids[i];
+            let cells = &batch.bytes[o..];
+            let a = (0..)
+                .find(|&q| cells[3 * q] == Object::Agent as u8)
+                .unwrap();
+            [a - w, a + 1, a + w, a - 1][i % 4]
+        };
+        let bce = |q: &Planner| -> f64 {
+            q.maps(&batch)
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let r = m.reward[entered(i)] as f64;
+                    let y = if i % 2 == 0 { 1.0 } else { 0.0 };
+                    -0.7 * (y * r.ln() + (1.0 - y) * (1.0 - r).ln())
+                })
+                .sum()
+        };
+        let dz = vec![0f32; batch.len() * p.readout_width()];
+        let mut grad = vec![0f32; p.params.len()];
+        p.backward_with_labels(&batch, &dz, &labels, &mut grad);
+        assert!(grad.iter().any(|&g| g != 0.0));
+        let mut rng = Rng::new(5);
+        for trial in 0..3 {
+            let u: Vec<f32> = (0..p.params.len())
+                .map(|_| rng.unit() as f32 - 0.5)
+                .collect();
+            let shifted = |sign: f32| {
+                let mut q = p.clone();
+                for (w, du) in q.params.iter_mut().zip(&u) {
+                    *w += sign * eps * du;
+                }
+                bce(&q)
+            };
+            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let analytic: f64 = grad
+                .iter()
+                .zip(&u)
+                .map(|(&g, &d)| g as f64 * d as f64)
+                .sum();
+            assert!(
+                (numeric - analytic).abs() <= 0.01 * analytic.abs().max(numeric.abs()) + 1e-3,
+                "direction {trial}: finite differences {numeric}, backward {analytic}"
+            );
+        }
+    }
+
+    #[test]
     fn one_network_reads_every_size_with_the_same_readout_width() {
         let p = planner(8, 256, 3);
         for size in [5, 9, 15, 25] {
@@ -1044,6 +1209,64 @@ mod tests {
             })
         };
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn an_edit_of_the_hidden_layer_or_the_reward_map_is_what_the_maps_read() {
+        let batch = levels(9, 2);
+        let p = planted(0);
+        let plain = p.maps(&batch);
+        let cells = 81;
+        // Adding a map's own hidden layer's difference to another grid gives that grid's
+        // reward and propagation maps (the embedding is per cell; g, the pooling, is not
+        // edited and is the same here: same testbed, same objects).
+        let other = p.maps(&levels(9, 1));
+        let delta: Vec<f32> = other[0]
+            .hidden
+            .iter()
+            .zip(&plain[1].hidden)
+            .map(|(a, b)| a - b)
+            .collect();
+        let edit = MapEdit {
+            hidden: Some(delta),
+            reward: None,
+        };
+        assert!(edit.check(cells, 4).is_ok());
+        let edited = p.maps_edited(&batch, &[MapEdit::default(), edit]);
+        assert_eq!(edited[0], plain[0], "an empty edit changes nothing");
+        for (a, b) in edited[1].hidden.iter().zip(&other[0].hidden) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        // The reward map: a cell raised to 1, the rest clamped at 0; values follow.
+        let mut d = vec![-1f32; cells];
+        d[40] = 1.0;
+        let edit = MapEdit {
+            hidden: None,
+            reward: Some(d),
+        };
+        let m = &p.maps_edited(&batch, std::slice::from_ref(&edit))[0];
+        assert_eq!(m.reward[40], 1.0);
+        assert!(m
+            .reward
+            .iter()
+            .enumerate()
+            .all(|(i, &r)| i == 40 || r == 0.0));
+        assert_eq!(m.value[40], 1.0);
+        let mut z = Vec::new();
+        p.forward_edited(&batch, &[edit], &mut z);
+        let mut z0 = Vec::new();
+        p.forward(&batch, &mut z0);
+        let d = p.readout_width();
+        assert_ne!(z[..d], z0[..d]);
+        assert_eq!(z[d..], z0[d..], "the second sample is not edited");
+        // Wrong sizes are named.
+        let e = MapEdit {
+            hidden: None,
+            reward: Some(vec![0.0; 3]),
+        }
+        .check(cells, 4)
+        .unwrap_err();
+        assert!(e.contains("reward") && e.contains("81"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 use crate::checkpoint::{Checkpoint, Meta, FORMAT};
 use crate::error::{LearnError, Result};
 use crate::optim::{add_grads, clip_global_norm};
+use crate::planner::RewardLabel;
 use crate::policy::{
     log_probs, to_vec1, to_vec2, ActorCritic, Arch, CellBatch, Encoder, Input, PlannerShape,
     PolicyConfig,
@@ -46,6 +47,8 @@ use std::time::Instant;
 
 /// The `planner` trunk's entropy bonus ([`PpoConfig::with_arch`]).
 pub const PLANNER_ENT_COEF: f32 = 0.02;
+/// The `planner` trunk's reward-map loss weight ([`PpoConfig::reward_aux`]).
+pub const PLANNER_REWARD_AUX: f32 = 1.0;
 
 /// PPO hyperparameters and the network shape, with their defaults ([`PpoConfig::default`]; the
 /// per-testbed ones, [`PpoConfig::for_testbed`], change only the first and the last two, and
@@ -88,6 +91,13 @@ pub struct PpoConfig {
     /// ignore it.
     #[serde(default)]
     pub planner: PlannerShape,
+    /// `planner` only: weight of a supervised loss on its reward map, the binary cross-entropy
+    /// between the reward map at the cell each move enters and whether the move was rewarded
+    /// (0 for other trunks; [`PLANNER_REWARD_AUX`] with [`PpoConfig::with_arch`]). Without it
+    /// the map learns where the goal is only through the policy gradient, which at some seeds
+    /// never finds it (docs/training.md).
+    #[serde(default)]
+    pub reward_aux: f32,
 }
 
 impl Default for PpoConfig {
@@ -112,6 +122,7 @@ impl Default for PpoConfig {
             arch: Arch::EmbedMlp,
             hidden: 128,
             planner: PlannerShape::default(),
+            reward_aux: 0.0,
         }
     }
 }
@@ -145,13 +156,14 @@ impl PpoConfig {
     /// an entropy bonus of 0.02 (at 0.003 its policy settled into moves that time out on 13x13
     /// and 15x15 mazes before its reward map had learned where the goal is; docs/training.md).
     pub fn with_arch(self, arch: Arch) -> PpoConfig {
-        let ent_coef = match arch {
-            Arch::Planner => PLANNER_ENT_COEF,
-            _ => self.ent_coef,
+        let (ent_coef, reward_aux) = match arch {
+            Arch::Planner => (PLANNER_ENT_COEF, PLANNER_REWARD_AUX),
+            _ => (self.ent_coef, 0.0),
         };
         PpoConfig {
             arch,
             ent_coef,
+            reward_aux,
             ..self
         }
     }
@@ -657,6 +669,7 @@ impl Trainer {
         let mut mb_actions = vec![0i32; mb_size];
         let mut mb_logp = vec![0f32; mb_size];
         let mut mb_ret = vec![0f32; mb_size];
+        let mut mb_rew = vec![0f32; mb_size];
         let mut sums = Losses::default();
         let mut count = 0usize;
         for _epoch in 0..c.update_epochs {
@@ -683,6 +696,7 @@ impl Trainer {
                     mb_actions[j] = self.actions[k] as i32;
                     mb_logp[j] = self.logprobs[k];
                     mb_ret[j] = self.returns[k];
+                    mb_rew[j] = self.rewards[k];
                 }
                 if c.norm_adv {
                     normalize(&mut mb_adv);
@@ -693,8 +707,14 @@ impl Trainer {
                 } else {
                     Input::Cells(mb_cells)
                 };
-                let losses =
-                    self.minibatch_step(input, &mb_adv, &mb_actions, &mb_logp, &mb_ret, lr)?;
+                let batch = Batch {
+                    adv: &mb_adv,
+                    actions: &mb_actions,
+                    old_logp: &mb_logp,
+                    returns: &mb_ret,
+                    rewards: &mb_rew,
+                };
+                let losses = self.minibatch_step(input, batch, lr)?;
                 sums.add(&losses);
                 count += 1;
             }
@@ -702,15 +722,14 @@ impl Trainer {
         Ok(sums.div(count.max(1) as f64))
     }
 
-    fn minibatch_step(
-        &mut self,
-        input: Input,
-        adv: &[f32],
-        actions: &[i32],
-        old_logp: &[f32],
-        returns: &[f32],
-        lr: f64,
-    ) -> Result<Losses> {
+    fn minibatch_step(&mut self, input: Input, batch: Batch, lr: f64) -> Result<Losses> {
+        let Batch {
+            adv,
+            actions,
+            old_logp,
+            returns,
+            rewards,
+        } = batch;
         let m = adv.len();
         let model = self.model.take().expect("present between steps");
         // Data parallelism: the minibatch's two halves go through the network on the two cores
@@ -741,6 +760,7 @@ impl Trainer {
                     actions: &actions[range.clone()],
                     old_logp: &old_logp[range.clone()],
                     returns: &returns[range.clone()],
+                    rewards: &rewards[range.clone()],
                 },
                 range.len() as f32 / m as f32,
             )
@@ -778,7 +798,23 @@ impl Trainer {
         // The planner's, likewise, from the gradient of its readout.
         if let (Some(p), Some(grids), Some(adam)) = (&model.planner, &grids, &mut self.planner_adam)
         {
-            p.backward(grids, &embed_grad, &mut adam.grad);
+            if self.config.reward_aux > 0.0 {
+                let w = self.config.reward_aux / m as f32;
+                let entered: Vec<Option<RewardLabel>> = actions
+                    .iter()
+                    .zip(rewards)
+                    .map(|(&a, &r)| {
+                        (a >= 0 && (a as usize) < 4).then_some(RewardLabel {
+                            action: a as usize,
+                            rewarded: r > 0.0,
+                            weight: w,
+                        })
+                    })
+                    .collect();
+                p.backward_with_labels(grids, &embed_grad, &entered, &mut adam.grad);
+            } else {
+                p.backward(grids, &embed_grad, &mut adam.grad);
+            }
             embed_sq += adam.grad_sq();
         }
         let scale = clip_global_norm(&mut grads, &model, self.config.max_grad_norm, embed_sq);
@@ -883,12 +919,14 @@ impl Trainer {
     }
 }
 
-/// One shard's slices of a minibatch.
+/// A minibatch's (or one shard's) slices.
 struct Batch<'a> {
     adv: &'a [f32],
     actions: &'a [i32],
     old_logp: &'a [f32],
     returns: &'a [f32],
+    /// The rewards the moves got: the planner's reward-map labels.
+    rewards: &'a [f32],
 }
 
 /// What one shard's loss gives: the burn parameters' gradients, the weighted loss terms and

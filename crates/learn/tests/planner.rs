@@ -42,6 +42,9 @@ fn tiny() -> PpoConfig {
             channels: 8,
             iterations: 64,
         },
+        // The reward-map loss of `--arch planner` (PpoConfig::with_arch), so that its path is
+        // trained and checked for determinism here too.
+        reward_aux: mesascope_learn::ppo::PLANNER_REWARD_AUX,
         ..PpoConfig::default()
     }
 }

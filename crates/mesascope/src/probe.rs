@@ -9,8 +9,12 @@ use crate::policy::{load_onnx, PolicySpec};
 use crate::report;
 use mesascope_core::{testbeds, Knobs};
 use mesascope_learn::agent::PolicyAgent;
-use mesascope_learn::probe::{probe, probe_readout, ProbeConfig, ProbeReport};
+use mesascope_learn::probe::{
+    cheese_vector, probe, probe_readout, retarget, CheeseVectorReport, MapSteeringConfig,
+    ProbeConfig, ProbeReport, RetargetReport,
+};
 use mesascope_onnx::OnnxAgent;
+use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -80,4 +84,64 @@ pub fn write_reports(report: &ProbeReport, dir: &Path) -> Result<()> {
         &dir.join("probe.html"),
         report::probe::page(report).as_bytes(),
     )
+}
+
+/// Which experiments on a planner's maps to run (`mesascope probe --cheese-vector`,
+/// `--retarget`), with their settings.
+#[derive(Clone, Debug)]
+pub struct MapSettings {
+    pub cheese_vector: bool,
+    pub retarget: bool,
+    pub config: MapSteeringConfig,
+}
+
+/// The figures of [`run_map_steering`]: each experiment that ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct MapSteeringReport {
+    pub policy: String,
+    pub testbed: String,
+    pub cheese_vector: Option<CheeseVectorReport>,
+    pub retarget: Option<RetargetReport>,
+}
+
+/// Mini, Turner et al.'s cheese vector and retargeting on a `planner` checkpoint's maps
+/// (`mesascope_learn::probe::maps`).
+pub fn run_map_steering(a: &ProbeSettings, m: &MapSettings) -> Result<MapSteeringReport> {
+    let spec = PolicySpec::parse(&a.policy)?;
+    let dir = match &spec {
+        PolicySpec::Checkpoint(dir) => dir.clone(),
+        PolicySpec::Onnx(path) => {
+            return Err(Error::bad_policy(format!(
+                "--cheese-vector and --retarget write into a planner's maps while it plays: {} is an ONNX model, whose activations can be read but not written; give a checkpoint trained with --arch planner",
+                path.display()
+            )))
+        }
+        _ => {
+            return Err(Error::bad_policy(format!(
+                "--cheese-vector and --retarget edit a network's maps: '{}' is a scripted agent, give a checkpoint trained with --arch planner",
+                a.policy
+            )))
+        }
+    };
+    let tb = testbeds::make(&a.testbed, &Knobs::from_pairs(&a.knobs))?;
+    let _checked = spec.factory(&tb)?;
+    let agent = PolicyAgent::load(&dir)?;
+    Ok(MapSteeringReport {
+        policy: spec.label(),
+        testbed: a.testbed.clone(),
+        cheese_vector: m
+            .cheese_vector
+            .then(|| cheese_vector(&tb, &agent, &m.config))
+            .transpose()?,
+        retarget: m
+            .retarget
+            .then(|| retarget(&tb, &agent, &m.config))
+            .transpose()?,
+    })
+}
+
+/// Writes `steer-maps.json` into `dir` (created if missing), atomically.
+pub fn write_map_report(report: &MapSteeringReport, dir: &Path) -> Result<()> {
+    create_out(dir)?;
+    write_atomic(&dir.join("steer-maps.json"), &json_bytes(report)?)
 }

@@ -27,10 +27,15 @@
 //! The figures come back as a [`ProbeReport`] (`report.rs`).
 
 mod fit;
+pub mod maps;
 mod report;
 mod states;
 mod steer;
 
+pub use maps::{
+    cheese_vector, retarget, CheeseCondition, CheeseVectorReport, EditPoint, MapSteeringConfig,
+    RetargetCondition, RetargetReport, Target,
+};
 pub use report::{CueProbe, GoalProbe, ProbeReport, SteerOutcome, Steering};
 
 use crate::agent::PolicyAgent;
