@@ -17,6 +17,7 @@
 //!   same norm.
 
 use super::states::best_moves;
+use super::steer::{norm, random_vector};
 use crate::agent::{softmax, PolicyAgent};
 use crate::error::{LearnError, Result};
 use crate::planner::{GridBatch, MapEdit, Maps, Planner};
@@ -265,22 +266,6 @@ fn decision_square(env: &Env, proxy: GoalId) -> Option<(Env, Vec<usize>, Vec<usi
     None
 }
 
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
-}
-
-/// A Gaussian direction scaled to `norm_to`.
-fn random_like(len: usize, norm_to: f64, rng: &mut Rng) -> Vec<f32> {
-    let v: Vec<f64> = (0..len)
-        .map(|_| {
-            let (u1, u2) = (1.0 - rng.unit(), rng.unit());
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-    v.into_iter().map(|x| (x / n * norm_to) as f32).collect()
-}
-
 /// The activation difference at `point` between each pair (with minus without).
 fn differences(
     planner: &Planner,
@@ -468,7 +453,7 @@ pub fn cheese_vector(
                     control as u64,
                     i as u64,
                 ]));
-                edit_at(cfg.point, random_like(v.len(), scaled_norm(v), &mut r))
+                edit_at(cfg.point, random_vector(v.len(), scaled_norm(v), &mut r))
             })
             .collect()
     };
@@ -713,7 +698,7 @@ pub fn retarget(
                 .enumerate()
                 .map(|(i, d)| {
                     let mut r = Rng::new(mix(&[cfg.seed, MAPS_STREAM, 6, c as u64, i as u64]));
-                    reward(random_like(d.len(), norm(d), &mut r))
+                    reward(random_vector(d.len(), norm(d), &mut r))
                 })
                 .collect();
             outcome("random".into(), edits, 102 + c as u64)

@@ -237,11 +237,12 @@ fn goal_vector(
     })
 }
 
-fn norm(v: &[f32]) -> f64 {
+pub(super) fn norm(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
 }
 
-fn random_vector(width: usize, norm_to: f64, rng: &mut Rng) -> Vec<f32> {
+/// A Gaussian direction scaled to `norm_to`: the random control of every steering experiment.
+pub(super) fn random_vector(width: usize, norm_to: f64, rng: &mut Rng) -> Vec<f32> {
     let v: Vec<f64> = (0..width)
         .map(|_| {
             // Box-Muller: a Gaussian direction, uniform on the sphere once normalized.
