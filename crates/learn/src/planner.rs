@@ -1003,6 +1003,40 @@ mod tests {
             .fold(f32::INFINITY, f32::min)
     }
 
+    /// The backward pass's `grad` against central finite differences of `loss` along `trials`
+    /// random directions of the parameters.
+    fn assert_directional_derivatives(
+        p: &Planner,
+        grad: &[f32],
+        eps: f32,
+        trials: usize,
+        rng: &mut Rng,
+        loss: impl Fn(&Planner) -> f64,
+    ) {
+        for trial in 0..trials {
+            let u: Vec<f32> = (0..p.params.len())
+                .map(|_| rng.unit() as f32 - 0.5)
+                .collect();
+            let shifted = |sign: f32| {
+                let mut q = p.clone();
+                for (w, du) in q.params.iter_mut().zip(&u) {
+                    *w += sign * eps * du;
+                }
+                loss(&q)
+            };
+            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let analytic: f64 = grad
+                .iter()
+                .zip(&u)
+                .map(|(&g, &d)| g as f64 * d as f64)
+                .sum();
+            assert!(
+                (numeric - analytic).abs() <= 0.01 * analytic.abs().max(numeric.abs()) + 1e-3,
+                "direction {trial}: finite differences {numeric}, backward {analytic}"
+            );
+        }
+    }
+
     #[test]
     fn backward_matches_finite_differences() {
         let batch = levels(7, 3);
@@ -1021,28 +1055,7 @@ mod tests {
             .collect();
         let mut grad = vec![0f32; p.params.len()];
         p.backward(&batch, &dz, &mut grad);
-        for trial in 0..4 {
-            let u: Vec<f32> = (0..p.params.len())
-                .map(|_| rng.unit() as f32 - 0.5)
-                .collect();
-            let shifted = |sign: f32| {
-                let mut q = p.clone();
-                for (w, du) in q.params.iter_mut().zip(&u) {
-                    *w += sign * eps * du;
-                }
-                loss(&q, &batch, &dz)
-            };
-            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-            let analytic: f64 = grad
-                .iter()
-                .zip(&u)
-                .map(|(&g, &d)| g as f64 * d as f64)
-                .sum();
-            assert!(
-                (numeric - analytic).abs() <= 0.01 * analytic.abs().max(numeric.abs()) + 1e-3,
-                "direction {trial}: finite differences {numeric}, backward {analytic}"
-            );
-        }
+        assert_directional_derivatives(&p, &grad, eps, 4, &mut rng, |q| loss(q, &batch, &dz));
     }
 
     #[test]
@@ -1087,28 +1100,7 @@ mod tests {
         p.backward_with_labels(&batch, &dz, &labels, &mut grad);
         assert!(grad.iter().any(|&g| g != 0.0));
         let mut rng = Rng::new(5);
-        for trial in 0..3 {
-            let u: Vec<f32> = (0..p.params.len())
-                .map(|_| rng.unit() as f32 - 0.5)
-                .collect();
-            let shifted = |sign: f32| {
-                let mut q = p.clone();
-                for (w, du) in q.params.iter_mut().zip(&u) {
-                    *w += sign * eps * du;
-                }
-                bce(&q)
-            };
-            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-            let analytic: f64 = grad
-                .iter()
-                .zip(&u)
-                .map(|(&g, &d)| g as f64 * d as f64)
-                .sum();
-            assert!(
-                (numeric - analytic).abs() <= 0.01 * analytic.abs().max(numeric.abs()) + 1e-3,
-                "direction {trial}: finite differences {numeric}, backward {analytic}"
-            );
-        }
+        assert_directional_derivatives(&p, &grad, eps, 3, &mut rng, bce);
     }
 
     #[test]
