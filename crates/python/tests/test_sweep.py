@@ -232,10 +232,13 @@ def test_an_interrupted_sweep_restored_runs_only_its_unfinished_trials(head, ref
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(GRID), str(out), head],
                               stdout=log, stderr=subprocess.STDOUT)
-    done = lambda: sorted(glob.glob(str(out / "sweep" / "trial-*" / "checkpoint_*" / "row.json")))
+    done = lambda: glob.glob(str(out / "sweep" / "trial-*" / "checkpoint_*" / "row.json"))
+    # A second trial's first checkpoint: the first trial's last one was registered by then (Tune
+    # stops a trial, freeing its worker for the next, only after processing its save).
+    started = lambda: {os.path.dirname(p) for p in glob.glob(str(out / "sweep" / "trial-*" / "checkpoint_*"))}
     try:
         deadline = time.monotonic() + 120
-        while not done() and time.monotonic() < deadline and driver.poll() is None:
+        while not (done() and len(started()) >= 2) and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.2)
         driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the sweep's state and stops
         driver.wait(timeout=120)

@@ -490,10 +490,16 @@ def _run_tune(cells, out, name, address, cpus, max_failures, resume, num_cpus, c
             continue
         cell = Cell.from_config(r.config["cell"])
         row = (r.metrics or {}).get("row") if r.error is None else None
+        checkpoint = r.checkpoint.path if r.checkpoint else None
+        # Tune records a result before the checkpoint reported with it: a sweep stopped between
+        # the two holds the final row beside an earlier checkpoint. That trial is unfinished
+        # (restored, it runs its last stage again from the checkpoint Tune has).
+        if row is not None and not (checkpoint and os.path.exists(os.path.join(checkpoint, "row.json"))):
+            row = None
         if row is None:
             row = {**cell.values(), "verdict": None, "error": str(r.error) if r.error else "unfinished"}
         row = dict(row)
-        row["checkpoint"] = r.checkpoint.path if r.checkpoint else None
+        row["checkpoint"] = checkpoint
         by_cell[cell] = row
     # The grid's order, whatever order the trials finished in; a trial not started has no row
     # of figures (an interrupted sweep).
