@@ -590,6 +590,11 @@ pub struct TrainArgs {
     /// Episodes per split in the final evaluation (0: none).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub eval_episodes: u32,
+    /// How training levels are drawn: `uniform` (a fresh level each episode) or `regret` (a
+    /// quarter of episodes replay the levels where the policy falls furthest short of the
+    /// intended goal, prioritized level replay).
+    #[arg(long, value_name = "NAME", default_value = "uniform", value_parser = ["uniform", "regret"])]
+    pub curriculum: String,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

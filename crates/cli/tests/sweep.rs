@@ -140,12 +140,108 @@ fn a_grid_runs_every_cell_into_one_table_and_resumes_only_what_is_unfinished() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The decorrelation sweep's shape (issue 20): the planner trained with uniform levels and with
+/// a regret curriculum, shares over decades: one series per curriculum on a log share axis.
+#[test]
+fn a_grid_sweeps_the_curriculum_and_the_trunk_on_a_log_share_axis() {
+    let dir = temp_dir("curricula");
+    let grid = write_grid(
+        &dir,
+        "grid.toml",
+        &GRID.replace("[0.0, 0.5]", "[0.0, 0.001, 0.1]").replace(
+            "steps = 8192",
+            "steps = 8192\narch = \"planner\"\ncurriculum = [\"uniform\", \"regret\"]",
+        ),
+    );
+    let out = dir.join("out");
+    let stdout = ok(&[
+        "sweep",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(stdout.contains("6 trials, 6 run now"), "{stdout}");
+    let table = rows(&out);
+    let cell = |share: f64, curriculum: &str| {
+        let r = table
+            .iter()
+            .find(|r| r["share"].as_f64() == Some(share) && r["curriculum"] == curriculum)
+            .unwrap_or_else(|| panic!("no row for share {share} {curriculum}"));
+        assert_eq!(r["arch"], "planner");
+        PathBuf::from(r["checkpoint"].as_str().unwrap())
+    };
+    let weights = |ck: PathBuf| std::fs::read(ck.join("model.safetensors")).unwrap();
+    let regret = weights(cell(0.1, "regret"));
+    assert_ne!(
+        regret,
+        weights(cell(0.1, "uniform")),
+        "the curriculum changed no level"
+    );
+    // The same training run alone: the same weights (the sweep passes the trunk and the
+    // curriculum through, and the curriculum is deterministic).
+    let alone = dir.join("alone");
+    ok(&[
+        "train",
+        "exit-vs-green",
+        "-k",
+        "size=5",
+        "--arch",
+        "planner",
+        "--curriculum",
+        "regret",
+        "--decorrelate",
+        "0.1",
+        "--steps",
+        "8192",
+        "--eval-episodes",
+        "0",
+        "--out",
+        alone.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(weights(alone), regret);
+    let page = std::fs::read_to_string(out.join("sweep.html")).unwrap();
+    for series in ["uniform none: proxy (mean", "regret none: proxy (mean"] {
+        assert!(page.contains(series), "no series {series}");
+    }
+    // Shares in percent on decades: the control (0), 0.1% and 10%.
+    for tick in [">0<", ">0.1<", ">1<", ">10<"] {
+        assert!(page.contains(tick), "no tick {tick}");
+    }
+    let e = fails(&[
+        "train",
+        "exit-vs-green",
+        "--curriculum",
+        "greedy",
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(e.contains("greedy"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_grids_exit_2_before_any_trial_naming_the_cell_or_the_line() {
     let dir = temp_dir("bad");
     let out = dir.join("out");
     let o = out.to_str().unwrap();
-    let cases: [(&str, String, &str); 7] = [
+    let cases: [(&str, String, &str); 10] = [
+        (
+            "curriculum",
+            format!("curriculum = [\"uniform\", \"greedy\"]\n{GRID}"),
+            "curriculum=greedy: unknown curriculum 'greedy'",
+        ),
+        (
+            "arch",
+            format!("arch = \"transformer\"\n{GRID}"),
+            "arch=transformer",
+        ),
+        (
+            "arch-source",
+            format!("arch = \"planner\"\nsource = \"agents/exit-vs-green\"\nmethods = [\"diversify\"]\n{GRID}"),
+            "a `source` checkpoint is not trained",
+        ),
         (
             "testbed",
             GRID.replace("exit-vs-green", "exit-vs-blue"),

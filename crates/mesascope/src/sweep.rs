@@ -16,7 +16,7 @@ use crate::fsio::{json_bytes, write_atomic};
 use crate::mitigate::{mitigate, Method, MitigateSettings};
 use crate::progress::Progress;
 use crate::report::table::{table_csv, AuditFigures, Rate};
-use crate::train::{train, TrainSettings};
+use crate::train::{train, Curriculum, TrainSettings};
 use mesascope_core::{testbeds, Knobs};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -25,12 +25,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The keys of a grid file.
-pub const GRID_KEYS: [&str; 10] = [
+pub const GRID_KEYS: [&str; 12] = [
     "testbed",
     "knobs",
     "seeds",
     "shares",
     "methods",
+    "arch",
+    "curriculum",
     "steps",
     "mitigate_steps",
     "episodes",
@@ -55,6 +57,12 @@ pub struct Cell {
     pub share: f64,
     /// `none`, `diversify` or `adversarial`.
     pub method: String,
+    /// The trained network's trunk (`embed-mlp`, `conv`, `planner`); `None`: the default.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// How training draws its levels: `uniform` or `regret` (`train::Curriculum`).
+    #[serde(default = "uniform")]
+    pub curriculum: String,
     /// Training env steps; `None`: the testbed's default.
     pub steps: Option<u64>,
     /// Fine-tuning env steps; `None`: the testbed's training length.
@@ -63,6 +71,10 @@ pub struct Cell {
     pub checkpoint_every: u32,
     /// A checkpoint the trial fine-tunes instead of training one.
     pub source: Option<PathBuf>,
+}
+
+fn uniform() -> String {
+    Curriculum::Uniform.name().to_string()
 }
 
 /// A number as the grid shows it: `5`, not `5.0`.
@@ -88,6 +100,12 @@ impl Cell {
             num(self.share),
             self.method
         ));
+        if let Some(arch) = &self.arch {
+            s.push_str(&format!(" arch={arch}"));
+        }
+        if self.curriculum != uniform() {
+            s.push_str(&format!(" curriculum={}", self.curriculum));
+        }
         if let Some(src) = &self.source {
             s.push_str(&format!(" source={}", src.display()));
         }
@@ -112,6 +130,21 @@ impl Cell {
                     "unknown method '{}'; the methods are none, diversify, adversarial",
                     self.method
                 ),
+            );
+        }
+        if let Some(arch) = &self.arch {
+            if let Err(e) = mesascope_learn::policy::Arch::parse(arch) {
+                return fail(ErrorKind::BadSetting, e.to_string());
+            }
+        }
+        if let Err(e) = Curriculum::parse(&self.curriculum) {
+            return fail(e.kind(), e.to_string());
+        }
+        if self.source.is_some() && (self.arch.is_some() || self.curriculum != uniform()) {
+            return fail(
+                ErrorKind::BadSetting,
+                "`arch` and `curriculum` shape training; a `source` checkpoint is not trained"
+                    .into(),
             );
         }
         // The testbed's own checks of its name, its knobs and the share (its `decorrelate`).
@@ -302,6 +335,10 @@ pub fn expand(g: &toml::Table) -> Result<Vec<Cell>> {
     let methods = axis(g, "methods", vec!["none".to_string()], |v| {
         string("methods", v)
     })?;
+    let archs = axis(g, "arch", vec![None], |v| string("arch", v).map(Some))?;
+    let curricula = axis(g, "curriculum", vec![uniform()], |v| {
+        string("curriculum", v)
+    })?;
     let steps = axis(g, "steps", vec![None], |v| int("steps", v, 1).map(Some))?;
     let mitigate_steps = axis(g, "mitigate_steps", vec![None], |v| {
         int("mitigate_steps", v, 1).map(Some)
@@ -343,23 +380,29 @@ pub fn expand(g: &toml::Table) -> Result<Vec<Cell>> {
             for &share in &shares {
                 for &seed in &seeds {
                     for method in &methods {
-                        for &steps in &steps {
-                            for &mitigate_steps in &mitigate_steps {
-                                for &episodes in &episodes {
-                                    let cell = Cell {
-                                        testbed: testbed.clone(),
-                                        knobs: knobs.clone(),
-                                        seed,
-                                        share,
-                                        method: method.clone(),
-                                        steps,
-                                        mitigate_steps,
-                                        episodes,
-                                        checkpoint_every,
-                                        source: source.clone(),
-                                    };
-                                    cell.check()?;
-                                    cells.push(cell);
+                        for arch in &archs {
+                            for curriculum in &curricula {
+                                for &steps in &steps {
+                                    for &mitigate_steps in &mitigate_steps {
+                                        for &episodes in &episodes {
+                                            let cell = Cell {
+                                                testbed: testbed.clone(),
+                                                knobs: knobs.clone(),
+                                                seed,
+                                                share,
+                                                method: method.clone(),
+                                                arch: arch.clone(),
+                                                curriculum: curriculum.clone(),
+                                                steps,
+                                                mitigate_steps,
+                                                episodes,
+                                                checkpoint_every,
+                                                source: source.clone(),
+                                            };
+                                            cell.check()?;
+                                            cells.push(cell);
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -412,6 +455,8 @@ impl Row {
             ("seed".into(), c.seed.into()),
             ("share".into(), c.share.into()),
             ("method".into(), c.method.clone().into()),
+            ("arch".into(), c.arch.clone().into()),
+            ("curriculum".into(), c.curriculum.clone().into()),
             ("steps".into(), c.steps.into()),
             ("mitigate_steps".into(), c.mitigate_steps.into()),
             ("episodes".into(), c.episodes.into()),
@@ -663,6 +708,8 @@ pub fn run_trial(cell: &Cell, dir: &Path, progress: &dyn Progress) -> Result<Row
                     cell.checkpoint_every
                 };
                 t.eval_episodes = 0;
+                t.arch = cell.arch.clone();
+                t.curriculum = Curriculum::parse(&cell.curriculum)?;
                 train(&t, progress)?;
                 save(&mut state, "trained")?;
             }
@@ -764,6 +811,8 @@ pub fn mitigation_grid(m: &MitigateSettings, shares: &[f64], seeds: u32) -> Resu
                 seed: m.seed + k,
                 share,
                 method: m.method.name().to_string(),
+                arch: None,
+                curriculum: uniform(),
                 steps: None,
                 mitigate_steps: Some(m.fine_tuning_steps()),
                 episodes: m.episodes,

@@ -11,6 +11,7 @@ pub use crate::report::train::{
 };
 use mesascope_core::{testbeds, Knobs, Split};
 use mesascope_learn::checkpoint::{self, META_FILE};
+use mesascope_learn::curriculum::{CurriculumConfig, RegretCurriculum};
 use mesascope_learn::eval::evaluate;
 use mesascope_learn::policy::Arch;
 use mesascope_learn::ppo::{PpoConfig, Trainer, UpdateStats};
@@ -50,6 +51,40 @@ pub struct TrainSettings {
     pub checkpoint_every: u32,
     /// Episodes per split in the final evaluation (0: none). Default 500.
     pub eval_episodes: usize,
+    /// How training levels are drawn from the distribution.
+    pub curriculum: Curriculum,
+}
+
+/// How training draws its levels from the testbed's distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Curriculum {
+    /// Each episode a fresh level (domain randomization).
+    #[default]
+    Uniform,
+    /// A regret curriculum (`mesascope_learn::curriculum`, its default settings): a quarter of
+    /// the episodes replay the levels where the policy falls furthest short of the intended
+    /// goal. Abdel Sadek et al. (2025) found such curricula amplify the rare decorrelated
+    /// levels. A resumed run starts its replay buffer afresh at its next refresh.
+    Regret,
+}
+
+impl Curriculum {
+    pub const NAMES: [&'static str; 2] = ["uniform", "regret"];
+
+    pub fn parse(s: &str) -> Result<Curriculum> {
+        match s {
+            "uniform" => Ok(Curriculum::Uniform),
+            "regret" => Ok(Curriculum::Regret),
+            other => Err(Error::bad_setting(format!(
+                "unknown curriculum '{other}'; the curricula are {}",
+                Curriculum::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Curriculum::NAMES[self as usize]
+    }
 }
 
 impl TrainSettings {
@@ -69,6 +104,7 @@ impl TrainSettings {
             hidden: None,
             checkpoint_every: 20,
             eval_episodes: 500,
+            curriculum: Curriculum::Uniform,
         }
     }
 
@@ -191,13 +227,24 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
         keep_metrics_through(&out, trainer.updates())?;
     }
     let mut metrics = open_metrics(&out, s.resume)?;
+    let mut regret = match s.curriculum {
+        Curriculum::Uniform => None,
+        Curriculum::Regret => Some(RegretCurriculum::new(
+            testbed.clone(),
+            CurriculumConfig::default(),
+            trainer.meta().seed,
+        )?),
+    };
     let run = train_loop(
         &mut trainer,
         &out,
         &mut metrics,
         progress,
         s.checkpoint_every,
-        &mut |_| Ok(()),
+        &mut |t| match regret.as_mut() {
+            Some(r) => Ok(r.before_update(t)?),
+            None => Ok(()),
+        },
     )?;
     let mut evals = Vec::new();
     if s.eval_episodes > 0 {

@@ -9,7 +9,7 @@ use mesascope::core::monitor::{Evidence, MonitorConfig};
 use mesascope::mitigate::{Method, MitigateSettings};
 use mesascope::monitor::MonitorSettings;
 use mesascope::progress::{Progress, Unit};
-use mesascope::train::TrainSettings;
+use mesascope::train::{Curriculum, TrainSettings};
 use mesascope::{report, Error};
 use pyo3::prelude::*;
 use std::collections::HashMap;
@@ -77,7 +77,7 @@ fn json<T: serde::Serialize>(v: &T) -> PyResult<serde_json::Value> {
 
 /// Trains a policy with PPO (`mesascope train`); returns the run's figures and its summary text.
 #[pyfunction]
-#[pyo3(signature = (testbed, steps=None, seed=None, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None, channels=None, iterations=None))]
+#[pyo3(signature = (testbed, steps=None, seed=None, out=None, resume=false, decorrelate=None, arch=None, num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None, knobs=None, channels=None, iterations=None, curriculum="uniform"))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -96,6 +96,7 @@ pub fn train(
     knobs: Option<HashMap<String, f64>>,
     channels: Option<usize>,
     iterations: Option<usize>,
+    curriculum: &str,
 ) -> PyResult<(Py<PyAny>, String)> {
     if checkpoint_every == 0 {
         return Err(lib_err(Error::bad_setting(
@@ -117,6 +118,7 @@ pub fn train(
         hidden,
         checkpoint_every,
         eval_episodes,
+        curriculum: Curriculum::parse(curriculum).map_err(lib_err)?,
     };
     let progress = PyProgress::new(progress);
     let run = py

@@ -1,9 +1,9 @@
 use crate::args::TrainArgs;
 use crate::progress::Terminal;
-use mesascope::train::{train, TrainSettings};
+use mesascope::train::{train, Curriculum, TrainSettings};
 
-pub fn settings(a: &TrainArgs) -> TrainSettings {
-    TrainSettings {
+pub fn settings(a: &TrainArgs) -> mesascope::Result<TrainSettings> {
+    Ok(TrainSettings {
         testbed: a.testbed.clone(),
         knobs: a.knobs.knobs.clone(),
         decorrelate: a.decorrelate,
@@ -18,10 +18,11 @@ pub fn settings(a: &TrainArgs) -> TrainSettings {
         hidden: a.hidden.map(|n| n as usize),
         checkpoint_every: a.checkpoint_every,
         eval_episodes: a.eval_episodes as usize,
-    }
+        curriculum: Curriculum::parse(&a.curriculum)?,
+    })
 }
 
 pub fn run(a: &TrainArgs) -> mesascope::Result<String> {
-    let run = train(&settings(a), &Terminal::new(a.quiet))?;
+    let run = train(&settings(a)?, &Terminal::new(a.quiet))?;
     Ok(mesascope::report::train::text(&run))
 }

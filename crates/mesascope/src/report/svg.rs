@@ -32,7 +32,8 @@ impl Series {
 }
 
 /// Axes of a line chart. `y_range` fixes the y axis (else it spans the data); `log_y` plots
-/// log10 of y (values <= 0 are skipped).
+/// log10 of y (values <= 0 are skipped); `log_x` plots log10 of x, with x = 0 drawn a decade
+/// left of the smallest positive x and labelled 0 (a sweep's control beside its shares).
 #[derive(Clone, Debug, Default)]
 pub struct Axes {
     pub title: String,
@@ -40,6 +41,7 @@ pub struct Axes {
     pub y_label: String,
     pub y_range: Option<(f64, f64)>,
     pub log_y: bool,
+    pub log_x: bool,
     /// Show y tick labels as percentages of 1.
     pub y_percent: bool,
     /// Labelled vertical lines at these x values (an alarm, where fine-tuning began).
@@ -101,13 +103,34 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
     let (left, right, top, h) = (62.0, 16.0, 28.0, 200.0);
     let plot_w = (width - left - right).max(50.0);
     let ty = |y: f64| if axes.log_y { y.log10() } else { y };
+    let smallest_x = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .map(|p| p.0)
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .fold(f64::MAX, f64::min);
+    let zero_x = if smallest_x < f64::MAX {
+        smallest_x.log10().floor() - 1.0
+    } else {
+        0.0
+    };
+    let tx = |x: f64| match (axes.log_x, x > 0.0) {
+        (false, _) => x,
+        (true, true) => x.log10(),
+        (true, false) => zero_x,
+    };
     let pts: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
             s.points
                 .iter()
-                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!axes.log_y || *y > 0.0))
-                .map(|&(x, y)| (x, ty(y)))
+                .filter(|(x, y)| {
+                    x.is_finite()
+                        && y.is_finite()
+                        && (!axes.log_y || *y > 0.0)
+                        && (!axes.log_x || *x >= 0.0)
+                })
+                .map(|&(x, y)| (tx(x), ty(y)))
                 .collect()
         })
         .collect();
@@ -169,7 +192,24 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
             esc(&label)
         );
     }
-    for t in ticks(x0, x1, 5) {
+    let xt: Vec<(f64, String)> = if axes.log_x {
+        let zero = pts.iter().flatten().any(|p| p.0 == zero_x);
+        zero.then(|| (zero_x, "0".to_string()))
+            .into_iter()
+            .chain(
+                (x0.ceil() as i32..=x1.floor() as i32)
+                    .map(f64::from)
+                    .filter(|&t| !(zero && t == zero_x))
+                    .map(|t| (t, tick_label(10f64.powf(t), false))),
+            )
+            .collect()
+    } else {
+        ticks(x0, x1, 5)
+            .into_iter()
+            .map(|t| (t, tick_label(t, false)))
+            .collect()
+    };
+    for (t, label) in xt {
         let x = px(t);
         let _ = write!(
             s,
@@ -177,7 +217,7 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
             top + h,
             top + h + 4.0,
             top + h + 16.0,
-            esc(&tick_label(t, false))
+            esc(&label)
         );
     }
     let _ = write!(
@@ -194,6 +234,7 @@ pub fn line_chart(series: &[Series], axes: &Axes, width: f64) -> String {
         esc(&axes.y_label)
     );
     for (i, (x, label)) in axes.marks.iter().enumerate() {
+        let x = &tx(*x);
         if !(x.is_finite() && *x >= x0 && *x <= x1) {
             continue;
         }
@@ -268,6 +309,36 @@ mod tests {
         assert_eq!(tick_label(1_500_000.0, false), "1.5M");
         assert_eq!(tick_label(20_000.0, false), "20k");
         assert_eq!(tick_label(0.25, true), "25%");
+    }
+
+    #[test]
+    fn a_log_x_axis_puts_zero_a_decade_left_of_the_smallest_share() {
+        let shares = vec![(0.0, 0.9), (0.01, 0.8), (0.1, 0.5), (1.0, 0.2), (10.0, 0.0)];
+        let svg = line_chart(
+            &[Series::new("proxy", "#000", shares).with_markers()],
+            &Axes {
+                log_x: true,
+                ..Axes::default()
+            },
+            500.0,
+        );
+        let ticks: Vec<&str> = svg
+            .split("text-anchor='middle'>")
+            .skip(1)
+            .map(|t| t.split('<').next().unwrap())
+            .collect();
+        assert_eq!(&ticks[..5], ["0", "0.01", "0.1", "1", "10"]);
+        let xs: Vec<f64> = svg
+            .split("<circle cx='")
+            .skip(1)
+            .map(|c| c.split('\'').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(xs.len(), 5);
+        let steps: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            steps.iter().all(|d| (d - steps[0]).abs() < 0.2),
+            "equal steps per decade, zero included: {xs:?}"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 /// One trial, measured on the audit's first shifted distribution.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepPoint {
-    /// What the trials of one line share: the method, and the testbed when several are swept.
+    /// What the trials of one line share: the method, and the testbed, trunk and curriculum
+    /// when several are swept.
     pub series: String,
     pub share: f64,
     pub seed: u64,
@@ -25,9 +26,20 @@ pub struct SweepPoint {
 
 /// The points of a table's finished trials (a failed trial has no verdict and no point).
 pub fn points(rows: &[Map<String, Value>]) -> Vec<SweepPoint> {
-    let mut testbeds: Vec<&str> = rows.iter().filter_map(|r| r["testbed"].as_str()).collect();
-    testbeds.sort_unstable();
-    testbeds.dedup();
+    // The columns besides the method that tell the table's lines apart: those that vary.
+    let text = |r: &Map<String, Value>, c: &str| match r.get(c) {
+        Some(Value::String(s)) => s.clone(),
+        _ => "default".to_string(),
+    };
+    let varying: Vec<&str> = ["testbed", "arch", "curriculum"]
+        .into_iter()
+        .filter(|c| {
+            let mut values: Vec<String> = rows.iter().map(|r| text(r, c)).collect();
+            values.sort_unstable();
+            values.dedup();
+            values.len() > 1
+        })
+        .collect();
     rows.iter()
         .filter(|r| r.get("verdict").is_some_and(|v| !v.is_null()))
         .filter_map(|r| {
@@ -47,12 +59,9 @@ pub fn points(rows: &[Map<String, Value>]) -> Vec<SweepPoint> {
                 })
                 .filter_map(|(_, v)| v.as_f64())
                 .sum();
-            let method = r["method"].as_str().unwrap_or("?");
-            let series = if testbeds.len() > 1 {
-                format!("{} {method}", r["testbed"].as_str().unwrap_or("?"))
-            } else {
-                method.to_string()
-            };
+            let mut parts: Vec<String> = varying.iter().map(|c| text(r, c)).collect();
+            parts.push(r["method"].as_str().unwrap_or("?").to_string());
+            let series = parts.join(" ");
             Some(SweepPoint {
                 series,
                 share: rate("share")?,
@@ -152,6 +161,15 @@ const COLOURS: [(&str, &str); 4] = [
     ("#00695c", "#80cbc4"),
 ];
 
+/// Whether the swept shares span two decades or more (1e-4 to 1e-1, as Abdel Sadek et al.
+/// sweep): then the figure's share axis is logarithmic, the control (0) a decade left of the
+/// smallest share.
+fn spans_decades(points: &[SweepPoint]) -> bool {
+    let positive = points.iter().map(|p| p.share).filter(|&s| s > 0.0);
+    let (lo, hi) = positive.fold((f64::MAX, 0.0f64), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    hi >= 100.0 * lo
+}
+
 /// The sweep's page: proxy pursuit under shift against the share, a line per series (the mean
 /// over seeds) with each seed's points, and intended-goal success.
 pub fn page(title: &str, points: &[SweepPoint]) -> String {
@@ -207,6 +225,7 @@ pub fn page(title: &str, points: &[SweepPoint]) -> String {
             y_label: "share of shifted episodes".into(),
             y_range: Some((0.0, 1.0)),
             y_percent: true,
+            log_x: spans_decades(points),
             ..Axes::default()
         },
         820.0,

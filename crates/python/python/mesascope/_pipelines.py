@@ -31,7 +31,7 @@ def _path(p):
 
 def train(testbed, steps=None, seed=None, out=None, resume=False, decorrelate=None, arch=None,
           num_envs=None, hidden=None, checkpoint_every=20, eval_episodes=500, progress=None,
-          channels=None, iterations=None, **knobs):
+          channels=None, iterations=None, curriculum="uniform", **knobs):
     """Trains a policy with PPO on ``testbed``'s training distribution (knobs as keyword
     arguments) and writes its checkpoint, ``metrics.jsonl`` and ``eval.json`` into ``out``
     (default ``runs/TESTBED-seedS``). ``seed`` defaults to 0; a resumed run keeps its
@@ -39,14 +39,15 @@ def train(testbed, steps=None, seed=None, out=None, resume=False, decorrelate=No
     ``progress(done, total, message)``. Ctrl-C stops it cleanly: the checkpoint is written and
     resumes with ``resume=True``; then ``KeyboardInterrupt`` is raised. ``arch`` is
     ``embed-mlp`` (default), ``conv`` or ``planner``; ``channels`` and ``iterations`` shape the
-    planner.
+    planner. ``curriculum`` is ``uniform`` (a fresh level each episode) or ``regret`` (a quarter
+    of the episodes replay the levels of highest regret for the intended goal).
 
     Returns a ``Result`` whose data holds ``out``, ``steps``, ``trained``, ``seconds``,
     ``env_steps_per_second``, ``last_update``, ``reached_target``, ``curve`` and ``evaluation``.
     """
     data, text = _core.train(testbed, steps, seed, _path(out), resume, decorrelate, arch,
                              num_envs, hidden, checkpoint_every, eval_episodes, progress, knobs,
-                             channels, iterations)
+                             channels, iterations, curriculum)
     return Result("train", data, text)
 
 

@@ -44,12 +44,16 @@ class Cell:
     episodes: int
     checkpoint_every: int
     source: object  # a checkpoint folder to mitigate instead of training, or None
+    arch: object = None  # the trunk trained (embed-mlp, conv, planner), or None: the default
+    curriculum: str = "uniform"  # how training draws its levels: uniform or regret
 
     def label(self):
         knobs = "".join(f" {k}={_num(v)}" for k, v in self.knobs)
         src = f" source={self.source}" if self.source else ""
+        arch = f" arch={self.arch}" if self.arch else ""
+        cur = f" curriculum={self.curriculum}" if self.curriculum != "uniform" else ""
         return (f"testbed={self.testbed}{knobs} seed={self.seed} share={_num(self.share)} "
-                f"method={self.method}{src}")
+                f"method={self.method}{arch}{cur}{src}")
 
     def to_config(self):
         d = asdict(self)
@@ -68,7 +72,8 @@ class Cell:
         """The grid's values, as the result table's first columns."""
         row = {"testbed": self.testbed}
         row.update({k: v for k, v in self.knobs})
-        row.update(seed=self.seed, share=self.share, method=self.method, steps=self.steps,
+        row.update(seed=self.seed, share=self.share, method=self.method, arch=self.arch,
+                   curriculum=self.curriculum, steps=self.steps,
                    mitigate_steps=self.mitigate_steps, episodes=self.episodes,
                    source=self.source)
         return row
@@ -247,6 +252,7 @@ class _Trial:
             decorrelate = c.share if c.method == "none" else 0.0
             train(c.testbed, steps=c.steps, seed=c.seed, out=folder, resume=resume,
                   decorrelate=decorrelate, checkpoint_every=c.checkpoint_every or 20,
+                  arch=None if resume else c.arch, curriculum=c.curriculum,
                   eval_episodes=0, progress=self._progress("training", folder, c.checkpoint_every),
                   **knobs)
             self._checkpoint("trained", folder, {})
