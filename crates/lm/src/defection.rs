@@ -21,7 +21,7 @@ use crate::model::LogitsFor;
 use crate::tokenizer::Message;
 use crate::Model;
 use mesascope_core::probe_stats::{
-    auroc, fit_logistic, mean_difference, random_direction_baseline, recall_at_fpr, scores,
+    auroc, fit_logistic, mean_difference, random_direction_aurocs, recall_at_fpr, scores,
     LogisticProbe, OperatingPoint, RandomBaseline,
 };
 use serde::{Deserialize, Serialize};
@@ -582,12 +582,30 @@ fn shared_prefix(texts: &[Vec<u32>]) -> usize {
     n
 }
 
+/// The random directions' AUROCs on one layer's `triggered` against `negatives`: the same
+/// directions for every probe of the layer.
+fn random_aurocs(
+    triggered: &[Vec<f32>],
+    negatives: &[Vec<f32>],
+    settings: &ProbeSettings,
+    layer: usize,
+) -> Vec<f64> {
+    random_direction_aurocs(
+        triggered,
+        negatives,
+        settings.random_directions,
+        settings.seed ^ (layer as u64).wrapping_mul(0x9e37),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn method_figures(
     fit: &dyn Fn(&[Vec<f32>], &[Vec<f32>]) -> (Vec<f64>, f64),
     pos: &[Vec<f32>],
     neg: &[Vec<f32>],
     triggered: &[Vec<f32>],
     clean: &[Vec<f32>],
+    random_aurocs: &[f64],
     settings: &ProbeSettings,
     layer: usize,
 ) -> (MethodFigures, Vec<f64>, f64) {
@@ -596,13 +614,7 @@ fn method_figures(
     let c: Vec<f64> = scores(clean, &w).iter().map(|s| s + b).collect();
     let a = auroc(&t, &c);
     let at_fpr = recall_at_fpr(&t, &c, settings.fpr);
-    let random = random_direction_baseline(
-        triggered,
-        clean,
-        settings.random_directions,
-        settings.seed ^ (layer as u64).wrapping_mul(0x9e37),
-        a,
-    );
+    let random = RandomBaseline::of(random_aurocs, a);
     // Shuffled labels: each pair's sides swapped by a fair coin, the probe refitted.
     let mut rng = SplitMix64::new(settings.seed ^ 0x5bd1_e995 ^ layer as u64);
     let (mut sum, mut best) = (0.0, 0.0f64);
@@ -701,9 +713,27 @@ pub fn probe_layer(
         (weights, bias)
     };
     let (pos, neg) = (r.positive, r.negative);
-    let (dm_fig, dm_w, dm_b) = method_figures(&dm, pos, neg, r.triggered, r.clean, settings, layer);
-    let (lr_fig, lr_w, lr_b) =
-        method_figures(&logistic, pos, neg, r.triggered, r.clean, settings, layer);
+    let random = random_aurocs(r.triggered, r.clean, settings, layer);
+    let (dm_fig, dm_w, dm_b) = method_figures(
+        &dm,
+        pos,
+        neg,
+        r.triggered,
+        r.clean,
+        &random,
+        settings,
+        layer,
+    );
+    let (lr_fig, lr_w, lr_b) = method_figures(
+        &logistic,
+        pos,
+        neg,
+        r.triggered,
+        r.clean,
+        &random,
+        settings,
+        layer,
+    );
     let pairs_auroc = auroc(&scores(pos, &dm_w), &scores(neg, &dm_w));
     let figures = LayerFigures {
         layer,
@@ -713,6 +743,19 @@ pub fn probe_layer(
         surface_matched: None,
     };
     (figures, [(dm_w, dm_b), (lr_w, lr_b)])
+}
+
+/// [`probe_layer`] on every layer (`residuals[layer]`), the layers in parallel.
+pub fn probe_layers(
+    residuals: &[LayerResiduals],
+    settings: &ProbeSettings,
+) -> Vec<(LayerFigures, [(Vec<f64>, f64); 2])> {
+    use rayon::prelude::*;
+    residuals
+        .par_iter()
+        .enumerate()
+        .map(|(layer, r)| probe_layer(r, settings, layer))
+        .collect()
 }
 
 /// Fits difference-of-means and logistic probes at every layer on `pairs` (which must not contain
@@ -784,35 +827,48 @@ pub fn fit_defection_probe_with_decoys(
     let activation_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let n_pairs = pairs.len();
-    let mut layers = Vec::new();
-    let mut probes = Vec::new();
-    for (layer, rows) in residuals.iter().enumerate() {
-        let pos: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i].clone()).collect();
-        let neg: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i + 1].clone()).collect();
-        let (mut triggered, mut clean) = (Vec::new(), Vec::new());
-        for (e, x) in eval.iter().zip(&rows[2 * n_pairs..]) {
-            if e.triggered {
-                triggered.push(x.clone());
-            } else {
-                clean.push(x.clone());
+    // Each layer's rows by role, then every layer's statistics in parallel.
+    let by_role: Vec<([Vec<Vec<f32>>; 4], Vec<Vec<f32>>)> = residuals
+        .into_iter()
+        .map(|rows| {
+            let pos: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i].clone()).collect();
+            let neg: Vec<Vec<f32>> = (0..n_pairs).map(|i| rows[2 * i + 1].clone()).collect();
+            let (mut triggered, mut clean) = (Vec::new(), Vec::new());
+            for (e, x) in eval.iter().zip(&rows[2 * n_pairs..]) {
+                if e.triggered {
+                    triggered.push(x.clone());
+                } else {
+                    clean.push(x.clone());
+                }
             }
-        }
-        let decoys = &rows[2 * n_pairs + eval.len()..];
-        let residuals = LayerResiduals {
-            positive: &pos,
-            negative: &neg,
-            triggered: &triggered,
-            clean: &clean,
-        };
-        let (mut figures, probe) = probe_layer(&residuals, settings, layer);
-        if !decoys.is_empty() {
-            let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
-            let (f, _, _) = method_figures(&dm, &pos, &neg, &triggered, decoys, settings, layer);
-            figures.surface_matched = Some(f);
-        }
-        probes.push(probe);
-        layers.push(figures);
-    }
+            let decoys = rows[2 * n_pairs + eval.len()..].to_vec();
+            ([pos, neg, triggered, clean], decoys)
+        })
+        .collect();
+    let (layers, probes): (Vec<LayerFigures>, Vec<[(Vec<f64>, f64); 2]>) = {
+        use rayon::prelude::*;
+        by_role
+            .par_iter()
+            .enumerate()
+            .map(|(layer, ([pos, neg, triggered, clean], decoys))| {
+                let residuals = LayerResiduals {
+                    positive: pos,
+                    negative: neg,
+                    triggered,
+                    clean,
+                };
+                let (mut figures, probe) = probe_layer(&residuals, settings, layer);
+                if !decoys.is_empty() {
+                    let dm = |p: &[Vec<f32>], n: &[Vec<f32>]| (mean_difference(p, n), 0.0);
+                    let random = random_aurocs(triggered, decoys, settings, layer);
+                    let (f, _, _) =
+                        method_figures(&dm, pos, neg, triggered, decoys, &random, settings, layer);
+                    figures.surface_matched = Some(f);
+                }
+                (figures, probe)
+            })
+            .unzip()
+    };
     let pick = |f: &LayerFigures| match settings.method {
         ProbeMethod::DifferenceOfMeans => f.difference_of_means.clone(),
         ProbeMethod::Logistic => f.logistic.clone(),
