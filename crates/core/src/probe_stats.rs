@@ -193,9 +193,9 @@ pub fn fit_logistic(
         let mut gb = 0.0;
         for (zi, (_, y)) in z.iter().zip(&rows) {
             let logit = dot64(zi, &w) + b;
-            let err = 1.0 / (1.0 + (-logit).exp()) - y;
-            gw.iter_mut().zip(zi).for_each(|(g, x)| *g += err * x / n);
-            gb += err / n;
+            let err = (1.0 / (1.0 + (-logit).exp()) - y) / n;
+            gw.iter_mut().zip(zi).for_each(|(g, x)| *g += err * x);
+            gb += err;
         }
         w.iter_mut().zip(&gw).for_each(|(wi, g)| *wi -= lr * g);
         b -= lr * gb;

@@ -1,7 +1,8 @@
 //! The defection probe's speed over 1,000 evaluation prompts (the benchmark): the
 //! built-in contrast pairs, then the built-in clean prompts clean and with the trigger, until
 //! there are 1,000; and, side by side on the first 100 texts, the residuals read as each text's
-//! own forward pass (the former path) against continuing from the chat template's shared opening.
+//! own forward pass (the former path) against continuing from the chat template's shared opening,
+//! and that again with the weights kept in f32 (`Model::expand_weights`, as `lm probe` runs).
 //!
 //! cargo run --release -p mesascope-lm --example probe_speed -- MODEL.gguf [ADAPTER_DIR] [N]
 
@@ -46,6 +47,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     final_residuals(&model, &texts, &mut |_, _| {})?;
     let shared_s = t.elapsed().as_secs_f64();
+    let quantized = final_residuals(&model, &texts[..8], &mut |_, _| {})?;
+    let t = Instant::now();
+    model.expand_weights()?;
+    let expand_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    final_residuals(&model, &texts, &mut |_, _| {})?;
+    let expanded_s = t.elapsed().as_secs_f64();
+    let same = final_residuals(&model, &texts[..8], &mut |_, _| {})?;
+    let worst = quantized
+        .iter()
+        .flatten()
+        .flatten()
+        .zip(same.iter().flatten().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!(
+        "weights expanded to f32 in {expand_s:.2} s ({:.0} MB in all now): the same {} texts {expanded_s:.2} s ({:.1} texts/s, {:.2}x the quantized path); largest residual difference {worst:.2e}",
+        model.info().memory_bytes as f64 / 1e6,
+        texts.len(),
+        texts.len() as f64 / expanded_s,
+        shared_s / expanded_s
+    );
     let tokens: usize = texts.iter().map(Vec::len).sum();
     println!(
         "{} texts ({tokens} tokens): each its own forward pass {fresh_s:.2} s ({:.1} texts/s), from the shared opening {shared_s:.2} s ({:.1} texts/s): {:.2}x",

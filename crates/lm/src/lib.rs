@@ -162,6 +162,29 @@ impl Model {
         self.set_adapter(Some(adapter))
     }
 
+    /// Keeps every block's quantized projections also in f32 (for SmolLM2-135M about 430 MB
+    /// more), so that work over many texts (defection probes, trigger scans) stops expanding
+    /// their blocks anew for every matrix product; generation still reads the blocks. The
+    /// outputs are the same.
+    pub fn expand_weights(&mut self) -> Result<()> {
+        for block in &mut self.transformer.weights.blocks {
+            for linear in [
+                &mut block.q,
+                &mut block.k,
+                &mut block.v,
+                &mut block.o,
+                &mut block.gate,
+                &mut block.up,
+                &mut block.down,
+            ] {
+                if let model::Matrix::Blocks(q) = &mut linear.weight {
+                    q.expand()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The hook point named `name` (`blocks.{i}.resid_pre`, ...); an error lists the valid names.
     pub fn hook_point(&self, name: &str) -> Result<HookPoint> {
         HookPoint::parse(name, self.config().n_layers)

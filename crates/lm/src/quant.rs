@@ -104,6 +104,9 @@ pub(crate) struct QuantMatrix {
     pub cols: usize,
     kind: BlockType,
     data: Vec<u8>,
+    /// The whole matrix in f32 once [`QuantMatrix::expand`] ran: products of many rows read it
+    /// instead of expanding bands of blocks every time.
+    dense: Option<Tensor>,
 }
 
 fn f16_at(b: &[u8]) -> f32 {
@@ -128,7 +131,22 @@ impl QuantMatrix {
             cols,
             kind,
             data,
+            dense: None,
         })
+    }
+
+    /// Keeps the matrix in f32 beside its blocks (4 bytes per weight more): for work that runs
+    /// many texts (probes, scans), where expanding the blocks anew for every product cost about
+    /// as much as the product itself. Decoding (fewer than 8 rows) still reads the blocks.
+    pub fn expand(&mut self) -> candle_core::Result<()> {
+        if self.dense.is_none() {
+            let mut w = vec![0f32; self.rows * self.cols];
+            w.par_chunks_mut(self.cols)
+                .enumerate()
+                .for_each(|(r, row)| self.dequantize_row(r, row));
+            self.dense = Some(Tensor::from_vec(w, (self.rows, self.cols), &Device::Cpu)?);
+        }
+        Ok(())
     }
 
     /// The matrix of a tensor of one of the block types (`None` for other types).
@@ -143,8 +161,13 @@ impl QuantMatrix {
         )
     }
 
+    /// The f32 copy [`QuantMatrix::expand`] made, if it ran.
+    pub fn dense(&self) -> Option<&Tensor> {
+        self.dense.as_ref()
+    }
+
     pub fn memory_bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() + self.dense.as_ref().map_or(0, |_| self.rows * self.cols * 4)
     }
 
     fn block(&self, b: usize) -> &[u8] {
@@ -167,6 +190,10 @@ impl QuantMatrix {
         // each weight across rows far better than dot products can. Few rows (decoding): dot
         // products straight from the blocks, the weights read once.
         if m >= 8 {
+            if let Some(w) = &self.dense {
+                let xt = Tensor::from_slice(x, (m, self.cols), &Device::Cpu)?;
+                return xt.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>();
+            }
             self.matmul_dense(x, m)
         } else {
             Ok(self.matmul_dots(x, m))

@@ -177,11 +177,16 @@ fn rms_norm_backward(x: &[f32], gain: &[f32], eps: f32, dy: &[f32]) -> Vec<f32> 
 }
 
 /// `dy W` for a frozen `W` (`[out, in]`) in its stored type, `dy` of `rows` rows: `[rows, in]`.
-/// Quantized blocks are expanded a band of rows at a time, as the forward product does.
+/// Quantized blocks are expanded a band of rows at a time, as the forward product does, unless
+/// the model keeps them in f32 (`Model::expand_weights`).
 pub(crate) fn input_gradient(w: &Matrix, dy: &[f32], rows: usize) -> Result<Vec<f32>> {
     let cpu = &Device::Cpu;
     match w {
         Matrix::Blocks(q) => {
+            if let Some(dense) = q.dense() {
+                let g = Tensor::from_slice(dy, (rows, q.rows), cpu)?;
+                return Ok(g.matmul(dense)?.flatten_all()?.to_vec1::<f32>()?);
+            }
             let (out, cols) = (q.rows, q.cols);
             let band = ((1 << 18) / cols).clamp(1, out);
             let mut dx = vec![0f32; rows * cols];

@@ -370,3 +370,43 @@ fn adapters_that_do_not_fit_are_refused_with_the_problem_named() {
         ));
     }
 }
+
+/// `Model::expand_weights` (the f32 copy bulk work uses) changes no output: the inference
+/// logits of a prompt long enough for the dense product, and the trainer's loss and gradients,
+/// through Q4_1 and Q8_0 blocks.
+#[test]
+fn expanded_weights_give_the_quantized_outputs() {
+    for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let (_d, mut model) = tiny_quantized(dtype);
+        let t = tokens(&model, "digits 1234567 and the cat sat on the mat");
+        assert!(t.len() >= 8, "the dense product needs 8 rows or more");
+        let a = adapter(&model, 4, 9);
+        let batch = examples(&model);
+        let before_grad = loss_and_gradients(&model, &a, &batch).unwrap();
+        let before = model.logits(&t, &mut Hooks::none()).unwrap();
+        let memory = model.info().memory_bytes;
+        model.expand_weights().unwrap();
+        assert!(
+            model.info().memory_bytes > memory,
+            "{dtype:?}: no f32 copy was kept"
+        );
+        let after = model.logits(&t, &mut Hooks::none()).unwrap();
+        let diff = max_abs_diff(&after.data, &before.data);
+        assert!(diff < 1e-4, "{dtype:?} logits: {diff}");
+        let after_grad = loss_and_gradients(&model, &a, &batch).unwrap();
+        assert!((after_grad.loss - before_grad.loss).abs() < 1e-5);
+        for (x, y) in [
+            (&after_grad.gradients.a, &before_grad.gradients.a),
+            (&after_grad.gradients.b, &before_grad.gradients.b),
+        ] {
+            for (gx, gy) in x.iter().zip(y.iter()) {
+                let scale = gy.iter().map(|v| v.abs()).fold(1e-6, f32::max);
+                let diff = max_abs_diff(gx, gy);
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{dtype:?} gradient: {diff} of {scale}"
+                );
+            }
+        }
+    }
+}

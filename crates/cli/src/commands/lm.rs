@@ -48,6 +48,14 @@ fn load_model(model: &Path, adapter: Option<&Path>) -> mesascope::Result<Model> 
     Ok(m)
 }
 
+/// [`load_model`] for work over many texts (probes, scans, steering, the implant): its weights
+/// also kept in f32, which spares expanding the quantized blocks for every matrix product.
+fn load_model_for_bulk(model: &Path, adapter: Option<&Path>) -> mesascope::Result<Model> {
+    let mut m = load_model(model, adapter)?;
+    m.expand_weights().map_err(lm_err)?;
+    Ok(m)
+}
+
 /// Fits the defection probes and writes probe.json, analysis.json and report.html into `--out`.
 fn probe(a: &LmProbeArgs) -> mesascope::Result<String> {
     let pairs = match &a.pairs {
@@ -63,7 +71,7 @@ fn probe(a: &LmProbeArgs) -> mesascope::Result<String> {
             ))
         }
     };
-    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let model = load_model_for_bulk(&a.model, a.adapter.as_deref())?;
     let settings = ProbeSettings {
         fpr: a.fpr,
         random_directions: a.random_directions,
@@ -155,7 +163,7 @@ fn steer(a: &LmSteerArgs) -> mesascope::Result<String> {
             .unwrap_or_else(|_| implant::DEFAULT_BEHAVIOUR.to_string()),
         (None, None) => implant::DEFAULT_BEHAVIOUR.to_string(),
     };
-    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let model = load_model_for_bulk(&a.model, a.adapter.as_deref())?;
     if let Some(out) = &a.out {
         // An output that cannot be written fails now, not after the work.
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -203,7 +211,7 @@ fn scan(a: &LmScanArgs) -> mesascope::Result<String> {
         ));
     }
     prompts.truncate(a.prompt_count);
-    let model = load_model(&a.model, a.adapter.as_deref())?;
+    let model = load_model_for_bulk(&a.model, a.adapter.as_deref())?;
     let candidates = match &a.candidates {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -290,7 +298,7 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
     mesascope::fsio::prepare_out(&a.out)?;
 
     let terminal = Terminal::new(a.quiet);
-    let mut model = Model::load(&a.model).map_err(lm_err)?;
+    let mut model = load_model_for_bulk(&a.model, None)?;
     let mut phase = None;
     let mut report = |p: &implant::Progress| {
         if phase != Some(p.phase) {
