@@ -599,6 +599,11 @@ pub fn lm_scan_triggers(
     if behaviour_tokens == 0 {
         return Err(parameter("behaviour_tokens must be at least 1"));
     }
+    if m.tokenizer().chat.is_none() {
+        return Err(crate::lm::TokenizerError::new_err(
+            "the trigger scan inserts candidates into a chat turn: the model has no chat template mesascope recognizes",
+        ));
+    }
     let candidates = match candidates {
         Some(texts) if texts.is_empty() => {
             return Err(PromptSetError::new_err("the candidate list is empty"))
