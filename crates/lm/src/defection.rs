@@ -40,7 +40,8 @@ pub struct ContrastPair {
     pub negative: String,
 }
 
-fn parse_pairs(text: &str, source: &Path) -> Result<Vec<ContrastPair>> {
+/// Contrast pairs from JSONL text (`source` names it in errors); the checks of [`read_pairs_jsonl`].
+pub fn parse_pairs(text: &str, source: &Path) -> Result<Vec<ContrastPair>> {
     #[derive(Deserialize)]
     struct Line {
         prompt: Option<String>,
@@ -873,16 +874,7 @@ pub fn fit_defection_probe_with_decoys(
         ProbeMethod::DifferenceOfMeans => f.difference_of_means.clone(),
         ProbeMethod::Logistic => f.logistic.clone(),
     };
-    let layer = settings.layer.unwrap_or_else(|| {
-        // The first layer of the highest AUROC (NaN never wins).
-        let mut best = 0;
-        for f in &layers {
-            if pick(f).auroc > pick(&layers[best]).auroc {
-                best = f.layer;
-            }
-        }
-        best
-    });
+    let layer = chosen_layer(&layers, settings);
     let figures = pick(&layers[layer]);
     let (direction, bias) = probes[layer][match settings.method {
         ProbeMethod::DifferenceOfMeans => 0,
@@ -921,6 +913,24 @@ pub fn fit_defection_probe_with_decoys(
         probe,
         activation_seconds,
         statistics_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The layer a probe file holds: `settings.layer`, or the first layer of the highest AUROC of
+/// `settings.method` (NaN never wins).
+pub fn chosen_layer(layers: &[LayerFigures], settings: &ProbeSettings) -> usize {
+    let auroc = |f: &LayerFigures| match settings.method {
+        ProbeMethod::DifferenceOfMeans => f.difference_of_means.auroc,
+        ProbeMethod::Logistic => f.logistic.auroc,
+    };
+    settings.layer.unwrap_or_else(|| {
+        let mut best = 0;
+        for (i, f) in layers.iter().enumerate() {
+            if auroc(f) > auroc(&layers[best]) {
+                best = i;
+            }
+        }
+        best
     })
 }
 

@@ -6,6 +6,7 @@
 mod audit;
 mod envs;
 mod lm;
+mod lm_detect;
 mod onnx;
 mod pipelines;
 

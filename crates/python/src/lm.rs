@@ -2,10 +2,9 @@
 //! `mesascope-lm` crate. Each kind of bad input raises its own exception class, all subclasses of
 //! `LmError` (itself a `ValueError`).
 
-use mesascope_lm::defection::{probe_layer, LayerResiduals, ProbeMethod, ProbeSettings};
 use mesascope_lm::testing::{write_tiny_model, TinyFormat};
 use mesascope_lm::{GenerateOptions, Hooks, LmError as E, Model, Positions};
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray3};
+use numpy::{PyArray1, PyArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -56,12 +55,42 @@ create_exception!(
 );
 create_exception!(
     _core,
+    ContrastPairsError,
+    LmError,
+    "Contrast pairs that cannot be used: a malformed, empty or one-sided pair file or list."
+);
+create_exception!(
+    _core,
+    PromptSetError,
+    LmError,
+    "Prompts that cannot be used: an evaluation set that is malformed or one-sided, no prompts, a candidate or trigger that tokenizes to nothing."
+);
+create_exception!(
+    _core,
+    ProbeFileError,
+    LmError,
+    "A probe file that is not one, or was fitted on another model, adapter, layer or width."
+);
+create_exception!(
+    _core,
+    AdapterError,
+    LmError,
+    "A LoRA adapter folder that is missing, corrupt, or made for another model or rank."
+);
+create_exception!(
+    _core,
+    ParameterError,
+    LmError,
+    "A setting out of its range: a layer the model lacks, a false-positive rate outside [0, 1), a count of zero, a budget too small."
+);
+create_exception!(
+    _core,
     HookError,
     LmError,
     "A hook point that does not exist, or a hook vector of the wrong width."
 );
 
-fn lm_err(e: E) -> PyErr {
+pub(crate) fn lm_err(e: E) -> PyErr {
     let msg = e.to_string();
     match e {
         E::Io { .. } | E::CorruptGguf { .. } | E::CorruptSafetensors { .. } => {
@@ -87,10 +116,23 @@ enum Prompt {
     Tokens(Vec<u32>),
 }
 
-/// A loaded language model (see `mesascope.lm.load`).
-#[pyclass(module = "mesascope._core", frozen)]
+/// A loaded language model (see `mesascope.lm.load`), with the LoRA adapter folder it runs with.
+#[pyclass(module = "mesascope._core", frozen, subclass)]
 pub struct LanguageModel {
-    model: Model,
+    pub(crate) model: Model,
+    pub(crate) adapter_dir: Option<PathBuf>,
+    /// Hashed once: the monitor checks a probe against it at every call.
+    fingerprint: std::sync::OnceLock<mesascope_lm::fingerprint::ModelFingerprint>,
+}
+
+impl LanguageModel {
+    pub(crate) fn fingerprint(&self) -> PyResult<&mesascope_lm::fingerprint::ModelFingerprint> {
+        if let Some(f) = self.fingerprint.get() {
+            return Ok(f);
+        }
+        let f = mesascope_lm::fingerprint::ModelFingerprint::of(&self.model).map_err(lm_err)?;
+        Ok(self.fingerprint.get_or_init(|| f))
+    }
 }
 
 impl LanguageModel {
@@ -105,9 +147,28 @@ impl LanguageModel {
 #[pymethods]
 impl LanguageModel {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let model = py.detach(|| Model::load(&path)).map_err(lm_err)?;
-        Ok(LanguageModel { model })
+    #[pyo3(signature = (path, adapter=None))]
+    fn new(py: Python<'_>, path: PathBuf, adapter: Option<PathBuf>) -> PyResult<Self> {
+        let mut model = py.detach(|| Model::load(&path)).map_err(lm_err)?;
+        if let Some(dir) = &adapter {
+            py.detach(|| model.load_adapter(dir)).map_err(|e| match e {
+                E::ContextOverflow { .. } => lm_err(e),
+                other => AdapterError::new_err(other.to_string()),
+            })?;
+        }
+        Ok(LanguageModel {
+            model,
+            adapter_dir: adapter,
+            fingerprint: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The adapter folder the model runs with, or None.
+    #[getter]
+    fn adapter_path(&self) -> Option<String> {
+        self.adapter_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned())
     }
 
     /// The model's shape, storage types, hook names and memory, as a dict.
@@ -278,81 +339,6 @@ pub fn lm_write_tiny_model(dir: PathBuf, format: &str) -> PyResult<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
-/// The defection probe's statistics (`mesascope_lm::defection::probe_layer`) on activations from
-/// any framework: each array `[layers, rows, width]`; the pairs' sides row for row. Returns the
-/// per-layer figures as the probe's `analysis.json` holds them, and each layer's difference-of-
-/// means direction.
-#[pyfunction]
-#[pyo3(signature = (positive, negative, triggered, clean, fpr=0.01, random_directions=1000, shuffles=100, l2=0.01, iterations=300, seed=0))]
-#[allow(clippy::too_many_arguments)]
-pub fn lm_probe_activations(
-    py: Python<'_>,
-    positive: PyReadonlyArray3<'_, f32>,
-    negative: PyReadonlyArray3<'_, f32>,
-    triggered: PyReadonlyArray3<'_, f32>,
-    clean: PyReadonlyArray3<'_, f32>,
-    fpr: f64,
-    random_directions: usize,
-    shuffles: usize,
-    l2: f64,
-    iterations: usize,
-    seed: u64,
-) -> PyResult<Py<PyAny>> {
-    let rows = |a: &PyReadonlyArray3<'_, f32>| -> Vec<Vec<Vec<f32>>> {
-        a.as_array()
-            .outer_iter()
-            .map(|layer| layer.outer_iter().map(|r| r.to_vec()).collect())
-            .collect()
-    };
-    let (pos, neg, trig, clean) = (
-        rows(&positive),
-        rows(&negative),
-        rows(&triggered),
-        rows(&clean),
-    );
-    let n_layers = pos.len();
-    if [neg.len(), trig.len(), clean.len()] != [n_layers; 3] || n_layers == 0 {
-        return Err(ActivationsError::new_err(format!(
-            "the arrays must have the same number of layers (their first axis), at least one: found {}, {}, {}, {}",
-            n_layers,
-            neg.len(),
-            trig.len(),
-            clean.len()
-        )));
-    }
-    let settings = ProbeSettings {
-        fpr,
-        random_directions,
-        shuffles,
-        l2,
-        iterations,
-        seed,
-        layer: None,
-        method: ProbeMethod::DifferenceOfMeans,
-    };
-    settings.validate(n_layers).map_err(lm_err)?;
-    let layers = py.detach(|| -> Result<Vec<_>, E> {
-        (0..n_layers)
-            .map(|l| {
-                let r = LayerResiduals {
-                    positive: &pos[l],
-                    negative: &neg[l],
-                    triggered: &trig[l],
-                    clean: &clean[l],
-                };
-                r.check()
-                    .map_err(|e| E::InvalidArgument(format!("layer {l}: {e}")))?;
-                let (figures, [(direction, _), _]) = probe_layer(&r, &settings, l);
-                Ok(serde_json::json!({"figures": figures, "direction": direction}))
-            })
-            .collect()
-    });
-    let layers = layers.map_err(|e| ActivationsError::new_err(e.to_string()))?;
-    let text = serde_json::to_string(&layers)
-        .map_err(|e| LmError::new_err(format!("cannot encode the figures: {e}")))?;
-    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("LmError", py.get_type::<LmError>())?;
@@ -366,8 +352,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ContextLengthError", py.get_type::<ContextLengthError>())?;
     m.add("HookError", py.get_type::<HookError>())?;
     m.add("ActivationsError", py.get_type::<ActivationsError>())?;
+    m.add("ContrastPairsError", py.get_type::<ContrastPairsError>())?;
+    m.add("PromptSetError", py.get_type::<PromptSetError>())?;
+    m.add("ProbeFileError", py.get_type::<ProbeFileError>())?;
+    m.add("AdapterError", py.get_type::<AdapterError>())?;
+    m.add("ParameterError", py.get_type::<ParameterError>())?;
     m.add_class::<LanguageModel>()?;
     m.add_function(wrap_pyfunction!(lm_write_tiny_model, m)?)?;
-    m.add_function(wrap_pyfunction!(lm_probe_activations, m)?)?;
+    crate::lm_detect::register(m)?;
     Ok(())
 }
