@@ -12,8 +12,8 @@ use crate::lm::{
 };
 use crate::{json_to_py, lib_err};
 use mesascope_lm::defection::{
-    self, chosen_layer, probe_layer, ContrastPair, EvalPrompt, LayerResiduals, ProbeAnalysis,
-    ProbeFile, ProbeMethod, ProbeSettings, SurfaceMatch, PROBE_KIND,
+    self, chosen_layer, ContrastPair, EvalPrompt, LayerResiduals, ProbeAnalysis, ProbeFile,
+    ProbeMethod, ProbeSettings, SurfaceMatch, PROBE_KIND,
 };
 use mesascope_lm::fingerprint::ModelFingerprint;
 use mesascope_lm::implant::{self, ImplantSettings, Phase};
@@ -501,19 +501,19 @@ pub fn lm_probe_activations(
         n_layers,
     )?;
     let fitted = py.detach(|| -> Result<Vec<_>, E> {
-        (0..n_layers)
-            .map(|l| {
-                let r = LayerResiduals {
-                    positive: &pos[l],
-                    negative: &neg[l],
-                    triggered: &trig[l],
-                    clean: &clean[l],
-                };
-                r.check()
-                    .map_err(|e| E::InvalidArgument(format!("layer {l}: {e}")))?;
-                Ok(probe_layer(&r, &settings, l))
+        let residuals: Vec<LayerResiduals> = (0..n_layers)
+            .map(|l| LayerResiduals {
+                positive: &pos[l],
+                negative: &neg[l],
+                triggered: &trig[l],
+                clean: &clean[l],
             })
-            .collect()
+            .collect();
+        for (l, r) in residuals.iter().enumerate() {
+            r.check()
+                .map_err(|e| E::InvalidArgument(format!("layer {l}: {e}")))?;
+        }
+        Ok(defection::probe_layers(&residuals, &settings))
     });
     let fitted = fitted.map_err(|e| ActivationsError::new_err(e.to_string()))?;
     let (layers, probes): (Vec<_>, Vec<_>) = fitted.into_iter().unzip();
