@@ -147,14 +147,22 @@ impl LanguageModel {
 #[pymethods]
 impl LanguageModel {
     #[new]
-    #[pyo3(signature = (path, adapter=None))]
-    fn new(py: Python<'_>, path: PathBuf, adapter: Option<PathBuf>) -> PyResult<Self> {
+    #[pyo3(signature = (path, adapter=None, expand_weights=false))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        adapter: Option<PathBuf>,
+        expand_weights: bool,
+    ) -> PyResult<Self> {
         let mut model = py.detach(|| Model::load(&path)).map_err(lm_err)?;
         if let Some(dir) = &adapter {
             py.detach(|| model.load_adapter(dir)).map_err(|e| match e {
                 E::ContextOverflow { .. } => lm_err(e),
                 other => AdapterError::new_err(other.to_string()),
             })?;
+        }
+        if expand_weights {
+            py.detach(|| model.expand_weights()).map_err(lm_err)?;
         }
         Ok(LanguageModel {
             model,

@@ -895,7 +895,13 @@ pub fn lm_implant(
     s.validate().map_err(|e| parameter(e.to_string()))?;
     // An output folder that cannot be written fails now, not after the training.
     mesascope::fsio::prepare_out(&out).map_err(lib_err)?;
-    let mut model = py.detach(|| Model::load(&model_path)).map_err(lm_err)?;
+    let mut model = py
+        .detach(|| {
+            let mut m = Model::load(&model_path)?;
+            m.expand_weights()?;
+            Ok::<_, E>(m)
+        })
+        .map_err(lm_err)?;
     let report = Callback::new(progress);
     let phase_name = |p: Phase| match p {
         Phase::BaseAnswers => "base_answers",

@@ -453,17 +453,20 @@ class Model(LanguageModel):
         return MonitoredGeneration(data, probe.threshold)
 
 
-def load(path, adapter=None):
+def load(path, adapter=None, expand_weights=False):
     """Loads a GGUF file or a Hugging Face folder (``config.json``, safetensors, ``tokenizer.json``),
     with a LoRA ``adapter`` folder in PEFT's layout applied (``mesascope lm implant`` writes one;
-    one made for another model or rank raises ``AdapterError``).
+    one made for another model or rank raises ``AdapterError``). ``expand_weights=True`` keeps the
+    quantized projections also in f32 (4 bytes per weight more: 430 MB for SmolLM2-135M), which
+    makes work over many texts (probes, scans, steering) about 2-3x faster with the same outputs;
+    the command line's ``lm probe``/``scan``/``steer``/``implant`` do so.
 
     The model has ``.generate(prompt, max_tokens=128, temperature=0.0, top_p=1.0, seed=0, chat=False,
     stream=None)``, ``.tokenize(text, chat=False)``, ``.detokenize(ids)``, ``.logits(prompt)`` (numpy
     ``[T, vocab]``), ``.activations(prompts, points, positions="last"|"all")`` (dict of numpy arrays)
     and ``.info`` (dict), and the detection suite (``Model``). A prompt is text or a list of token
     ids."""
-    return Model(os.fspath(path), _path(adapter))
+    return Model(os.fspath(path), _path(adapter), expand_weights)
 
 
 def write_tiny_model(directory, format="gguf"):
