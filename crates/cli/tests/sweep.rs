@@ -205,6 +205,8 @@ fn a_grid_sweeps_the_curriculum_and_the_trunk_on_a_log_share_axis() {
     for series in ["uniform none: proxy (mean", "regret none: proxy (mean"] {
         assert!(page.contains(series), "no series {series}");
     }
+    // The table names each share as it is (0.1%, not rounded to 0%).
+    assert!(page.contains(" 0.1% "), "no row for the share 0.001");
     // Shares in percent on decades: the control (0), 0.1% and 10%.
     for tick in [">0<", ">0.1<", ">1<", ">10<"] {
         assert!(page.contains(tick), "no tick {tick}");

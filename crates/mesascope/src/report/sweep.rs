@@ -4,7 +4,7 @@
 
 use super::html::{esc, Page};
 use super::svg::{line_chart, Axes, Series};
-use super::text::{pct, pct0, table, Align};
+use super::text::{pct, pct_exact, table, Align};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
@@ -121,7 +121,7 @@ pub fn text(points: &[SweepPoint]) -> String {
         first.shift
     );
     let mut rows = vec![vec![
-        "method".to_string(),
+        "series".to_string(),
         "decorrelated".into(),
         "seeds".into(),
         "proxy: mean".into(),
@@ -139,7 +139,7 @@ pub fn text(points: &[SweepPoint]) -> String {
                 .count();
             rows.push(vec![
                 name.clone(),
-                pct0(*share),
+                pct_exact(*share),
                 seeds.to_string(),
                 pct(*pm),
                 format!("{}-{}", pct(*plo), pct(*phi)),

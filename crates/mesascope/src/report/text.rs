@@ -101,6 +101,12 @@ pub fn pct0(x: f64) -> String {
     format!("{:.0}%", 100.0 * x)
 }
 
+/// A share as a percentage with the digits it has (`0.01%`, `3%`), for shares swept over decades.
+pub fn pct_exact(x: f64) -> String {
+    let p = format!("{:.6}", 100.0 * x);
+    format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// `n` of `d` as a percentage with one decimal, `-` when `d` is 0.
 pub fn pct_of(n: usize, d: usize) -> String {
     if d == 0 {
