@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `a . w` in four running sums: a single sum is one long chain of dependent additions, which
 /// left the random-direction baseline (a million dot products per layer) waiting on latency.
-fn dot(a: &[f32], w: &[f64]) -> f64 {
+fn dot_as<T: Copy>(a: &[T], w: &[f64], to_f64: impl Fn(T) -> f64) -> f64 {
     let n = a.len().min(w.len());
     let (a, w) = (&a[..n], &w[..n]);
     let mut acc = [0.0f64; 4];
@@ -16,27 +16,19 @@ fn dot(a: &[f32], w: &[f64]) -> f64 {
     let (a_rest, w_rest) = (a4.remainder(), w4.remainder());
     for (x, y) in a4.zip(w4) {
         for k in 0..4 {
-            acc[k] += x[k] as f64 * y[k];
+            acc[k] += to_f64(x[k]) * y[k];
         }
     }
-    let tail: f64 = a_rest.iter().zip(w_rest).map(|(&x, &y)| x as f64 * y).sum();
+    let tail: f64 = a_rest
+        .iter()
+        .zip(w_rest)
+        .map(|(&x, &y)| to_f64(x) * y)
+        .sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// `a . b` for f64 rows, in four running sums (see [`dot`]).
-fn dot64(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (a_rest, b_rest) = (a4.remainder(), b4.remainder());
-    for (x, y) in a4.zip(b4) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f64 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+fn dot(a: &[f32], w: &[f64]) -> f64 {
+    dot_as(a, w, f64::from)
 }
 
 /// `x . direction` for each row.
@@ -192,7 +184,7 @@ pub fn fit_logistic(
         let mut gw: Vec<f64> = w.iter().map(|wi| l2 * wi).collect();
         let mut gb = 0.0;
         for (zi, (_, y)) in z.iter().zip(&rows) {
-            let logit = dot64(zi, &w) + b;
+            let logit = dot_as(zi, &w, |x| x) + b;
             let err = (1.0 / (1.0 + (-logit).exp()) - y) / n;
             gw.iter_mut().zip(zi).for_each(|(g, x)| *g += err * x);
             gb += err;
