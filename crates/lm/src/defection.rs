@@ -564,7 +564,7 @@ pub fn final_residuals(
             &texts[0][..shared],
             &mut cache,
             &mut Hooks::none(),
-            LogitsFor::Last,
+            LogitsFor::Nothing,
         )?;
     }
     for (i, t) in texts.iter().enumerate() {
@@ -574,7 +574,7 @@ pub fn final_residuals(
             read_positions: Some(Positions::Last),
             ..Hooks::default()
         };
-        model.forward(&t[shared..], &mut cache, &mut hooks, LogitsFor::Last)?;
+        model.forward(&t[shared..], &mut cache, &mut hooks, LogitsFor::Nothing)?;
         for (layer, p) in points.iter().enumerate() {
             let row = hooks
                 .captured

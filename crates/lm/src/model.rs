@@ -18,7 +18,7 @@ use crate::hooks::{HookPoint, Hooks, Site};
 use crate::lora::{LoraAdapter, Projection};
 use crate::quant::QuantMatrix;
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 /// A weight matrix `[out, in]` in its stored type: blocks that `quant.rs` multiplies in f32, or
 /// candle's tensors (F32, and the block types `quant.rs` leaves to candle).
@@ -144,6 +144,9 @@ impl KvCache {
 pub enum LogitsFor {
     All,
     Last,
+    /// None (`[0, vocab]`): a pass that only reads activations skips the unembedding, which
+    /// for a short continuation costs as much as a block.
+    Nothing,
 }
 
 pub(crate) struct Transformer {
@@ -427,6 +430,9 @@ impl Transformer {
         let x = match logits_for {
             LogitsFor::All => x,
             LogitsFor::Last => x[(rows - 1) * d..].to_vec(),
+            LogitsFor::Nothing => {
+                return Ok(Tensor::zeros((0, c.vocab_size), DType::F32, &Device::Cpu)?)
+            }
         };
         let n = x.len() / d;
         let h = rms_norm(&x, &self.weights.final_norm, c.rms_norm_eps);
