@@ -58,12 +58,8 @@ fn checkpoint_meta(dir: &Path) -> serde_json::Value {
 fn sigkill_at_any_moment_leaves_a_checkpoint_that_resumes() {
     const KILLS: u64 = 50;
     const STEPS: u64 = 2048;
-    let mut mid_run = 0;
-    for i in 0..KILLS {
-        let dir = temp_dir(&format!("kill-{i}"));
-        let mut child = spawn_train(&dir, STEPS);
-        // After the first checkpoint, at moments spread over the rest of the run (updates, saves,
-        // the end), in a mixed order.
+    // Waits for the first checkpoint of the run writing `dir`.
+    let first_checkpoint = |dir: &Path, child: &mut std::process::Child| {
         let started = Instant::now();
         while !dir.join("model.json").exists() && child.try_wait().unwrap().is_none() {
             assert!(
@@ -72,7 +68,24 @@ fn sigkill_at_any_moment_leaves_a_checkpoint_that_resumes() {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        let delay = Duration::from_millis((i * 31 % KILLS) * 8);
+    };
+    // How long a run goes on after its first checkpoint, on this machine now: the kills are
+    // spread over that span, whatever the machine's speed or load.
+    let dir = temp_dir("calibration");
+    let mut child = spawn_train(&dir, STEPS);
+    first_checkpoint(&dir, &mut child);
+    let started = Instant::now();
+    child.wait().unwrap();
+    let rest = started.elapsed();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut mid_run = 0;
+    for i in 0..KILLS {
+        let dir = temp_dir(&format!("kill-{i}"));
+        let mut child = spawn_train(&dir, STEPS);
+        // After the first checkpoint, at moments spread over the rest of the run (updates, saves,
+        // the end), in a mixed order.
+        first_checkpoint(&dir, &mut child);
+        let delay = rest.mul_f64((i * 31 % KILLS) as f64 / KILLS as f64);
         std::thread::sleep(delay);
         mid_run += child.try_wait().unwrap().is_none() as u64;
         child.kill().unwrap(); // SIGKILL
