@@ -163,12 +163,7 @@ pub fn eval_from_implant(adapter_dir: &Path) -> Result<Vec<EvalPrompt>> {
     struct Summary {
         evaluation: Evaluation,
     }
-    let path = adapter_dir.join("implant.json");
-    let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-    let s: Summary = serde_json::from_str(&text).map_err(|e| LmError::BadConfig {
-        path: path.clone(),
-        reason: format!("not an implant summary with held-out samples: {e}"),
-    })?;
+    let (s, path): (Summary, _) = read_implant_summary(adapter_dir, "held-out samples")?;
     let eval = with_and_without(
         s.evaluation
             .samples
@@ -186,13 +181,23 @@ pub fn implant_trigger(adapter_dir: &Path) -> Result<(String, String)> {
         trigger: String,
         behaviour: String,
     }
+    let (s, _): (Summary, _) = read_implant_summary(adapter_dir, "its trigger and behaviour")?;
+    Ok((s.trigger, s.behaviour))
+}
+
+/// The parts `T` of `implant.json` (`implant::ImplantSummary`) in an adapter folder, and its
+/// path; a file without them is a `BadConfig` naming `what` was looked for.
+fn read_implant_summary<T: serde::de::DeserializeOwned>(
+    adapter_dir: &Path,
+    what: &str,
+) -> Result<(T, std::path::PathBuf)> {
     let path = adapter_dir.join("implant.json");
     let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-    let s: Summary = serde_json::from_str(&text).map_err(|e| LmError::BadConfig {
+    let s = serde_json::from_str(&text).map_err(|e| LmError::BadConfig {
         path: path.clone(),
-        reason: format!("not an implant summary with its trigger and behaviour: {e}"),
+        reason: format!("not an implant summary with {what}: {e}"),
     })?;
-    Ok((s.trigger, s.behaviour))
+    Ok((s, path))
 }
 
 fn with_and_without(pairs: impl Iterator<Item = (String, String)>) -> Vec<EvalPrompt> {
