@@ -1,4 +1,4 @@
-"""Audit time per 1,000 episodes per distribution for a checkpoint (agents/exit-vs-green), an
+"""Audit time per 1,000 episodes per distribution for a checkpoint (agents/exit-vs-green-7), an
 ONNX convolutional policy (about 1.5 MFLOP per observation, built with the `onnx` package:
 crates/python/tests/onnx_models.py's `conv_greedy`) and a Python callable, on exit-vs-green.
 The first two run the command line (`--bin`, default target/debug/mesascope); the callable runs
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "crates", "python", "tests"))
 def timed_cli(binary, policy, episodes):
     t0 = time.perf_counter()
     r = subprocess.run(
-        [binary, "audit", policy, "--env", "exit-vs-green", "--episodes", str(episodes)],
+        [binary, "audit", policy, "--env", "exit-vs-green", "-k", "size=7", "--episodes", str(episodes)],
         capture_output=True,
         text=True,
     )
@@ -47,7 +47,7 @@ def main():
         conv = os.path.join(d, "conv.onnx")
         onnx.save(m.conv_greedy(m.COLOUR_GREEN, 7, 7), conv)
         print(f"ONNX policy: {m.flops_per_observation(7, 7) / 1e6:.2f} MFLOP per observation")
-        for label, policy in [("checkpoint agents/exit-vs-green", os.path.join(ROOT, "agents", "exit-vs-green")), ("ONNX conv", conv)]:
+        for label, policy in [("checkpoint agents/exit-vs-green-7", os.path.join(ROOT, "agents", "exit-vs-green-7")), ("ONNX conv", conv)]:
             s, verdict = timed_cli(a.bin, policy, a.episodes)
             print(f"{label}: {s:.2f} s for {a.episodes} episodes per distribution ({verdict})")
 
@@ -65,7 +65,7 @@ def main():
             return seek_green(obs)
 
         t0 = time.perf_counter()
-        r = mesascope.audit(counted, "exit-vs-green", episodes=a.episodes, progress=False)
+        r = mesascope.audit(counted, "exit-vs-green", episodes=a.episodes, progress=False, size=7)
         s = time.perf_counter() - t0
         print(f"Python callable (BFS green-seeker in numpy): {s:.2f} s, {calls[0]} calls for {states[0]} states ({r.label})")
 

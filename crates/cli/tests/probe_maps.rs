@@ -177,6 +177,8 @@ fn the_cheese_vector_and_retargeting_move_a_goal_seeking_planner() {
         "corner-cheese",
         "-k",
         "size=7",
+        "--arch",
+        "embed-mlp",
         "--steps",
         "256",
         "--envs",

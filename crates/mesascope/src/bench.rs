@@ -18,10 +18,11 @@ pub fn train_throughput(
     seconds: f64,
 ) -> Result<TrainThroughput> {
     let tb = testbeds::make(testbed, &Knobs::from_pairs(knobs))?;
-    let mut config = PpoConfig::for_testbed(testbed);
-    if let Some(a) = arch {
-        config = config.with_arch(Arch::parse(a)?);
-    }
+    let arch = match arch {
+        Some(a) => Arch::parse(a)?,
+        None => PpoConfig::default_arch(testbed),
+    };
+    let config = PpoConfig::for_testbed_arch(testbed, arch);
     let (decl, values) = tb.knobs();
     let size = decl
         .iter()

@@ -110,10 +110,15 @@ impl MitigateSettings {
         }
     }
 
-    /// Fine-tuning env steps: the setting, else the testbed's training length.
-    pub fn fine_tuning_steps(&self) -> u64 {
-        self.steps
-            .unwrap_or(PpoConfig::for_testbed(&self.testbed).total_steps)
+    /// Fine-tuning env steps: the setting, else the testbed's training length for the
+    /// checkpoint's trunk.
+    pub fn fine_tuning_steps(&self) -> Result<u64> {
+        if let Some(steps) = self.steps {
+            return Ok(steps);
+        }
+        let meta = checkpoint::read_meta(&self.policy)
+            .with_context(|| format!("cannot mitigate {}", self.policy.display()))?;
+        Ok(PpoConfig::for_testbed_arch(&self.testbed, meta.ppo.arch).total_steps)
     }
 }
 
@@ -243,7 +248,7 @@ pub fn mitigate(s: &MitigateSettings, progress: &dyn Progress) -> Result<Mitigat
     progress.stage(&format!("auditing {} ...", s.policy.display()));
     let before = audit_checkpoint(&source.audited, &s.policy, s.episodes, s.seed)?;
     progress.stage(&format!("before: {}", before.verdict.label));
-    let steps = s.fine_tuning_steps();
+    let steps = s.fine_tuning_steps()?;
     progress.stage(&format!(
         "fine-tuning ({}) for {steps} env steps with decorrelate {p} ...",
         s.method.name()

@@ -814,7 +814,7 @@ pub fn mitigation_grid(m: &MitigateSettings, shares: &[f64], seeds: u32) -> Resu
                 arch: None,
                 curriculum: uniform(),
                 steps: None,
-                mitigate_steps: Some(m.fine_tuning_steps()),
+                mitigate_steps: Some(m.fine_tuning_steps()?),
                 episodes: m.episodes,
                 checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
                 source: Some(source.clone()),

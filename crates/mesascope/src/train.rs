@@ -37,7 +37,8 @@ pub struct TrainSettings {
     pub out: Option<PathBuf>,
     /// Continue the checkpoint in the output folder up to `steps`.
     pub resume: bool,
-    /// Network trunk: `embed-mlp`, `conv` or `planner`.
+    /// Network trunk: `embed-mlp`, `conv` or `planner`; default the testbed's
+    /// (`PpoConfig::default_arch`: `planner` on exit-vs-green, corner-cheese and keys-chests).
     pub arch: Option<String>,
     /// `planner` only: channels of its cell embedding (default 16) and the most propagation
     /// steps (default 256).
@@ -196,12 +197,13 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
         let total = s.steps.unwrap_or(ck.meta.ppo.total_steps);
         Trainer::resume(testbed.clone(), ck, total)?
     } else {
-        let mut config = PpoConfig::for_testbed(&s.testbed);
+        let arch = match &s.arch {
+            Some(a) => Arch::parse(a)?,
+            None => PpoConfig::default_arch(&s.testbed),
+        };
+        let mut config = PpoConfig::for_testbed_arch(&s.testbed, arch);
         if let Some(steps) = s.steps {
             config.total_steps = steps;
-        }
-        if let Some(arch) = &s.arch {
-            config = config.with_arch(Arch::parse(arch)?);
         }
         if config.arch != Arch::Planner && (s.channels.is_some() || s.iterations.is_some()) {
             return Err(Error::bad_setting(format!(

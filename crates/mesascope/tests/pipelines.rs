@@ -54,7 +54,9 @@ fn the_demo_is_a_composition_of_library_calls() {
     let out = temp_dir("demo");
     let settings = DemoSettings {
         episodes: 40,
-        steps: Some(400_000),
+        // Enough updates for curves and checkpoints; the 13x13 planner does not learn the task
+        // in so few steps, and the test asks only that every stage runs and reports.
+        steps: Some(65_536),
         out: out.clone(),
         ..DemoSettings::default()
     };
@@ -69,10 +71,10 @@ fn the_demo_is_a_composition_of_library_calls() {
         .all(|f| f.pseudo_aligned));
     let story = d.story.expect("the trained story ran");
     // Trained, mitigated and watched: the figures are the ones the files hold.
-    assert!(story.train.steps >= 400_000, "{}", story.train.steps);
+    assert!(story.train.steps >= 65_536, "{}", story.train.steps);
     assert!(!story.train.run.curve.points.is_empty());
     let m = &story.mitigation;
-    assert!(m.extra_steps >= 400_000);
+    assert!(m.extra_steps >= 65_536);
     assert_eq!(m.source_steps, story.train.steps);
     let first_fine_tuning = story.fine_tuning.points[0].steps;
     assert!(

@@ -17,7 +17,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn exit_vs_green() -> Arc<dyn Testbed> {
-    testbeds::make("exit-vs-green", &Knobs::new()).unwrap()
+    // The fixtures were exported for 7x7 levels (`agents/exit-vs-green-7`).
+    testbeds::make("exit-vs-green", &Knobs::new().with("size", 7.0)).unwrap()
 }
 
 fn load(name: &str) -> mesascope_core::Result<OnnxPolicy> {

@@ -38,7 +38,7 @@ def test_logits_are_accepted_and_planes_observations_passed():
 
     r = mesascope.audit(uniform_logits, "exit-vs-green", episodes=5, obs="planes")
     assert r.exit_code in (11, 13), r.text
-    assert seen[0] == ((1, 20, 7, 7), np.float32)
+    assert seen[0] == ((1, 20, 13, 13), np.float32)
 
 
 @pytest.mark.parametrize(
@@ -123,13 +123,13 @@ def test_goal_shares_are_reported_beside_the_pooled_fit():
 
 
 def test_a_size_shift_audits_larger_levels_as_one_more_distribution():
-    r = mesascope.audit(seek_exit, "exit-vs-green", episodes=20, size_shift=4)
+    r = mesascope.audit(seek_exit, "exit-vs-green", episodes=20, size_shift=4, size=7)
     assert r.data["size_shift"] == {"cells": 4, "size": 11}
     # The callable plays the larger levels (this test's BFS walker times out on a few 11x11
     # mazes at any shift), and the heat maps mix both sizes in its batches.
     assert r.distributions["train@size=11"]["outcomes"]["intended"] >= 0.75
     assert {h["width"] for h in r.data["heatmaps"]} == {7, 11}
     with pytest.raises(mesascope.KnobError, match="needs an odd size"):
-        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=3)
+        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=3, size=7)
     with pytest.raises(mesascope.KnobError, match="out of range"):
-        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=40)
+        mesascope.audit(seek_exit, "exit-vs-green", episodes=5, size_shift=40, size=7)

@@ -7,7 +7,7 @@ import pytest
 import mesascope
 import onnx_models as m
 
-H = W = 7  # exit-vs-green's default levels
+H = W = 13  # exit-vs-green's default levels
 
 
 @pytest.fixture
@@ -50,10 +50,10 @@ def test_uint8_models_read_the_minigrid_encoding(save):
     v = mesascope.make_vec("exit-vs-green", 5)
     logits = model(v.reset()[0])
     assert logits.shape == (5, 4) and (logits.argmax(axis=1) == 2).all()
-    with pytest.raises(ValueError, match=r"uint8 observations of shape \[N, 7, 7, 3\]; got an array of shape \(5, 7, 7\)"):
-        model(np.zeros((5, 7, 7), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 observations of shape \[N, 13, 13, 3\]; got an array of shape \(5, 13, 13\)"):
+        model(np.zeros((5, 13, 13), dtype=np.uint8))
     with pytest.raises(ValueError, match="dtype float32"):
-        model(np.zeros((5, 7, 7, 3), dtype=np.float32))
+        model(np.zeros((5, 13, 13, 3), dtype=np.float32))
 
 
 def test_a_fixed_batch_model_runs_any_batch(save):
@@ -67,7 +67,7 @@ def test_a_fixed_batch_model_runs_any_batch(save):
     [
         ("input-name", re.escape("expected one input named 'obs', found 1 ('x')")),
         ("output-name", re.escape("expected one output named 'logits', found 1 ('probs')")),
-        ("input-shape", r"input 'obs' has shape \[N, 3, 7, 7\]; expected float32 \[N, 20, 7, 7\]"),
+        ("input-shape", r"input 'obs' has shape \[N, 3, 13, 13\]; expected float32 \[N, 20, 13, 13\]"),
         ("input-type", "element type i64; expected float32"),
         ("output-size", r"output 'logits' has shape \[N, 3\]; expected \[N, 4\]"),
         ("unsupported-op", "Frobnicate"),

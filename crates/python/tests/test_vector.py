@@ -9,10 +9,10 @@ def test_declares_same_step_autoreset_and_batched_spaces():
     v = mesascope.make_vec("exit-vs-green", 8)
     assert v.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     obs, _ = v.reset()
-    assert obs.shape == (8, 7, 7, 3) and obs.dtype == np.uint8
+    assert obs.shape == (8, 13, 13, 3) and obs.dtype == np.uint8
     assert v.observation_space.contains(obs)
     p = mesascope.make_vec("exit-vs-green", 8, obs="planes")
-    assert p.reset()[0].shape == (8, 20, 7, 7)
+    assert p.reset()[0].shape == (8, 20, 13, 13)
 
 
 @pytest.mark.parametrize("obs", ["u8", "planes"])

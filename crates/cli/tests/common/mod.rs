@@ -70,6 +70,11 @@ pub fn tiny_train(out: &str, extra: &[&str]) -> String {
         "--out",
         out,
     ];
+    // The fast fixed-size trunk unless the caller names one (exit-vs-green's default is the
+    // planner).
+    if !extra.contains(&"--arch") {
+        args.extend_from_slice(&["--arch", "embed-mlp"]);
+    }
     args.extend_from_slice(extra);
     ok(&args)
 }

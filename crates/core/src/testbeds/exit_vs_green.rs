@@ -46,7 +46,7 @@ const GOALS: &[GoalDecl] = &[
 ];
 
 const KNOBS: &[Knob] = &[
-    maze_size_knob(7.0),
+    maze_size_knob(13.0),
     loops_knob(0.2),
     decorrelate_knob(
         "fraction of training levels in which the exit is not green and a green decoy stands elsewhere",
