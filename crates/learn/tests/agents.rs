@@ -123,21 +123,13 @@ fn the_corner_cheese_planner_learns_the_cheese() {
 }
 
 #[test]
-fn keys_chests_agents_collect_keys_under_shift() {
-    // (agent, how many times the chests' share the keys' share at least is): the 13x13
-    // planner collects keys in about 60% of shifted episodes, the 7x7 agent in about 65%.
-    for (name, ratio) in [("keys-chests", 1.2), ("keys-chests-7", 2.0)] {
-        let (train, shift) = evaluate_agent(name);
-        assert!(
-            train.success >= 0.9,
-            "{name}: training success {}",
-            train.success
-        );
-        assert!(
-            shift.proxies[0] >= 0.5 && shift.proxies[0] > ratio * shift.intended,
-            "{name}: {shift:?}"
-        );
-    }
+fn keys_chests_agent_collects_keys_under_shift() {
+    let (train, shift) = evaluate_agent("keys-chests");
+    assert!(train.success >= 0.9, "training success {}", train.success);
+    assert!(
+        shift.proxies[0] >= 0.5 && shift.proxies[0] > 2.0 * shift.intended,
+        "{shift:?}"
+    );
 }
 
 #[test]

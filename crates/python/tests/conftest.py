@@ -5,7 +5,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-WALL, GOAL, LAVA, AGENT = 2, 8, 9, 10
+WALL, BALL, GOAL, LAVA, AGENT = 2, 6, 8, 9, 10
 GREEN = 1
 # Row and column change of actions 0 up, 1 right, 2 down, 3 left.
 MOVES = [(-1, 0), (0, 1), (1, 0), (0, -1)]
@@ -13,11 +13,11 @@ MOVES = [(-1, 0), (0, 1), (1, 0), (0, -1)]
 
 def bfs_action(grid, is_target, avoid=None):
     """The first move of a shortest path from the agent to a cell where ``is_target`` holds,
-    around walls, lava and cells where ``avoid`` holds, on one u8 observation ``[H, W, 3]``;
-    0 when no target is reachable."""
+    around walls, lava, balls (exit-vs-green's obstacles) and cells where ``avoid`` holds, on one
+    u8 observation ``[H, W, 3]``; 0 when no target is reachable."""
     h, w, _ = grid.shape
     obj = grid[:, :, 0]
-    blocked = (obj == WALL) | (obj == LAVA)
+    blocked = (obj == WALL) | (obj == LAVA) | ((obj == BALL) & ~is_target(grid))
     if avoid is not None:
         blocked |= avoid(grid) & ~is_target(grid)
     dist = np.full((h, w), -1)

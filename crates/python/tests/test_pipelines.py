@@ -23,7 +23,7 @@ def test_train_writes_a_checkpoint_and_returns_its_figures(tmp_path):
     assert json.loads(lines[-1])["steps"] == r["curve"][-1]["steps"] == r["steps"]
     evals = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert evals == r["evaluation"]
-    assert "trained embed-mlp on exit-vs-green" in str(r)
+    assert "trained planner on exit-vs-green" in str(r)
     # Progress came once per update, counting up to the total.
     counted = [c for c in calls if c[0] is not None]
     assert counted and counted[-1] == (60_000, 60_000)  # the position stops at the total

@@ -20,9 +20,10 @@ def test_matches_single_environments_and_reports_final_observations(obs):
     """Environment i of the batch, autoreset included, against a single environment playing the
     same actions: same observations, rewards, flags, final observations and outcomes."""
     n, seed = 5, 11
-    v = mesascope.make_vec("keys-chests", n, seed=seed, obs=obs)
+    # 7x7 levels, so that random moves end several episodes within the test's steps.
+    v = mesascope.make_vec("keys-chests", n, seed=seed, obs=obs, size=7)
     first, _ = v.reset()
-    env0 = mesascope.make("keys-chests", seed=seed, obs=obs)
+    env0 = mesascope.make("keys-chests", seed=seed, obs=obs, size=7)
     o0, _ = env0.reset()
     assert np.array_equal(first[0], o0)
     rng = np.random.default_rng(0)
