@@ -574,8 +574,8 @@ pub struct TrainArgs {
     pub resume: bool,
     /// Network trunk: `planner` (value propagation, weights shared across positions: one
     /// checkpoint runs on levels of any size), `embed-mlp` (fast on small grids) or `conv`
-    /// [default: the testbed's: planner for exit-vs-green and corner-cheese, embed-mlp for
-    /// keys-chests, absent-supervisor and sleeper].
+    /// [default: the testbed's: planner for exit-vs-green, corner-cheese and keys-chests,
+    /// embed-mlp for absent-supervisor and sleeper].
     #[arg(long, value_name = "ARCH", conflicts_with = "resume")]
     pub arch: Option<String>,
     /// `--arch planner`: channels of its cell embedding [default: 16].

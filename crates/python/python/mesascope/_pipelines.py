@@ -39,7 +39,7 @@ def train(testbed, steps=None, seed=None, out=None, resume=False, decorrelate=No
     ``progress(done, total, message)``. Ctrl-C stops it cleanly: the checkpoint is written and
     resumes with ``resume=True``; then ``KeyboardInterrupt`` is raised. ``arch`` is
     ``planner``, ``embed-mlp`` or ``conv`` (default the testbed's: ``planner`` for
-    exit-vs-green and corner-cheese, ``embed-mlp`` for the others); ``channels`` and ``iterations`` shape the
+    exit-vs-green, corner-cheese and keys-chests, ``embed-mlp`` for the others); ``channels`` and ``iterations`` shape the
     planner. ``curriculum`` is ``uniform`` (a fresh level each episode) or ``regret`` (a quarter
     of the episodes replay the levels of highest regret for the intended goal).
 
