@@ -148,6 +148,16 @@ impl PpoConfig {
         PpoConfig::for_testbed_arch(name, PpoConfig::default_arch(name))
     }
 
+    /// Per-testbed defaults for the trunk named `arch` (`embed-mlp`, `conv`, `planner`), or
+    /// for the testbed's default trunk when `None`.
+    pub fn for_testbed_named(name: &str, arch: Option<&str>) -> Result<PpoConfig> {
+        let arch = match arch {
+            Some(a) => Arch::parse(a)?,
+            None => PpoConfig::default_arch(name),
+        };
+        Ok(PpoConfig::for_testbed_arch(name, arch))
+    }
+
     /// Per-testbed defaults for trunk `arch`, set so that the default run reaches >= 95%
     /// base-objective success on the training distribution at the testbed's default size. The
     /// training length differs by testbed and trunk (the planner's runs are measured in

@@ -3,7 +3,6 @@
 
 use crate::error::Result;
 use mesascope_core::{testbeds, Knobs};
-use mesascope_learn::policy::Arch;
 use mesascope_learn::ppo::{PpoConfig, Trainer};
 use std::time::Instant;
 
@@ -18,11 +17,7 @@ pub fn train_throughput(
     seconds: f64,
 ) -> Result<TrainThroughput> {
     let tb = testbeds::make(testbed, &Knobs::from_pairs(knobs))?;
-    let arch = match arch {
-        Some(a) => Arch::parse(a)?,
-        None => PpoConfig::default_arch(testbed),
-    };
-    let config = PpoConfig::for_testbed_arch(testbed, arch);
+    let config = PpoConfig::for_testbed_named(testbed, arch)?;
     let (decl, values) = tb.knobs();
     let size = decl
         .iter()

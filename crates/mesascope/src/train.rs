@@ -197,11 +197,7 @@ pub fn train(s: &TrainSettings, progress: &dyn Progress) -> Result<TrainRun> {
         let total = s.steps.unwrap_or(ck.meta.ppo.total_steps);
         Trainer::resume(testbed.clone(), ck, total)?
     } else {
-        let arch = match &s.arch {
-            Some(a) => Arch::parse(a)?,
-            None => PpoConfig::default_arch(&s.testbed),
-        };
-        let mut config = PpoConfig::for_testbed_arch(&s.testbed, arch);
+        let mut config = PpoConfig::for_testbed_named(&s.testbed, s.arch.as_deref())?;
         if let Some(steps) = s.steps {
             config.total_steps = steps;
         }
