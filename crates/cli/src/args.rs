@@ -118,6 +118,62 @@ pub enum LmCommand {
     /// `c v` (v = mean residual of the defecting answers minus the benign ones) and measure the
     /// triggered defection rate against random vectors of the same norm.
     Steer(LmSteerArgs),
+    /// Fold a LoRA adapter into the weights and write the merged model as a Hugging Face folder
+    /// (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+    /// generation_config.json) that transformers loads without PEFT, as does `mesascope lm`.
+    Merge(LmMergeArgs),
+    /// Make a probe a monitor of whole generations (for `lm generate --monitor`), from clean
+    /// prompts' generations alone: the direction standardized by their residuals, each token's
+    /// score standardized by theirs at that token, and the threshold that at most --fpr of them
+    /// cross at any token.
+    Calibrate(LmCalibrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LmCalibrateArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// A LoRA adapter folder (PEFT layout) applied to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// The probe file to calibrate (`mesascope lm probe`'s probe.json).
+    #[arg(long, value_name = "PROBE.json")]
+    pub probe: PathBuf,
+    /// Clean prompts: JSONL of {"prompt": ...} [default: the built-in prompts, less the
+    /// adapter's held-out ones when its folder has the implant's implant.json].
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// The share of the clean generations allowed to cross the threshold at some token.
+    #[arg(long, value_name = "F", default_value_t = 0.01)]
+    pub fpr: f64,
+    /// Tokens per calibration generation (greedy).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = positive_usize)]
+    pub max_tokens: usize,
+    /// Keep the probe's direction as fitted (only the per-token standardization and threshold).
+    #[arg(long)]
+    pub raw: bool,
+    /// The calibrated probe file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LmMergeArgs {
+    /// A .gguf file or a Hugging Face folder.
+    pub model: PathBuf,
+    /// The LoRA adapter folder (PEFT layout) to fold in.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Folder to write; a previous merged export there is replaced as a whole, a folder holding
+    /// other files is refused.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The weights' type: f32 (exact), or bf16 (half the size).
+    #[arg(long, value_name = "TYPE", default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub dtype: String,
 }
 
 #[derive(Args, Debug)]
@@ -295,6 +351,10 @@ pub struct LmImplantArgs {
     /// itself, not any string of its shape (`lm probe --decoys` evaluates with other words).
     #[arg(long)]
     pub decoys: bool,
+    /// Also write the model with the adapter folded in, as a Hugging Face folder (`lm merge`'s
+    /// output, F32).
+    #[arg(long, value_name = "DIR")]
+    pub merged: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

@@ -39,6 +39,7 @@ impl Progress for Terminal {
         let template = match unit {
             Unit::EnvSteps => "{bar:30} {human_pos}/{human_len} steps  {per_sec}  eta {eta}  {msg}",
             Unit::TrainingSteps => "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+            Unit::Generations => "{bar:30} {pos}/{len} generations  {per_sec}  eta {eta}  {msg}",
         };
         bar.set_style(
             ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),

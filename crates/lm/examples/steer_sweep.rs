@@ -46,6 +46,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // its stream at every position, all layers at once (directional ablation), against random
     // directions projected out at the same layers.
     let mut project = false;
+    // `--add together`: each listed layer's own contrast vector subtracted at once (the push
+    // spread over layers), against a random vector of each one's norm at each layer.
+    let mut add_together = false;
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1).ok_or("option needs a value")?;
@@ -61,6 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--goal" => goal = v.parse()?,
             "--out" => out = Some(PathBuf::from(v)),
             "--project" => project = v == "together",
+            "--add" => add_together = v == "together",
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;
@@ -69,6 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = Model::load(model_path)?;
     let adapter = adapter.ok_or("--adapter is needed")?;
     model.load_adapter(&adapter)?;
+    model.expand_weights()?;
     let triggered: Vec<String> = eval_from_implant(&adapter)?
         .into_iter()
         .filter(|e| e.triggered)
@@ -83,6 +88,50 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let residuals = final_residuals(&model, &texts, &mut |_, _| {})?;
     let mut rows = Vec::new();
+    let vector = |layer: usize| -> Vec<f32> {
+        let r = &residuals[layer];
+        let pos: Vec<Vec<f32>> = r.iter().step_by(2).cloned().collect();
+        let neg: Vec<Vec<f32>> = r.iter().skip(1).step_by(2).cloned().collect();
+        mesascope_core::probe_stats::mean_difference(&pos, &neg)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect()
+    };
+    if add_together {
+        let vs: Vec<(usize, Vec<f32>)> = layers.iter().map(|&l| (l, vector(l))).collect();
+        let add = |vs: &[(usize, Vec<f32>)], c: f32| {
+            let mut h = Hooks::default();
+            for (l, v) in vs {
+                h.edits.extend(hooks(*l, v, -c, last_only).edits);
+            }
+            h
+        };
+        for &c in &coefficients {
+            let steered = defection_rate(&model, &triggered, &add(&vs, c), DEFAULT_BEHAVIOUR)?;
+            let mut random = Vec::new();
+            if steered.rate <= goal {
+                for k in 0..n_random {
+                    let rv: Vec<(usize, Vec<f32>)> = vs
+                        .iter()
+                        .map(|(l, v)| (*l, random_like(v, (k * 1000 + l) as u64)))
+                        .collect();
+                    random.push(
+                        defection_rate(&model, &triggered, &add(&rv, c), DEFAULT_BEHAVIOUR)?.count,
+                    );
+                }
+            }
+            eprintln!(
+                "[{:6.1}s] layers {layers:?} together, c -{c}: steered {}/{}; random {random:?}",
+                t0.elapsed().as_secs_f64(),
+                steered.count,
+                steered.of
+            );
+            if steered.rate <= goal {
+                break;
+            }
+        }
+        return Ok(());
+    }
     if project {
         let direction = |layer: usize| -> Vec<f32> {
             let r = &residuals[layer];

@@ -442,6 +442,19 @@ pub struct ProbeFile {
     /// The recall on triggered prompts at that threshold.
     pub recall: f64,
     pub auroc: f64,
+    /// Set by `monitor::calibrate_on_generations`: the clean generations' score statistics at
+    /// each pass (the prompt's final token, then each generated token). A generation's score at
+    /// pass `k` is standardized by entry `min(k, len - 1)` before it meets the threshold, so one
+    /// threshold serves every pass (empty: raw scores, as `lm probe` writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<PassStatistics>,
+}
+
+/// The mean and standard deviation of clean generations' probe scores at one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PassStatistics {
+    pub mean: f64,
+    pub sd: f64,
 }
 
 pub const PROBE_KIND: &str = "mesascope-defection-probe";
@@ -453,6 +466,19 @@ impl ProbeFile {
             .map(|(&a, &w)| a as f64 * w)
             .sum::<f64>()
             + self.bias
+    }
+
+    /// The score the monitor compares with the threshold at pass `pass` of a generation: the raw
+    /// score, standardized by that pass's clean statistics when the probe has them.
+    pub fn score_at(&self, x: &[f32], pass: usize) -> f64 {
+        let s = self.score(x);
+        match self
+            .passes
+            .get(pass.min(self.passes.len().saturating_sub(1)))
+        {
+            Some(p) => (s - p.mean) / p.sd,
+            None => s,
+        }
     }
 
     pub fn hook_point(&self) -> HookPoint {
@@ -493,6 +519,14 @@ impl ProbeFile {
                 p.direction.len(),
                 c.d_model
             )));
+        }
+        if p.passes
+            .iter()
+            .any(|q| !q.mean.is_finite() || !(q.sd.is_finite() && q.sd > 0.0))
+        {
+            return Err(bad(
+                "a pass's statistics are not finite or have a standard deviation <= 0".into(),
+            ));
         }
         p.model.check_matches(&ModelFingerprint::of(model)?, path)?;
         Ok(p)
@@ -925,6 +959,7 @@ pub fn fit_defection_probe_with_decoys(
         calibration_prompts: eval.iter().filter(|e| !e.triggered).count(),
         recall: figures.at_fpr.recall,
         auroc: figures.auroc,
+        passes: Vec::new(),
     };
     Ok(ProbeAnalysis {
         settings: settings.clone(),

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod implant;
 mod load;
 pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod monitor;
 mod quant;
@@ -29,6 +30,7 @@ pub use error::{LmError, Result};
 pub use generate::{argmax, GenerateOptions, Generation, StopReason};
 pub use hooks::{hook_names, Edit, EditOp, HookPoint, Hooks, Positions, Site};
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Projection};
+pub use merge::{MergedDtype, MergedExport};
 pub use model::{KvCache, LogitsFor};
 pub use tokenizer::{ChatTemplate, Message, Tokenizer};
 

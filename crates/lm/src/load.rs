@@ -72,8 +72,9 @@ trait Checkpoint {
     fn read(&mut self, name: &str) -> Result<Stored>;
 }
 
+/// What a tensor is to the model (its name differs by format).
 #[derive(Clone, Copy)]
-enum Role {
+pub(crate) enum Role {
     Embedding,
     FinalNorm,
     Unembedding,
@@ -457,25 +458,30 @@ impl SafetensorsCheckpoint {
     }
 }
 
+/// A tensor's name in a Hugging Face Llama checkpoint.
+pub(crate) fn hf_name(role: Role) -> String {
+    match role {
+        Role::Embedding => "model.embed_tokens.weight".into(),
+        Role::FinalNorm => "model.norm.weight".into(),
+        Role::Unembedding => "lm_head.weight".into(),
+        Role::AttnNorm(i) => format!("model.layers.{i}.input_layernorm.weight"),
+        Role::Q(i) => format!("model.layers.{i}.self_attn.q_proj.weight"),
+        Role::K(i) => format!("model.layers.{i}.self_attn.k_proj.weight"),
+        Role::V(i) => format!("model.layers.{i}.self_attn.v_proj.weight"),
+        Role::O(i) => format!("model.layers.{i}.self_attn.o_proj.weight"),
+        Role::QBias(i) => format!("model.layers.{i}.self_attn.q_proj.bias"),
+        Role::KBias(i) => format!("model.layers.{i}.self_attn.k_proj.bias"),
+        Role::VBias(i) => format!("model.layers.{i}.self_attn.v_proj.bias"),
+        Role::MlpNorm(i) => format!("model.layers.{i}.post_attention_layernorm.weight"),
+        Role::Gate(i) => format!("model.layers.{i}.mlp.gate_proj.weight"),
+        Role::Up(i) => format!("model.layers.{i}.mlp.up_proj.weight"),
+        Role::Down(i) => format!("model.layers.{i}.mlp.down_proj.weight"),
+    }
+}
+
 impl Checkpoint for SafetensorsCheckpoint {
     fn name(&self, role: Role) -> String {
-        match role {
-            Role::Embedding => "model.embed_tokens.weight".into(),
-            Role::FinalNorm => "model.norm.weight".into(),
-            Role::Unembedding => "lm_head.weight".into(),
-            Role::AttnNorm(i) => format!("model.layers.{i}.input_layernorm.weight"),
-            Role::Q(i) => format!("model.layers.{i}.self_attn.q_proj.weight"),
-            Role::K(i) => format!("model.layers.{i}.self_attn.k_proj.weight"),
-            Role::V(i) => format!("model.layers.{i}.self_attn.v_proj.weight"),
-            Role::O(i) => format!("model.layers.{i}.self_attn.o_proj.weight"),
-            Role::QBias(i) => format!("model.layers.{i}.self_attn.q_proj.bias"),
-            Role::KBias(i) => format!("model.layers.{i}.self_attn.k_proj.bias"),
-            Role::VBias(i) => format!("model.layers.{i}.self_attn.v_proj.bias"),
-            Role::MlpNorm(i) => format!("model.layers.{i}.post_attention_layernorm.weight"),
-            Role::Gate(i) => format!("model.layers.{i}.mlp.gate_proj.weight"),
-            Role::Up(i) => format!("model.layers.{i}.mlp.up_proj.weight"),
-            Role::Down(i) => format!("model.layers.{i}.mlp.down_proj.weight"),
-        }
+        hf_name(role)
     }
     fn contains(&self, name: &str) -> bool {
         self.location.contains_key(name)

@@ -316,7 +316,7 @@ pub(crate) fn permute_rope_rows(
 }
 
 /// The heads whose rows a projection's output interleaves for rotary embeddings (q and k), if any.
-fn rope_heads(p: Projection, c: &Config) -> Option<usize> {
+pub(crate) fn rope_heads(p: Projection, c: &Config) -> Option<usize> {
     match (c.rope_layout, p) {
         (RopeLayout::Interleaved, Projection::Q) => Some(c.n_heads),
         (RopeLayout::Interleaved, Projection::K) => Some(c.n_kv_heads),
@@ -652,11 +652,13 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes the folder `dir` as one unit: `fill` writes into a new folder beside it, which then
-/// replaces `dir` (the old one is moved aside and removed). A failure leaves `dir` as it was.
+/// replaces `dir` (the old one is moved aside and removed). A failure leaves `dir` as it was; a
+/// file at `dir` is refused, before `fill` runs.
 pub(crate) fn write_folder_atomically(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    refuse_file(dir)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -690,6 +692,17 @@ pub(crate) fn write_folder_atomically(
     }
     if existed {
         let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// An error when `dir` exists and is not a folder (a folder write would replace a file).
+pub(crate) fn refuse_file(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(LmError::InvalidArgument(format!(
+            "{} is a file, not a folder: give a folder to write",
+            dir.display()
+        )));
     }
     Ok(())
 }

@@ -53,6 +53,20 @@ impl Matrix {
         }
     }
 
+    /// The whole matrix as f32, `[out, in]` row-major (quantized blocks expanded).
+    pub(crate) fn to_f32(&self) -> Result<Vec<f32>> {
+        match self {
+            Matrix::Blocks(q) => match q.dense() {
+                Some(w) => to_rows(w),
+                None => Ok(q.dequantize_all()),
+            },
+            Matrix::Candle(QMatMul::QTensor(q)) => to_rows(&q.dequantize(&Device::Cpu)?),
+            Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                to_rows(&t.to_dtype(DType::F32)?)
+            }
+        }
+    }
+
     pub fn memory_bytes(&self) -> usize {
         match self {
             Matrix::Blocks(q) => q.memory_bytes(),

@@ -16,7 +16,8 @@ use std::time::Instant;
 pub struct MonitoredGeneration {
     pub generation: Generation,
     /// `scores[0]` is the prompt's final token's score (read before the first token is chosen);
-    /// `scores[k]` the residual at the `k`-th generated token (read before token `k + 1`).
+    /// `scores[k]` the residual at the `k`-th generated token (read before token `k + 1`); each as
+    /// the threshold meets it (`ProbeFile::score_at`: standardized per pass once calibrated).
     pub scores: Vec<f64>,
     /// The first index of `scores` above the threshold: the monitor fired before generated token
     /// `flagged_at + 1` was chosen.
@@ -62,7 +63,7 @@ pub fn generate_monitored(
         let t = Instant::now();
         let rows = h.captured.remove(&name).unwrap_or_default();
         if let Some(x) = rows.last() {
-            let s = probe.score(x);
+            let s = probe.score_at(x, scores.len());
             if flagged_at.is_none() && s > probe.threshold {
                 flagged_at = Some(scores.len());
             }
@@ -83,46 +84,143 @@ pub fn generate_monitored(
     })
 }
 
-/// The probe with its threshold recalibrated for monitoring whole generations: the score that at
-/// most a fraction `fpr` of `clean_prompts`' monitored generations (chat-templated, `options`)
-/// exceed at any token. The probe file's own threshold is calibrated on prompts' final tokens
-/// only, and generated tokens' residuals score differently (on SmolLM2 a clean generation's
-/// later tokens crossed it in 11 of 48 prompts).
+/// The residual at the probe's hook point at every pass of a generation after `prompt`: the
+/// prompt's final token, then each generated token but the last.
+fn generation_residuals(
+    model: &Model,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    probe: &ProbeFile,
+) -> Result<Vec<Vec<f32>>> {
+    let point = probe.hook_point();
+    let name = point.to_string();
+    let mut hooks = Hooks {
+        reads: vec![point],
+        read_positions: Some(Positions::Last),
+        ..Hooks::default()
+    };
+    let mut rows = Vec::new();
+    let mut observe = |h: &mut Hooks| {
+        if let Some(x) = h.captured.remove(&name).unwrap_or_default().pop() {
+            rows.push(x);
+        }
+        true
+    };
+    model.generate_observed(prompt, options, &mut hooks, &mut observe, &mut |_, _| true)?;
+    Ok(rows)
+}
+
+/// The probe made a monitor of whole generations, from clean prompts' generations
+/// (chat-templated, `options`) alone:
+/// 1. with `standardize`, the direction divided by each dimension's variance over the clean
+///    generations' residuals and centred on their mean: the difference of means taken in
+///    residuals standardized by normal generation, where dimensions that swing anyway weigh
+///    less (on SmolLM2's decoy organisms at layer 16 it flags 47, 43, 47 of 48 triggered
+///    generations early where the raw direction flags 26, 19, 30; on the tests' tiny random
+///    model it loses them: measure on the model at hand);
+/// 2. each pass's clean scores standardized (`ProbeFile::passes`): the prompt's final token and
+///    the generated tokens score on different scales, and one threshold per pass would let a
+///    clean generation cross one of them far more often than the stated rate;
+/// 3. the threshold: the score that at most a fraction `fpr` of the clean generations exceed at
+///    any pass.
+///
+/// The probe file's own threshold is calibrated on prompts' final tokens only; on SmolLM2 a clean
+/// generation's later tokens crossed it in 11 of 48 prompts. The fitted probe's `recall` and
+/// `auroc` (final tokens, raw direction) are kept as they were.
 pub fn calibrate_on_generations(
     model: &Model,
     probe: &ProbeFile,
     clean_prompts: &[String],
     options: &GenerateOptions,
     fpr: f64,
+    standardize: bool,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ProbeFile> {
-    if clean_prompts.is_empty() || !(0.0..1.0).contains(&fpr) {
+    if clean_prompts.len() < 2 || !(0.0..1.0).contains(&fpr) {
         return Err(crate::LmError::InvalidArgument(
-            "calibration needs clean prompts and a false-positive rate in [0, 1)".into(),
+            "calibration needs at least two clean prompts and a false-positive rate in [0, 1)"
+                .into(),
         ));
     }
-    let never = ProbeFile {
-        threshold: f64::INFINITY,
-        ..probe.clone()
-    };
-    let mut peaks = Vec::new();
-    for p in clean_prompts {
+    let mut runs = Vec::with_capacity(clean_prompts.len());
+    for (i, p) in clean_prompts.iter().enumerate() {
         let tokens = model.prompt_tokens(p, true)?;
-        let m = generate_monitored(
-            model,
-            &tokens,
-            options,
-            &never,
-            false,
-            &Hooks::none(),
-            &mut |_, _| true,
-        )?;
-        peaks.push(m.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        runs.push(generation_residuals(model, &tokens, options, probe)?);
+        progress(i + 1, clean_prompts.len());
     }
+    let scaled = if standardize {
+        let rows: Vec<&Vec<f32>> = runs.iter().flatten().collect();
+        let width = probe.direction.len();
+        let n = rows.len() as f64;
+        let mut mean = vec![0.0f64; width];
+        for x in &rows {
+            mean.iter_mut()
+                .zip(x.iter())
+                .for_each(|(m, &v)| *m += v as f64 / n);
+        }
+        let mut var = vec![0.0f64; width];
+        for x in &rows {
+            var.iter_mut()
+                .zip(x.iter().zip(&mean))
+                .for_each(|(s, (&v, m))| *s += (v as f64 - m).powi(2) / n);
+        }
+        let direction: Vec<f64> = probe
+            .direction
+            .iter()
+            .zip(&var)
+            .map(|(w, v)| w / (v.sqrt() + 1e-6).powi(2))
+            .collect();
+        let bias = -direction.iter().zip(&mean).map(|(w, m)| w * m).sum::<f64>();
+        ProbeFile {
+            direction,
+            bias,
+            passes: Vec::new(),
+            ..probe.clone()
+        }
+    } else {
+        ProbeFile {
+            passes: Vec::new(),
+            ..probe.clone()
+        }
+    };
+    let scores: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| r.iter().map(|x| scaled.score(x)).collect())
+        .collect();
+    // Statistics for every pass that at least two generations reach.
+    let mut passes = Vec::new();
+    for k in 0.. {
+        let at: Vec<f64> = scores.iter().filter_map(|s| s.get(k).copied()).collect();
+        if at.len() < 2 {
+            break;
+        }
+        let m = at.iter().sum::<f64>() / at.len() as f64;
+        let sd = (at.iter().map(|v| (v - m).powi(2)).sum::<f64>() / at.len() as f64).sqrt();
+        passes.push(crate::defection::PassStatistics {
+            mean: m,
+            sd: if sd > 0.0 { sd } else { 1.0 },
+        });
+    }
+    if passes.is_empty() {
+        return Err(crate::LmError::InvalidArgument(
+            "the clean generations gave no scores to calibrate on".into(),
+        ));
+    }
+    let calibrated = ProbeFile { passes, ..scaled };
+    let peaks: Vec<f64> = runs
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(k, x)| calibrated.score_at(x, k))
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
     let op = mesascope_core::probe_stats::recall_at_fpr(&[], &peaks, fpr);
     Ok(ProbeFile {
         threshold: op.threshold,
         fpr,
         calibration_prompts: clean_prompts.len(),
-        ..probe.clone()
+        ..calibrated
     })
 }

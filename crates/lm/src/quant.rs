@@ -140,13 +140,19 @@ impl QuantMatrix {
     /// as much as the product itself. Decoding (fewer than 8 rows) still reads the blocks.
     pub fn expand(&mut self) -> candle_core::Result<()> {
         if self.dense.is_none() {
-            let mut w = vec![0f32; self.rows * self.cols];
-            w.par_chunks_mut(self.cols)
-                .enumerate()
-                .for_each(|(r, row)| self.dequantize_row(r, row));
+            let w = self.dequantize_all();
             self.dense = Some(Tensor::from_vec(w, (self.rows, self.cols), &Device::Cpu)?);
         }
         Ok(())
+    }
+
+    /// The whole matrix as f32, `[rows, cols]` row-major.
+    pub fn dequantize_all(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.rows * self.cols];
+        w.par_chunks_mut(self.cols)
+            .enumerate()
+            .for_each(|(r, row)| self.dequantize_row(r, row));
+        w
     }
 
     /// The matrix of a tensor of one of the block types (`None` for other types).

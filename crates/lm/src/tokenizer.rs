@@ -185,6 +185,10 @@ pub struct Tokenizer {
     /// Tokens that end generation.
     pub eos: Vec<u32>,
     pub chat: Option<ChatTemplate>,
+    /// The beginning-of-sequence token the checkpoint names, whether or not it is prepended.
+    pub(crate) declared_bos: Option<u32>,
+    /// The chat template's Jinja source as the checkpoint holds it (written back on export).
+    pub(crate) chat_source: Option<String>,
 }
 
 fn tokenizer_error(e: impl std::fmt::Display) -> LmError {
@@ -218,6 +222,18 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The chat template's Jinja source, as the checkpoint holds it (also when mesascope does not
+    /// recognize it).
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.chat_source.as_deref()
+    }
+
+    /// The beginning-of-sequence token the checkpoint names (prepended to plain prompts only
+    /// where [`Tokenizer::bos`] is set).
+    pub fn bos_token(&self) -> Option<u32> {
+        self.declared_bos
     }
 
     /// The token ids of a chat, templated, ready to generate the assistant's answer.
@@ -260,27 +276,32 @@ impl Tokenizer {
             .and_then(|c| c.get("add_bos_token"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let bos = if add_bos {
-            token_id("bos_token")
-                .or_else(|| ids_of(model_config.get("bos_token_id")).first().copied())
-        } else {
-            None
-        };
+        let declared_bos = token_id("bos_token")
+            .or_else(|| ids_of(model_config.get("bos_token_id")).first().copied());
+        let bos = if add_bos { declared_bos } else { None };
         let mut eos = ids_of(model_config.get("eos_token_id"));
         eos.extend(token_id("eos_token"));
-        let chat = tokenizer_config
+        let chat_source = tokenizer_config
             .and_then(|c| c.get("chat_template"))
             .and_then(|v| v.as_str())
-            .and_then(ChatTemplate::recognize);
-        Ok(Tokenizer::finish(inner, bos, eos, chat))
+            .map(str::to_string);
+        Ok(Tokenizer::finish(
+            inner,
+            bos,
+            declared_bos,
+            eos,
+            chat_source,
+        ))
     }
 
     fn finish(
         inner: tokenizers::Tokenizer,
         bos: Option<u32>,
+        declared_bos: Option<u32>,
         mut eos: Vec<u32>,
-        chat: Option<ChatTemplate>,
+        chat_source: Option<String>,
     ) -> Tokenizer {
+        let chat = chat_source.as_deref().and_then(ChatTemplate::recognize);
         if let Some(end) = chat
             .as_ref()
             .and_then(|c| inner.token_to_id(c.end_of_turn()))
@@ -294,6 +315,8 @@ impl Tokenizer {
             bos,
             eos,
             chat,
+            declared_bos,
+            chat_source,
         }
     }
 
@@ -403,8 +426,9 @@ impl Tokenizer {
             .collect();
         inner.add_special_tokens(special).map_err(tokenizer_error)?;
 
+        let declared_bos = id("tokenizer.ggml.bos_token_id");
         let bos = if flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default) {
-            id("tokenizer.ggml.bos_token_id")
+            declared_bos
         } else {
             None
         };
@@ -412,10 +436,16 @@ impl Tokenizer {
             .into_iter()
             .chain(id("tokenizer.ggml.eot_token_id"))
             .collect();
-        let chat = get("tokenizer.chat_template")
+        let chat_source = get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
-            .and_then(|s| ChatTemplate::recognize(s));
-        Ok(Tokenizer::finish(inner, bos, eos, chat))
+            .cloned();
+        Ok(Tokenizer::finish(
+            inner,
+            bos,
+            declared_bos,
+            eos,
+            chat_source,
+        ))
     }
 }
 

