@@ -133,15 +133,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     if project {
-        let direction = |layer: usize| -> Vec<f32> {
-            let r = &residuals[layer];
-            let pos: Vec<Vec<f32>> = r.iter().step_by(2).cloned().collect();
-            let neg: Vec<Vec<f32>> = r.iter().skip(1).step_by(2).cloned().collect();
-            mesascope_core::probe_stats::mean_difference(&pos, &neg)
-                .into_iter()
-                .map(|x| x as f32)
-                .collect()
-        };
         let ablate = |dirs: &[(usize, Vec<f32>)]| Hooks {
             edits: dirs
                 .iter()
@@ -158,7 +149,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .collect(),
             ..Hooks::default()
         };
-        let dirs: Vec<(usize, Vec<f32>)> = layers.iter().map(|&l| (l, direction(l))).collect();
+        let dirs: Vec<(usize, Vec<f32>)> = layers.iter().map(|&l| (l, vector(l))).collect();
         let steered = defection_rate(&model, &triggered, &ablate(&dirs), DEFAULT_BEHAVIOUR)?;
         let mut random = Vec::new();
         for k in 0..n_random {
@@ -177,15 +168,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     for &layer in &layers {
-        let r = &residuals[layer];
-        let pos: Vec<Vec<f32>> = r.iter().step_by(2).cloned().collect();
-        let neg: Vec<Vec<f32>> = r.iter().skip(1).step_by(2).cloned().collect();
-        let v: Vec<f32> = mesascope_core::probe_stats::mean_difference(&pos, &neg)
-            .into_iter()
-            .map(|x| x as f32)
-            .collect();
-        // The typical size of the stream at this layer, to read the push against.
-        let stream_norm = pos.iter().map(|x| norm(x)).sum::<f64>() / pos.len() as f64;
+        let v = vector(layer);
+        // The typical size of the stream at this layer (the positive sides'), to read the push
+        // against.
+        let positive = residuals[layer].iter().step_by(2);
+        let stream_norm = positive.clone().map(|x| norm(x)).sum::<f64>() / positive.count() as f64;
         for &c in &coefficients {
             let steered = defection_rate(
                 &model,
