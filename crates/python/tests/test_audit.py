@@ -94,6 +94,7 @@ def test_a_callable_is_called_with_batches_a_few_hundred_times():
 
 def test_ctrl_c_stops_the_audit_at_the_next_call():
     import signal
+    import time
 
     calls = []
 
@@ -101,6 +102,11 @@ def test_ctrl_c_stops_the_audit_at_the_next_call():
         calls.append(obs.shape[0])
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)
+            # Python runs signal handlers on the main thread only, which polls every 20 ms while
+            # the audit's thread calls the policy; a real Ctrl-C comes while the policy runs, so
+            # give the poll its turn before this call returns (without it, a fast audit on a busy
+            # machine could finish before the poll, as it once did in CI).
+            time.sleep(0.2)
         return seek_green(obs)
 
     with pytest.raises(KeyboardInterrupt):
