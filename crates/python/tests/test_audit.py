@@ -94,7 +94,6 @@ def test_a_callable_is_called_with_batches_a_few_hundred_times():
 
 def test_ctrl_c_stops_the_audit_at_the_next_call():
     import signal
-    import time
 
     calls = []
 
@@ -102,15 +101,16 @@ def test_ctrl_c_stops_the_audit_at_the_next_call():
         calls.append(obs.shape[0])
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)
-            # Python runs signal handlers on the main thread only, which polls every 20 ms while
-            # the audit's thread calls the policy; a real Ctrl-C comes while the policy runs, so
-            # give the poll its turn before this call returns (without it, a fast audit on a busy
-            # machine could finish before the poll, as it once did in CI).
-            time.sleep(0.2)
         return seek_green(obs)
 
-    with pytest.raises(KeyboardInterrupt):
-        mesascope.audit(interrupted, "exit-vs-green", episodes=200, progress=False)
+    # A process started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler: install it for the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mesascope.audit(interrupted, "exit-vs-green", episodes=200, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) < 20, len(calls)
 
 
