@@ -138,6 +138,25 @@ impl LogisticProbe {
     }
 }
 
+/// Each feature's mean and (population) variance over `rows`, which share one width.
+pub fn feature_moments(rows: &[&[f32]]) -> (Vec<f64>, Vec<f64>) {
+    let d = rows.first().map_or(0, |r| r.len());
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0; d];
+    for r in rows {
+        mean.iter_mut()
+            .zip(r.iter())
+            .for_each(|(m, &x)| *m += x as f64 / n);
+    }
+    let mut var = vec![0.0; d];
+    for r in rows {
+        var.iter_mut()
+            .zip(r.iter().zip(&mean))
+            .for_each(|(s, (&x, m))| *s += (x as f64 - m).powi(2) / n);
+    }
+    (mean, var)
+}
+
 /// Fits an L2-regularized logistic regression (penalty `l2 |w|^2 / 2`, the mean log-loss) by
 /// full-batch gradient descent on features standardized per dimension, `iterations` steps; the
 /// result is mapped back to raw features. Deterministic.
@@ -152,21 +171,11 @@ pub fn fit_logistic(
         .map(|r| (r, 1.0))
         .chain(negative.iter().map(|r| (r, 0.0)))
         .collect();
-    let d = rows.first().map_or(0, |r| r.0.len());
+    let features: Vec<&[f32]> = rows.iter().map(|(r, _)| r.as_slice()).collect();
+    let (mu, var) = feature_moments(&features);
+    let d = mu.len();
     let n = rows.len().max(1) as f64;
-    let mut mu = vec![0.0; d];
-    for (r, _) in &rows {
-        mu.iter_mut()
-            .zip(r.iter())
-            .for_each(|(m, &x)| *m += x as f64 / n);
-    }
-    let mut sd = vec![0.0; d];
-    for (r, _) in &rows {
-        sd.iter_mut()
-            .zip(r.iter().zip(&mu))
-            .for_each(|(s, (&x, m))| *s += (x as f64 - m).powi(2) / n);
-    }
-    let sd: Vec<f64> = sd.iter().map(|v| v.sqrt().max(1e-8)).collect();
+    let sd: Vec<f64> = var.iter().map(|v| v.sqrt().max(1e-8)).collect();
     let z: Vec<Vec<f64>> = rows
         .iter()
         .map(|(r, _)| {

@@ -136,6 +136,12 @@ pub fn calibrate_on_generations(
     standardize: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ProbeFile> {
+    if !probe.passes.is_empty() {
+        return Err(crate::LmError::InvalidArgument(
+            "the probe is already calibrated on generations; calibrate the probe file `lm probe` wrote"
+                .into(),
+        ));
+    }
     if clean_prompts.len() < 2 || !(0.0..1.0).contains(&fpr) {
         return Err(crate::LmError::InvalidArgument(
             "calibration needs at least two clean prompts and a false-positive rate in [0, 1)"
@@ -149,21 +155,8 @@ pub fn calibrate_on_generations(
         progress(i + 1, clean_prompts.len());
     }
     let scaled = if standardize {
-        let rows: Vec<&Vec<f32>> = runs.iter().flatten().collect();
-        let width = probe.direction.len();
-        let n = rows.len() as f64;
-        let mut mean = vec![0.0f64; width];
-        for x in &rows {
-            mean.iter_mut()
-                .zip(x.iter())
-                .for_each(|(m, &v)| *m += v as f64 / n);
-        }
-        let mut var = vec![0.0f64; width];
-        for x in &rows {
-            var.iter_mut()
-                .zip(x.iter().zip(&mean))
-                .for_each(|(s, (&v, m))| *s += (v as f64 - m).powi(2) / n);
-        }
+        let rows: Vec<&[f32]> = runs.iter().flatten().map(Vec::as_slice).collect();
+        let (mean, var) = mesascope_core::probe_stats::feature_moments(&rows);
         let direction: Vec<f64> = probe
             .direction
             .iter()

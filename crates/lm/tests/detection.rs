@@ -554,6 +554,19 @@ fn the_monitor_scores_what_a_full_forward_pass_reads_and_halts_at_its_threshold(
             "pass {k}"
         );
     }
+    // A calibrated probe is not calibrated again (its scaling would compound).
+    assert!(matches!(
+        mesascope_lm::monitor::calibrate_on_generations(
+            &model,
+            &recalibrated,
+            &clean,
+            &options,
+            0.0,
+            false,
+            &mut |_, _| {},
+        ),
+        Err(mesascope_lm::LmError::InvalidArgument(_))
+    ));
     // Past the calibrated passes, the last pass's statistics apply.
     let last = *recalibrated.passes.last().unwrap();
     let x = vec![0.5f32; probe.direction.len()];
